@@ -1,0 +1,201 @@
+"""TempMe configuration: a `CLIPConfig` plus the temporal token-merging schedule.
+
+The schedule fields follow the authors' command-line options (see the project's design notes):
+
+- ImgMe runs in every vision block before the first ClipMe block and merges `img_merge_r` tokens per frame.
+- ClipMe runs in the 0-indexed blocks `clip_merge_layers`; block `clip_merge_layers[i]` joins
+  `clip_merge_groups[i]` adjacent clips into one, merges `1 - cross_clip_keep_ratio` of the joined tokens
+  before attention and `1 - intra_clip_keep_ratio` of the rest after attention.
+- Every later block that is not a ClipMe block runs intra-clip merging only.
+
+This file is part of the remote code written next to saved models: it imports only `transformers` and
+`huggingface_hub`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
+# The two OpenAI CLIP backbones used in the paper. Everything not listed takes `CLIPConfig`'s defaults,
+# which are the OpenAI ViT-B text tower (width 512, 12 layers) and a ViT-B vision tower (width 768, 12 layers).
+_BACKBONES: dict[str, dict[str, Any]] = {
+    "vit-b-32": {"vision_config": {"patch_size": 32}},
+    "vit-b-16": {"vision_config": {"patch_size": 16}},
+}
+
+# Merge schedules of the paper (Tables 1, 4, 5), written in this config's field names.
+# ClipMe blocks are 0-indexed: the paper's "12 -(9)-> 6 -(10)-> 3 -(11)-> 1" is blocks [8, 9, 10].
+_NO_MERGE = {"img_merge_r": 0, "clip_merge_layers": [], "clip_merge_groups": []}
+_SCHEDULES: dict[str, dict[str, Any]] = {
+    "tempme-vit-b-32": {
+        "backbone": "vit-b-32",
+        "num_frames": 12,
+        "img_merge_r": 2,
+        "clip_merge_layers": [8, 9, 10],
+        "clip_merge_groups": [2, 2, 3],
+        "cross_clip_keep_ratio": 0.7,
+        "intra_clip_keep_ratio": 0.9,
+    },
+    "tempme-vit-b-16": {
+        "backbone": "vit-b-16",
+        "num_frames": 12,
+        "img_merge_r": 10,
+        "clip_merge_layers": [8, 9, 10],
+        "clip_merge_groups": [2, 2, 3],
+        "cross_clip_keep_ratio": 0.6,
+        "intra_clip_keep_ratio": 0.8,
+    },
+    "tempme-vit-b-32-64f": {
+        "backbone": "vit-b-32",
+        "num_frames": 64,
+        "img_merge_r": 2,
+        "clip_merge_layers": [8, 9, 10],
+        "clip_merge_groups": [4, 4, 4],
+        "cross_clip_keep_ratio": 0.7,
+        "intra_clip_keep_ratio": 0.9,
+    },
+    # ToMe as the paper's tables use it: ImgMe in all 12 blocks, no ClipMe.
+    "tome-vit-b-32": {"backbone": "vit-b-32", "num_frames": 12, **_NO_MERGE, "img_merge_r": 2},
+    "tome-vit-b-16": {"backbone": "vit-b-16", "num_frames": 12, **_NO_MERGE, "img_merge_r": 10},
+    # No merging: frame-independent CLIP with a mean over frames (CLIP4Clip meanP / the paper's LoRA row).
+    "clip-vit-b-32": {"backbone": "vit-b-32", "num_frames": 12, **_NO_MERGE},
+    "clip-vit-b-16": {"backbone": "vit-b-16", "num_frames": 12, **_NO_MERGE},
+}
+
+PRESETS: tuple[str, ...] = tuple(_SCHEDULES)
+
+
+def _merge_dicts(base: dict, overrides: dict) -> dict:
+    """Recursive dict update that returns a new dict (sub-config dicts are merged key by key)."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@strict
+class TempMeConfig(CLIPConfig):
+    r"""
+    Configuration of [`TempMeCLIPModel`]: a CLIP text and vision tower plus the TempMe merge schedule.
+
+    Args:
+        num_frames (`int`, defaults to 12):
+            Frames per video the schedule is built for. Models without ClipMe blocks accept any frame count.
+        img_merge_r (`int`, defaults to 2):
+            Tokens merged per frame in every ImgMe block (every block before the first ClipMe block).
+        clip_merge_layers (`list[int]`, defaults to `[8, 9, 10]`):
+            0-indexed vision blocks that join clips and merge across them (ClipMe). Strictly increasing.
+        clip_merge_groups (`list[int]`, defaults to `[2, 2, 3]`):
+            Number of adjacent clips joined at each ClipMe block. Their product must divide `num_frames`.
+        cross_clip_keep_ratio (`float`, defaults to 0.7):
+            R_C: fraction of the joined tokens kept by the cross-clip merge of a ClipMe block.
+        intra_clip_keep_ratio (`float`, defaults to 0.9):
+            R_I: fraction of tokens kept by the intra-clip merge after attention (ClipMe blocks and every
+            later block).
+        proportional_attention (`bool`, defaults to `True`):
+            Add log(token size) to every attention logit towards a merged token (ToMe's proportional attention).
+        clip_position_embedding (`bool`, defaults to `True`):
+            Learn one embedding per input clip of each ClipMe block, added before the cross-clip merge.
+        clip_position_embedding_init_std (`float`, defaults to 0.0):
+            Standard deviation of the clip position embeddings at initialisation. 0 (the paper) suits fine-tuning
+            a pretrained CLIP; a small value helps training from scratch, where zero embeddings stay symmetric.
+    """
+
+    model_type = "tempme"
+    sub_configs_defaults = {"vision_config": CLIPVisionConfig, "text_config": CLIPTextConfig}
+
+    num_frames: int = 12
+    img_merge_r: int = 2
+    clip_merge_layers: list[int] | tuple[int, ...] = (8, 9, 10)
+    clip_merge_groups: list[int] | tuple[int, ...] = (2, 2, 3)
+    cross_clip_keep_ratio: float | int = 0.7
+    intra_clip_keep_ratio: float | int = 0.9
+    proportional_attention: bool = True
+    clip_position_embedding: bool = True
+    clip_position_embedding_init_std: float | int = 0.0
+
+    def __post_init__(self, **kwargs):
+        # Lists, not tuples, so that the config round-trips through JSON unchanged.
+        self.clip_merge_layers = [int(layer) for layer in self.clip_merge_layers]
+        self.clip_merge_groups = [int(group) for group in self.clip_merge_groups]
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "TempMeConfig":
+        """Build one of the paper's configurations (random-weight shapes of OpenAI CLIP ViT-B/32 or B/16).
+
+        `overrides` replace schedule fields or, as dicts, update `vision_config` / `text_config` key by key, e.g.
+        `TempMeConfig.from_preset("tempme-vit-b-32", vision_config={"num_hidden_layers": 4})`.
+        """
+        if name not in _SCHEDULES:
+            raise ValueError(f"Unknown TempMe preset {name!r}. Available presets: {', '.join(PRESETS)}.")
+        schedule = dict(_SCHEDULES[name])
+        backbone = _BACKBONES[schedule.pop("backbone")]
+        return cls(**_merge_dicts({**backbone, **schedule}, overrides))
+
+    @property
+    def has_clip_merging(self) -> bool:
+        return len(self.clip_merge_layers) > 0
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Tokens per frame entering the vision encoder: the patch grid plus one CLS token."""
+        image_size, patch_size = self.vision_config.image_size, self.vision_config.patch_size
+        return (image_size // patch_size) ** 2 + 1
+
+    def validate_merge_schedule(self):
+        """Part of `@strict`-powered validation: the schedule must fit the vision tower and the frame count."""
+        num_layers = self.vision_config.num_hidden_layers
+        layers, groups = list(self.clip_merge_layers), list(self.clip_merge_groups)
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {self.num_frames}.")
+        if self.img_merge_r < 0:
+            raise ValueError(f"img_merge_r must be >= 0, got {self.img_merge_r}.")
+        if len(layers) != len(groups):
+            raise ValueError(
+                f"clip_merge_layers ({layers}) and clip_merge_groups ({groups}) must have the same length: "
+                "one group size per ClipMe block."
+            )
+        if any(not 0 <= layer < num_layers for layer in layers):
+            raise ValueError(
+                f"clip_merge_layers {layers} must be 0-indexed vision blocks in [0, {num_layers - 1}]; "
+                f"the paper's 1-indexed '(9), (10), (11)' are blocks [8, 9, 10]."
+            )
+        if any(later <= earlier for earlier, later in zip(layers, layers[1:])):
+            raise ValueError(f"clip_merge_layers must be strictly increasing, got {layers}.")
+        if any(group < 1 for group in groups):
+            raise ValueError(f"clip_merge_groups must be positive integers, got {groups}.")
+        clips = self.num_frames
+        for layer, group in zip(layers, groups):
+            if clips % group != 0:
+                raise ValueError(
+                    f"The merge schedule does not divide the frame count: block {layer} joins groups of {group} "
+                    f"clips but {clips} clips enter it (num_frames={self.num_frames}, clip_merge_groups={groups}). "
+                    f"Choose groups whose running product divides num_frames, e.g. [2, 2, 3] for 12 frames."
+                )
+            clips //= group
+        for name in ("cross_clip_keep_ratio", "intra_clip_keep_ratio"):
+            ratio = getattr(self, name)
+            if not 0 < ratio <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {ratio}.")
+        first_clip_layer = layers[0] if layers else num_layers
+        patches = self.tokens_per_frame - 1
+        if self.img_merge_r > 0:
+            remaining = patches
+            for block in range(first_clip_layer):
+                if self.img_merge_r > remaining // 2:
+                    raise ValueError(
+                        f"img_merge_r={self.img_merge_r} is more than half of the {remaining} patch tokens left "
+                        f"in ImgMe block {block}; bipartite matching can merge at most half. Lower img_merge_r."
+                    )
+                remaining -= self.img_merge_r
+
+
+__all__ = ["TempMeConfig", "PRESETS"]

@@ -1,0 +1,242 @@
+"""Token merging for TempMe: bipartite soft matching, size-weighted merging, clip joining and merge counts.
+
+Pure functions over tensors and integers: no modules, no config. Layout conventions used throughout:
+
+- `x`: tokens, `(num_sequences, num_tokens, dim)`. A sequence is one clip of one video; the batch is
+  video-major with clips in temporal order, so the clips of video `b` are rows `b * clips : (b + 1) * clips`.
+- The first `num_cls` tokens of every sequence are CLS tokens. They are never merged and always stay first,
+  in temporal order (one per original frame once clips have been joined).
+- `sizes`: how many input patches each token stands for, `(num_sequences, num_tokens, 1)`, or `None` while
+  no token has been merged (all sizes 1).
+
+All sequences of a batch always hold the same number of tokens (counts depend on the schedule, not on the
+content), so every function works on the whole batch at once.
+
+This file is part of the remote code written next to saved models: it imports only `torch`.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import NamedTuple
+
+import torch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Merge counts and the per-block plan
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def merge_count(num_tokens: int, num_cls: int, fraction: float) -> int:
+    """Tokens to merge away: `floor(num_tokens * fraction)` capped at half the non-CLS tokens.
+
+    `num_tokens` counts the CLS tokens too, as the authors' code does; the cap is what one bipartite matching
+    can merge. The product is taken in exact rational arithmetic, so that e.g. 10 * (1 - 0.9) is 1, not 0.
+    """
+    wanted = math.floor(num_tokens * Fraction(fraction).limit_denominator(1_000_000))
+    return min(wanted, (num_tokens - num_cls) // 2)
+
+
+class MergeStep(NamedTuple):
+    """What one vision block does, for every video of a batch.
+
+    Attributes:
+        layer: 0-indexed vision block.
+        clip_group: adjacent clips joined into one before attention (1: none joined).
+        cross_merge: tokens merged per joined clip before attention (ClipMe's cross-clip step).
+        intra_merge: tokens merged per clip after attention (ImgMe, or ClipMe's intra-clip step).
+        clips: sequences per video inside this block (after joining).
+        num_cls: CLS tokens per sequence inside this block.
+        tokens_in: tokens per sequence entering the block (before joining).
+        tokens_attention: tokens per sequence in attention.
+        tokens_out: tokens per sequence leaving the block (what the MLP sees).
+    """
+
+    layer: int
+    clip_group: int
+    cross_merge: int
+    intra_merge: int
+    clips: int
+    num_cls: int
+    tokens_in: int
+    tokens_attention: int
+    tokens_out: int
+
+
+def plan_merges(
+    num_layers: int,
+    tokens_per_frame: int,
+    num_frames: int,
+    img_merge_r: int,
+    clip_merge_layers: list[int] | tuple[int, ...],
+    clip_merge_groups: list[int] | tuple[int, ...],
+    cross_clip_keep_ratio: float,
+    intra_clip_keep_ratio: float,
+) -> tuple[MergeStep, ...]:
+    """The merge plan of a whole vision tower: one `MergeStep` per block.
+
+    Blocks before the first ClipMe block are ImgMe blocks (`img_merge_r` tokens per frame, capped at half the
+    patches). ClipMe blocks join `group` clips, merge `merge_count(T * g, c * g, 1 - R_C)` tokens across them,
+    attend, then merge `merge_count(T', c', 1 - R_I)`. Later blocks merge intra-clip only.
+    """
+    groups = dict(zip(clip_merge_layers, clip_merge_groups))
+    first_clip_layer = min(clip_merge_layers, default=num_layers)
+    cross_fraction, intra_fraction = 1 - cross_clip_keep_ratio, 1 - intra_clip_keep_ratio
+    clips, num_cls, tokens = num_frames, 1, tokens_per_frame
+    plan = []
+    for layer in range(num_layers):
+        tokens_in, group, cross = tokens, groups.get(layer, 1), 0
+        if layer in groups:
+            if clips % group != 0:
+                raise ValueError(
+                    f"Block {layer} joins groups of {group} clips, but {clips} clips enter it: the schedule "
+                    f"{list(clip_merge_groups)} does not divide {num_frames} frames."
+                )
+            clips, num_cls, tokens = clips // group, num_cls * group, tokens * group
+            cross = merge_count(tokens, num_cls, cross_fraction)
+            tokens -= cross
+        tokens_attention = tokens
+        if layer < first_clip_layer:
+            intra = min(img_merge_r, (tokens - num_cls) // 2)
+        else:
+            intra = merge_count(tokens, num_cls, intra_fraction)
+        tokens -= intra
+        plan.append(MergeStep(layer, group, cross, intra, clips, num_cls, tokens_in, tokens_attention, tokens))
+    return tuple(plan)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bipartite soft matching (ToMe), with protected CLS tokens
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Matching(NamedTuple):
+    """Which tokens one bipartite matching merges, as indices into its source (A) and destination (B) sets.
+
+    A and B alternate over the patch tokens by their position in the whole sequence (CLS tokens included):
+    even positions are sources, odd positions destinations.
+
+    Attributes:
+        num_cls: protected CLS tokens at the head of each sequence.
+        kept: `(num_sequences, |A| - r)` sources that stay, in their original order.
+        merged: `(num_sequences, r)` sources merged away, best-matching first.
+        targets: `(num_sequences, r)` the destination each merged source joins.
+    """
+
+    num_cls: int
+    kept: torch.Tensor
+    merged: torch.Tensor
+    targets: torch.Tensor
+
+
+def split_sources_destinations(
+    x: torch.Tensor, num_cls: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split `(n, t, ...)` into CLS `(n, c, ...)`, sources A and destinations B over the patch tokens."""
+    cls, patches = x[:, :num_cls], x[:, num_cls:]
+    # Parity of the global position: with an even CLS count the first patch sits at an even position.
+    first, second = patches[:, 0::2], patches[:, 1::2]
+    return (cls, first, second) if num_cls % 2 == 0 else (cls, second, first)
+
+
+@torch.no_grad()
+def bipartite_soft_matching(metric: torch.Tensor, num_merge: int, num_cls: int) -> Matching:
+    """Pick the `num_merge` sources most similar to a destination (cosine similarity of `metric`).
+
+    Args:
+        metric: `(num_sequences, num_tokens, metric_dim)`; only the patch tokens are compared.
+        num_merge: r, at most half of the patch tokens.
+        num_cls: protected CLS tokens at the head of each sequence.
+    """
+    _, sources, destinations = split_sources_destinations(metric, num_cls)
+    if num_merge > sources.shape[1]:
+        raise ValueError(f"Cannot merge {num_merge} tokens: only {sources.shape[1]} source tokens are available.")
+    sources = sources / sources.norm(dim=-1, keepdim=True)
+    destinations = destinations / destinations.norm(dim=-1, keepdim=True)
+    scores = sources @ destinations.transpose(-1, -2)
+    best_score, best_destination = scores.max(dim=-1)
+    order = best_score.argsort(dim=-1, descending=True)
+    merged = order[:, :num_merge]
+    kept = order[:, num_merge:].sort(dim=-1).values
+    targets = best_destination.gather(dim=-1, index=merged)
+    return Matching(num_cls, kept, merged, targets)
+
+
+def _apply_matching(x: torch.Tensor, matching: Matching) -> torch.Tensor:
+    """Sum-merge `x` `(n, t, d)` by `matching`: `(n, t - r, d)` laid out as [CLS, kept sources, destinations]."""
+    cls, sources, destinations = split_sources_destinations(x, matching.num_cls)
+    dim = x.shape[-1]
+    kept = sources.gather(1, matching.kept.unsqueeze(-1).expand(-1, -1, dim))
+    moved = sources.gather(1, matching.merged.unsqueeze(-1).expand(-1, -1, dim))
+    destinations = destinations.scatter_add(1, matching.targets.unsqueeze(-1).expand(-1, -1, dim), moved)
+    return torch.cat([cls, kept, destinations], dim=1)
+
+
+def merge_weighted_average(
+    x: torch.Tensor, sizes: torch.Tensor | None, matching: Matching
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge tokens into their destinations as the size-weighted average; sizes add up.
+
+    Args:
+        x: `(n, t, d)` tokens.
+        sizes: `(n, t, 1)` patches per token, or `None` for all ones.
+        matching: from `bipartite_soft_matching` on the same sequences.
+
+    Returns:
+        `(n, t - r, d)` tokens and their `(n, t - r, 1)` sizes, ordered [CLS, kept sources, destinations].
+    """
+    if sizes is None:
+        sizes = x.new_ones(x.shape[0], x.shape[1], 1)
+    merged_sizes = _apply_matching(sizes, matching)
+    merged = _apply_matching(x * sizes, matching) / merged_sizes
+    return merged, merged_sizes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clip joining (ClipMe) and proportional attention
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def join_clips(x: torch.Tensor, group: int, num_cls: int) -> torch.Tensor:
+    """Concatenate every `group` adjacent clips of a video into one sequence.
+
+    `(n, t, ...)` becomes `(n / group, group * t, ...)`, laid out as [CLS tokens of clip 1, ..., CLS tokens of
+    clip g, patches of clip 1, ..., patches of clip g]. Groups never cross videos because the number of clips
+    per video is a multiple of `group`.
+    """
+    n, t = x.shape[:2]
+    x = x.reshape(n // group, group, t, *x.shape[2:])
+    cls = x[:, :, :num_cls].flatten(1, 2)
+    patches = x[:, :, num_cls:].flatten(1, 2)
+    return torch.cat([cls, patches], dim=1)
+
+
+def add_clip_position_embedding(x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+    """Add `embedding[j]` `(clips, d)` to every token of the j-th clip of each video in `x` `(n, t, d)`."""
+    clips, dim = embedding.shape
+    n, t, _ = x.shape
+    x = x.reshape(n // clips, clips, t, dim) + embedding.to(x.dtype)[None, :, None, :]
+    return x.reshape(n, t, dim)
+
+
+def proportional_attention_bias(sizes: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Additive attention bias `(n, 1, 1, t)`: log(size) of every key, for all heads and queries."""
+    if sizes is None:
+        return None
+    return sizes.log().to(dtype).transpose(1, 2).unsqueeze(1)
+
+
+__all__ = [
+    "MergeStep",
+    "Matching",
+    "merge_count",
+    "plan_merges",
+    "split_sources_destinations",
+    "bipartite_soft_matching",
+    "merge_weighted_average",
+    "join_clips",
+    "add_clip_position_embedding",
+    "proportional_attention_bias",
+]
