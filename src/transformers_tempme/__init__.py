@@ -1,5 +1,28 @@
 """transformers-tempme: TempMe (Temporal Token Merging) for text-video retrieval on Hugging Face transformers."""
 
+from .accounting import FlopCount, count_flops, count_gflops, token_schedule
 from .configuration_tempme import PRESETS, TempMeConfig
+from .lora import apply_lora, lora_config
+from .modeling_tempme import (
+    TempMeCLIPModel,
+    TempMeOutput,
+    TempMePreTrainedModel,
+    TempMeVideoOutput,
+    TempMeVisionOutput,
+)
 
-__all__ = ["PRESETS", "TempMeConfig"]
+__all__ = [
+    "PRESETS",
+    "TempMeConfig",
+    "TempMeCLIPModel",
+    "TempMePreTrainedModel",
+    "TempMeOutput",
+    "TempMeVideoOutput",
+    "TempMeVisionOutput",
+    "token_schedule",
+    "count_flops",
+    "count_gflops",
+    "FlopCount",
+    "apply_lora",
+    "lora_config",
+]

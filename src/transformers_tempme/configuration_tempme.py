@@ -20,6 +20,8 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
+from .merging import MergeStep, plan_merges
+
 # The two OpenAI CLIP backbones used in the paper. Everything not listed takes `CLIPConfig`'s defaults,
 # which are the OpenAI ViT-B text tower (width 512, 12 layers) and a ViT-B vision tower (width 768, 12 layers).
 _BACKBONES: dict[str, dict[str, Any]] = {
@@ -67,6 +69,19 @@ _SCHEDULES: dict[str, dict[str, Any]] = {
 }
 
 PRESETS: tuple[str, ...] = tuple(_SCHEDULES)
+
+# The fields that make up a merge schedule (everything else describes the CLIP backbone).
+SCHEDULE_FIELDS: tuple[str, ...] = (
+    "num_frames",
+    "img_merge_r",
+    "clip_merge_layers",
+    "clip_merge_groups",
+    "cross_clip_keep_ratio",
+    "intra_clip_keep_ratio",
+    "proportional_attention",
+    "clip_position_embedding",
+    "clip_position_embedding_init_std",
+)
 
 
 def _merge_dicts(base: dict, overrides: dict) -> dict:
@@ -141,6 +156,24 @@ class TempMeConfig(CLIPConfig):
         return cls(**_merge_dicts({**backbone, **schedule}, overrides))
 
     @property
+    def merge_schedule(self) -> dict[str, Any]:
+        """The schedule fields alone, e.g. to put one model's schedule on another backbone."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in SCHEDULE_FIELDS}
+
+    def merge_plan(self, num_frames: int | None = None) -> tuple[MergeStep, ...]:
+        """What every vision block does for videos of `num_frames` frames (default: `self.num_frames`)."""
+        return plan_merges(
+            num_layers=self.vision_config.num_hidden_layers,
+            tokens_per_frame=self.tokens_per_frame,
+            num_frames=self.num_frames if num_frames is None else num_frames,
+            img_merge_r=self.img_merge_r,
+            clip_merge_layers=self.clip_merge_layers,
+            clip_merge_groups=self.clip_merge_groups,
+            cross_clip_keep_ratio=self.cross_clip_keep_ratio,
+            intra_clip_keep_ratio=self.intra_clip_keep_ratio,
+        )
+
+    @property
     def has_clip_merging(self) -> bool:
         return len(self.clip_merge_layers) > 0
 
@@ -198,4 +231,4 @@ class TempMeConfig(CLIPConfig):
                 remaining -= self.img_merge_r
 
 
-__all__ = ["TempMeConfig", "PRESETS"]
+__all__ = ["TempMeConfig", "PRESETS", "SCHEDULE_FIELDS"]

@@ -164,8 +164,11 @@ def bipartite_soft_matching(metric: torch.Tensor, num_merge: int, num_cls: int) 
     return Matching(num_cls, kept, merged, targets)
 
 
-def _apply_matching(x: torch.Tensor, matching: Matching) -> torch.Tensor:
-    """Sum-merge `x` `(n, t, d)` by `matching`: `(n, t - r, d)` laid out as [CLS, kept sources, destinations]."""
+def merge_sum(x: torch.Tensor, matching: Matching) -> torch.Tensor:
+    """Sum-merge `x` `(n, t, d)` by `matching`: `(n, t - r, d)` laid out as [CLS, kept sources, destinations].
+
+    Used for sizes and for merge sources (which input patches each token holds), which add up.
+    """
     cls, sources, destinations = split_sources_destinations(x, matching.num_cls)
     dim = x.shape[-1]
     kept = sources.gather(1, matching.kept.unsqueeze(-1).expand(-1, -1, dim))
@@ -185,12 +188,13 @@ def merge_weighted_average(
         matching: from `bipartite_soft_matching` on the same sequences.
 
     Returns:
-        `(n, t - r, d)` tokens and their `(n, t - r, 1)` sizes, ordered [CLS, kept sources, destinations].
+        `(n, t - r, d)` tokens and their float32 `(n, t - r, 1)` sizes, ordered [CLS, kept sources, destinations].
     """
     if sizes is None:
-        sizes = x.new_ones(x.shape[0], x.shape[1], 1)
-    merged_sizes = _apply_matching(sizes, matching)
-    merged = _apply_matching(x * sizes, matching) / merged_sizes
+        sizes = torch.ones(x.shape[0], x.shape[1], 1, device=x.device)
+    # Sizes stay float32: bfloat16 stops counting exactly above 256 patches.
+    merged_sizes = merge_sum(sizes, matching)
+    merged = merge_sum(x * sizes.to(x.dtype), matching) / merged_sizes.to(x.dtype)
     return merged, merged_sizes
 
 
@@ -235,6 +239,7 @@ __all__ = [
     "plan_merges",
     "split_sources_destinations",
     "bipartite_soft_matching",
+    "merge_sum",
     "merge_weighted_average",
     "join_clips",
     "add_clip_position_embedding",
