@@ -1,5 +1,6 @@
 """transformers-tempme: TempMe (Temporal Token Merging) for text-video retrieval on Hugging Face transformers."""
 
+from .auto import REMOTE_CODE_FILES, register_auto_classes
 from .accounting import FlopCount, count_flops, count_gflops, token_schedule
 from .configuration_tempme import PRESETS, TempMeConfig
 from .lora import apply_lora, lora_config
@@ -10,6 +11,8 @@ from .modeling_tempme import (
     TempMeVideoOutput,
     TempMeVisionOutput,
 )
+
+register_auto_classes()
 
 __all__ = [
     "PRESETS",
@@ -25,4 +28,6 @@ __all__ = [
     "FlopCount",
     "apply_lora",
     "lora_config",
+    "register_auto_classes",
+    "REMOTE_CODE_FILES",
 ]
