@@ -1,6 +1,7 @@
 """transformers-tempme: TempMe (Temporal Token Merging) for text-video retrieval on Hugging Face transformers."""
 
 from .auto import REMOTE_CODE_FILES, register_auto_classes
+from .adapters import adapter_base_model, load_tempme, save_adapter
 from .accounting import FlopCount, count_flops, count_gflops, token_schedule
 from .configuration_tempme import PRESETS, TempMeConfig
 from .lora import apply_lora, lora_config
@@ -29,5 +30,8 @@ __all__ = [
     "apply_lora",
     "lora_config",
     "register_auto_classes",
+    "save_adapter",
+    "load_tempme",
+    "adapter_base_model",
     "REMOTE_CODE_FILES",
 ]
