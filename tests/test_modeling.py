@@ -258,3 +258,19 @@ def test_merge_sources_partition_the_input_patches():
     assert vision.merge_sources.shape == (2, vision.last_hidden_state.shape[1], 4 * 17)
     torch.testing.assert_close(vision.merge_sources.sum(1), torch.ones(2, 4 * 17))
     torch.testing.assert_close(vision.merge_sources.sum(-1, keepdim=True), vision.token_sizes)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = TempMeCLIPModel(tiny_config())
+    perturb_clip_position_embeddings(model)
+    input_ids, pixel_values = random_text(3, model.config), random_video(3, 4, model.config)
+    gradients = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.train()
+        model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True).loss.backward()
+        gradients.append(model.vision_model.encoder.layers[2].clip_position_embedding.weight.grad.clone())
+    assert model.vision_model.encoder.layers[0].gradient_checkpointing
+    torch.testing.assert_close(gradients[0], gradients[1])
