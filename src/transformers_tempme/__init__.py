@@ -1,8 +1,8 @@
 """transformers-tempme: TempMe (Temporal Token Merging) for text-video retrieval on Hugging Face transformers."""
 
-from .auto import REMOTE_CODE_FILES, register_auto_classes
-from .adapters import adapter_base_model, load_tempme, save_adapter
 from .accounting import FlopCount, count_flops, count_gflops, token_schedule
+from .adapters import adapter_base_model, load_tempme, save_adapter
+from .auto import REMOTE_CODE_FILES, register_auto_classes
 from .configuration_tempme import PRESETS, TempMeConfig
 from .lora import apply_lora, lora_config
 from .modeling_tempme import (
