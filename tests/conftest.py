@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from transformers_tempme import TempMeConfig
+from transformers_tempme import TempMeCLIPModel, TempMeConfig
 
 # A 4-block vision tower on 32x32 frames with 8x8 patches (17 tokens per frame) and a 2-block text tower.
 TINY_BACKBONE = {
@@ -61,3 +61,19 @@ def random_text(batch: int, config: TempMeConfig, length: int = 8, seed: int = 0
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+def tiny_model(schedule: str = "tempme", seed: int = 0, **overrides) -> TempMeCLIPModel:
+    """A tiny model in eval mode; clip position embeddings start non-zero so that they matter."""
+    torch.manual_seed(seed)
+    config = tiny_config(schedule, **{"clip_position_embedding_init_std": 0.02, **overrides})
+    return TempMeCLIPModel(config).eval()
+
+
+def tiny_inputs(config: TempMeConfig, batch: int = 2, words: int = 7, seed: int = 1) -> dict[str, torch.Tensor]:
+    """`input_ids`, `attention_mask` and `pixel_values` for `batch` texts and videos of `config.num_frames`."""
+    return {
+        "input_ids": random_text(batch, config, length=words, seed=seed),
+        "attention_mask": torch.ones(batch, words, dtype=torch.long),
+        "pixel_values": random_video(batch, config.num_frames, config, seed=seed),
+    }

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from hub_tiny_models import TINY_TEXT, TINY_VISION, tiny_config, tiny_inputs, tiny_model
+from conftest import TINY_BACKBONE, tiny_config, tiny_inputs, tiny_model
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import CLIPConfig, CLIPModel
@@ -82,12 +82,14 @@ def test_load_tempme_loads_base_and_adapter_in_one_call(trained_adapter, merge):
     assert isinstance(model, TempMeCLIPModel) == merge
     assert isinstance(model, PeftModel) == (not merge)
     assert not model.training
-    torch.testing.assert_close(logits(model, inputs), trained_logits, rtol=1e-5, atol=1e-5)
+    # Folding LoRA into the weights changes float rounding: logits (scale ~14) agree to ~1e-4 relative.
+    tolerance = 1e-3 if merge else 1e-5
+    torch.testing.assert_close(logits(model, inputs), trained_logits, rtol=tolerance, atol=tolerance)
 
 
 def test_load_tempme_builds_the_base_from_a_clip_checkpoint(tmp_path):
     torch.manual_seed(0)
-    clip = CLIPModel(CLIPConfig(text_config=TINY_TEXT, vision_config=TINY_VISION, projection_dim=16))
+    clip = CLIPModel(CLIPConfig(**TINY_BACKBONE))
     clip.save_pretrained(tmp_path / "clip")
     schedule = tiny_config()
     peft_model = apply_lora(TempMeCLIPModel.from_clip(str(tmp_path / "clip"), schedule)).eval()

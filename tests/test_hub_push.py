@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hub_card_checks import BENCHMARK, BENCHMARK_COMMAND, EVALUATION, numbers_not_from_sources, source_numbers, write_inputs
-from hub_tiny_models import tiny_inputs, tiny_model
+from conftest import tiny_inputs, tiny_model
 from safetensors.torch import load_file
 
 from transformers_tempme import REMOTE_CODE_FILES, TempMeCLIPModel, apply_lora, save_adapter

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_tiny_models import tiny_inputs, tiny_model
+from conftest import tiny_inputs, tiny_model
 from transformers import AutoConfig, AutoModel
 
 from transformers_tempme import REMOTE_CODE_FILES, TempMeCLIPModel, TempMeConfig

@@ -16,7 +16,7 @@ from hub_card_checks import (
     source_numbers,
     write_inputs,
 )
-from hub_tiny_models import tiny_model
+from conftest import tiny_model
 from safetensors.torch import load_file
 
 from transformers_tempme import apply_lora, save_adapter

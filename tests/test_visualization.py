@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_tiny_models import tiny_inputs, tiny_model
+from conftest import tiny_inputs, tiny_model
 from PIL import Image
 
 from transformers_tempme.synthetic_video import write_video
