@@ -118,9 +118,11 @@ def _average_fps(stream: av.VideoStream, frame_pts: np.ndarray) -> float:
     return 1.0
 
 
-def index_video(source: VideoSource, *, timeout_s: float = DEFAULT_DECODE_TIMEOUT_S) -> VideoIndex:
+def index_video(
+    source: VideoSource, *, timeout_s: float = DEFAULT_DECODE_TIMEOUT_S, description: str | None = None
+) -> VideoIndex:
     """Count the frames of a video and collect their timestamps by demuxing it (no decoding)."""
-    description = _describe(source)
+    description = description or _describe(source)
     deadline = time.monotonic() + timeout_s
     with _open_video_stream(source, description) as (container, stream):
         pts: list[int] = []
@@ -299,7 +301,7 @@ def read_video_frames(
     if isinstance(path_or_file, bytes):
         path_or_file = io.BytesIO(path_or_file)
     deadline = time.monotonic() + timeout_s
-    index = index_video(path_or_file, timeout_s=timeout_s)
+    index = index_video(path_or_file, timeout_s=timeout_s, description=description)
     if index.n_frames == 0:
         raise VideoDecodeError(description, "the video stream has no frames")
 
