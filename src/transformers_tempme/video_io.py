@@ -215,10 +215,14 @@ def _decode_by_timestamp(
     frames: dict[int, np.ndarray] = {}
     next_target = 0  # position in `targets` of the next frame to collect
     last_decoded = -1  # index of the last frame that came out of the decoder
+    seeks = 0
     with _open_video_stream(source, description) as (container, stream):
         while next_target < len(targets):
             start = int(start_of_target[next_target])
             if last_decoded < 0 or start - last_decoded > MIN_FRAMES_SKIPPED_BY_SEEK:
+                seeks += 1
+                if seeks > len(targets) + 1:
+                    return frames  # seeking does not land where the index says: the caller counts frames instead
                 container.seek(int(index.frame_pts[start]), stream=stream, backward=True, any_frame=False)
             jumped = False
             for frame in _decode_packets(container, stream, description, deadline):
@@ -235,7 +239,8 @@ def _decode_by_timestamp(
                     next_target += 1
                 if next_target == len(targets):
                     return frames
-                if start_of_target[next_target] - last_decoded > MIN_FRAMES_SKIPPED_BY_SEEK:
+                # Jump only once the decoder is past the keyframe sought last (a seek may land earlier).
+                if last_decoded >= start and start_of_target[next_target] - last_decoded > MIN_FRAMES_SKIPPED_BY_SEEK:
                     jumped = True
                     break
             if not jumped:
@@ -246,7 +251,6 @@ def _decode_by_timestamp(
 def _decode_by_count(source, description, wanted: np.ndarray, deadline: float) -> tuple[dict[int, np.ndarray], int]:
     """Decode sequentially, numbering frames as they come out; returns the wanted frames and the frames decoded."""
     wanted_set = set(int(i) for i in wanted)
-    last_wanted = max(wanted_set)
     frames: dict[int, np.ndarray] = {}
     n_decoded = 0
     with _open_video_stream(source, description) as (container, stream):
@@ -254,7 +258,7 @@ def _decode_by_count(source, description, wanted: np.ndarray, deadline: float) -
             if n_decoded in wanted_set:
                 frames[n_decoded] = _to_rgb(frame)
             n_decoded += 1
-            if n_decoded > max(last_wanted, MAX_FRAMES_PER_VIDEO) or (n_decoded > last_wanted and len(frames) == len(wanted_set)):
+            if len(frames) == len(wanted_set) or n_decoded > MAX_FRAMES_PER_VIDEO:
                 break
     return frames, n_decoded
 
