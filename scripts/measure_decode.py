@@ -66,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     default_min_skip = video_io.MIN_FRAMES_SKIPPED_BY_SEEK
     never_seek = 10**9
-    print(f"{SECONDS} s {WIDTH}x{HEIGHT} h264 at {FPS} fps, {args.num_frames} frames, fastest of {args.repeats} interleaved runs")
+    print(f"{SECONDS} s {WIDTH}x{HEIGHT} h264 at {FPS} fps, {args.num_frames} frames, ", end="")
+    print(f"fastest of {args.repeats} interleaved runs")
     print("| keyframe interval | strategy | seconds per video |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

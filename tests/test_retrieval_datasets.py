@@ -152,9 +152,10 @@ def test_activitynet_paragraphs_with_and_without_v_prefix(tmp_path, tiny_video):
 def test_lsmdc_tab_separated_one_caption_per_clip(tmp_path, tiny_video):
     annotations, videos = tmp_path / "lsmdc", tmp_path / "videos"
     annotations.mkdir()
+    clip, times = "0001_American_Beauty_00.00.5{}.000-00.00.5{}.000", ["00.00.51.926", "00.00.54.129"] * 2
     lines = [
-        "0001_American_Beauty_00.00.51.926-00.00.54.129\t00.00.51.926\t00.00.54.129\t00.00.51.000\t00.00.55.000\tSOMEONE looks out.",
-        "0001_American_Beauty_00.00.56.000-00.00.58.000\t00.00.56.000\t00.00.58.000\t00.00.56.000\t00.00.58.000\tShe smiles.",
+        "\t".join([clip.format(1, 4), *times, "SOMEONE looks out."]),
+        "\t".join([clip.format(6, 8), *times, "She smiles."]),
     ]
     (annotations / "LSMDC16_challenge_1000_publictect.csv").write_text("\n".join(lines) + "\n")
     place_videos(
@@ -164,7 +165,7 @@ def test_lsmdc_tab_separated_one_caption_per_clip(tmp_path, tiny_video):
     )
     dataset = load_retrieval_dataset("lsmdc", annotations, videos, "test")
     assert dataset["caption"] == ["SOMEONE looks out.", "She smiles."]
-    assert dataset[0]["video_id"] == "0001_American_Beauty_00.00.51.926-00.00.54.129"
+    assert dataset[0]["video_id"] == "0001_American_Beauty_00.00.51.000-00.00.54.000"
     assert Path(dataset[1]["video_path"]).parent.name == "0001_American_Beauty"
 
 

@@ -60,7 +60,9 @@ def test_test_captions_are_diverse_and_order_dependent(benchmark):
 
 
 def test_generation_is_deterministic(benchmark, tmp_path):
-    again = make_synthetic_benchmark(tmp_path, num_train_pairs=6, num_test_pairs=20, frames_per_video=12, fps=4, size=32)
+    again = make_synthetic_benchmark(
+        tmp_path, num_train_pairs=6, num_test_pairs=20, frames_per_video=12, fps=4, size=32
+    )
     for name in ("MSRVTT_JSFUSION_test.csv", "MSRVTT_train.9k.csv", "MSRVTT_data.json", "reversal_pairs.json"):
         assert (again / "annotations" / name).read_text() == (benchmark / "annotations" / name).read_text()
     first, _ = read_video_frames(benchmark / "videos" / "video13.mp4", 6)

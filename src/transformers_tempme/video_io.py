@@ -81,7 +81,9 @@ def _describe(source: VideoSource) -> str:
 
 
 @contextmanager
-def _open_video_stream(source: VideoSource, description: str) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+def _open_video_stream(
+    source: VideoSource, description: str
+) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
     """Open `source` and yield its first video stream, translating every PyAV failure into `VideoDecodeError`."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
