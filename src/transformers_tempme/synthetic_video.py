@@ -23,6 +23,7 @@ import csv
 import io
 import itertools
 import json
+from fractions import Fraction
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ REVERSED_MOTION = {
 }
 
 
+def _a(phrase: str) -> str:
+    """The phrase with its indefinite article ("a red circle", "an orange square")."""
+    return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
+
+
 def write_video(
     file: str | os.PathLike | BinaryIO,
     frames: np.ndarray,
@@ -79,7 +85,8 @@ def write_video(
     Args:
         file (`str`, `os.PathLike` or binary file object): where to write; the container comes from the suffix
             unless `container_format` is given (required for file objects).
-        frames (`np.ndarray` of shape `(n_frames, height, width, 3)` uint8, or `(n_frames, height, width)` grey).
+        frames (`np.ndarray`, uint8): `(n_frames, height, width, 3)` RGB, `(n_frames, height, width, 4)` RGBA or
+            `(n_frames, height, width)` grey.
         fps (`int`): nominal frame rate.
         codec, pix_fmt: encoder and its pixel format (`"libx264"`/`"yuv420p"` needs even sizes; `"mpeg4"`, `"ffv1"`
             with `"gray"` or `"png"` with `"rgba"` cover the less common cases).
@@ -87,7 +94,8 @@ def write_video(
         codec_options (`dict`, *optional*): encoder options, e.g. `{"g": "30"}` for the keyframe interval.
     """
     frames = np.asarray(frames, dtype=np.uint8)
-    grey = frames.ndim == 3
+    # (n, h, w) is grey, (n, h, w, 4) RGBA, (n, h, w, 3) RGB.
+    input_format = "gray" if frames.ndim == 3 else {3: "rgb24", 4: "rgba"}[frames.shape[-1]]
     height, width = frames.shape[1:3]
     container = av.open(file, mode="w", format=container_format)
     try:
@@ -95,12 +103,12 @@ def write_video(
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if frame_times_s is not None:
             # A fine time base so that irregular timestamps survive.
-            stream.codec_context.time_base = av.Fraction(1, 1000)
+            stream.codec_context.time_base = Fraction(1, 1000)
         for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="gray" if grey else "rgb24")
+            frame = av.VideoFrame.from_ndarray(array, format=input_format)
             if frame_times_s is not None:
                 frame.pts = int(round(frame_times_s[i] * 1000))
-                frame.time_base = av.Fraction(1, 1000)
+                frame.time_base = Fraction(1, 1000)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -158,8 +166,8 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
 
         def captions(direction, colour=colour, shape=shape, background=background):
             return (
-                f"a {colour} {shape} moves {direction} on a {background} background",
-                f"on a {background} background a {colour} {shape} slides {direction}",
+                f"{_a(colour)} {shape} moves {direction} on a {background} background",
+                f"on a {background} background {_a(colour)} {shape} slides {direction}",
             )
 
         back = REVERSED_MOTION[motion]
@@ -171,8 +179,8 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
 
         def captions(verb, colour=colour, shape=shape, background=background):
             return (
-                f"a {colour} {shape} {verb} on a {background} background",
-                f"on a {background} background a {colour} {shape} {verb}",
+                f"{_a(colour)} {shape} {verb} on a {background} background",
+                f"on a {background} background {_a(colour)} {shape} {verb}",
             )
 
         pairs.append((Scene(*captions("grows"), draw, background), Scene(*captions("shrinks"), draw, background)))
@@ -190,9 +198,10 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
                 objects.append((b[0], b[1], (0.7, 0.5), 0.14))
             return objects
 
-        a, b = f"a {colour_a} {shape_a}", f"a {colour_b} {shape_b}"
-        forward = Scene(f"{a} appears, then {b}", f"first {a} shows up and then {b}", draw, background)
-        backward = Scene(f"{b} disappears, then {a}", f"first {b} vanishes and then {a}", draw, background)
+        a, b = _a(f"{colour_a} {shape_a}"), _a(f"{colour_b} {shape_b}")
+        on = f"on a {background} background"
+        forward = Scene(f"{a} appears, then {b} {on}", f"{on} first {a} shows up and then {b}", draw, background)
+        backward = Scene(f"{b} disappears, then {a} {on}", f"{on} first {b} vanishes and then {a}", draw, background)
         pairs.append((forward, backward))
     for (colour_a, colour_b), shape, background in itertools.product(
         itertools.permutations(COLOURS, 2), SHAPES, BACKGROUNDS
@@ -204,10 +213,16 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
             return [(shape, a if t < 0.5 else b, (0.5, 0.5), 0.2)]
 
         forward = Scene(
-            f"a {shape} turns from {colour_a} to {colour_b}", f"a {colour_a} {shape} becomes {colour_b}", draw, background
+            f"a {shape} turns from {colour_a} to {colour_b} on a {background} background",
+            f"{_a(colour_a)} {shape} becomes {colour_b} on a {background} background",
+            draw,
+            background,
         )
         backward = Scene(
-            f"a {shape} turns from {colour_b} to {colour_a}", f"a {colour_b} {shape} becomes {colour_a}", draw, background
+            f"a {shape} turns from {colour_b} to {colour_a} on a {background} background",
+            f"{_a(colour_b)} {shape} becomes {colour_a} on a {background} background",
+            draw,
+            background,
         )
         pairs.append((forward, backward))
     return pairs
