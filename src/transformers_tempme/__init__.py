@@ -1,7 +1,9 @@
 """transformers-tempme: TempMe (Temporal Token Merging) for text-video retrieval on Hugging Face transformers."""
 
 from .accounting import FlopCount, count_flops, count_gflops, token_schedule
+from .collator import TempMeDataCollator
 from .configuration_tempme import PRESETS, TempMeConfig
+from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
 from .lora import apply_lora, lora_config
 from .modeling_tempme import (
     TempMeCLIPModel,
@@ -10,6 +12,18 @@ from .modeling_tempme import (
     TempMeVideoOutput,
     TempMeVisionOutput,
 )
+from .processing_tempme import TempMeProcessor
+from .retrieval_datasets import (
+    BENCHMARKS,
+    MissingVideosError,
+    MissingVideosWarning,
+    find_missing_videos,
+    load_retrieval_dataset,
+)
+from .retrieval_metrics import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
+from .synthetic_video import load_reversal_pairs, make_synthetic_benchmark, write_video
+from .tokenizer import build_clip_tokenizer
+from .video_io import VideoDecodeError, read_video_frames, sample_frame_indices
 
 __all__ = [
     "PRESETS",
@@ -25,4 +39,26 @@ __all__ = [
     "FlopCount",
     "apply_lora",
     "lora_config",
+    "BENCHMARKS",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "MissingVideosError",
+    "MissingVideosWarning",
+    "TempMeDataCollator",
+    "TempMeProcessor",
+    "VideoDecodeError",
+    "VideoRandAugment",
+    "build_clip_tokenizer",
+    "find_missing_videos",
+    "load_retrieval_dataset",
+    "load_reversal_pairs",
+    "make_synthetic_benchmark",
+    "preprocess_video",
+    "read_video_frames",
+    "sample_frame_indices",
+    "stack_videos",
+    "write_video",
+    "retrieval_metrics",
+    "text_video_retrieval_metrics",
+    "pair_accuracy",
 ]

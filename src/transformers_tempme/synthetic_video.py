@@ -64,6 +64,11 @@ REVERSED_MOTION = {
 }
 
 
+def _a(phrase: str) -> str:
+    """The phrase with its indefinite article ("a red circle", "an orange square")."""
+    return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
+
+
 def write_video(
     file: str | os.PathLike | BinaryIO,
     frames: np.ndarray,
@@ -158,8 +163,8 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
 
         def captions(direction, colour=colour, shape=shape, background=background):
             return (
-                f"a {colour} {shape} moves {direction} on a {background} background",
-                f"on a {background} background a {colour} {shape} slides {direction}",
+                f"{_a(colour)} {shape} moves {direction} on a {background} background",
+                f"on a {background} background {_a(colour)} {shape} slides {direction}",
             )
 
         back = REVERSED_MOTION[motion]
@@ -171,8 +176,8 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
 
         def captions(verb, colour=colour, shape=shape, background=background):
             return (
-                f"a {colour} {shape} {verb} on a {background} background",
-                f"on a {background} background a {colour} {shape} {verb}",
+                f"{_a(colour)} {shape} {verb} on a {background} background",
+                f"on a {background} background {_a(colour)} {shape} {verb}",
             )
 
         pairs.append((Scene(*captions("grows"), draw, background), Scene(*captions("shrinks"), draw, background)))
@@ -190,9 +195,10 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
                 objects.append((b[0], b[1], (0.7, 0.5), 0.14))
             return objects
 
-        a, b = f"a {colour_a} {shape_a}", f"a {colour_b} {shape_b}"
-        forward = Scene(f"{a} appears, then {b}", f"first {a} shows up and then {b}", draw, background)
-        backward = Scene(f"{b} disappears, then {a}", f"first {b} vanishes and then {a}", draw, background)
+        a, b = _a(f"{colour_a} {shape_a}"), _a(f"{colour_b} {shape_b}")
+        on = f"on a {background} background"
+        forward = Scene(f"{a} appears, then {b} {on}", f"{on} first {a} shows up and then {b}", draw, background)
+        backward = Scene(f"{b} disappears, then {a} {on}", f"{on} first {b} vanishes and then {a}", draw, background)
         pairs.append((forward, backward))
     for (colour_a, colour_b), shape, background in itertools.product(
         itertools.permutations(COLOURS, 2), SHAPES, BACKGROUNDS
@@ -204,10 +210,16 @@ def _scene_pairs(rng: np.random.Generator) -> list[tuple[Scene, Scene]]:
             return [(shape, a if t < 0.5 else b, (0.5, 0.5), 0.2)]
 
         forward = Scene(
-            f"a {shape} turns from {colour_a} to {colour_b}", f"a {colour_a} {shape} becomes {colour_b}", draw, background
+            f"a {shape} turns from {colour_a} to {colour_b} on a {background} background",
+            f"{_a(colour_a)} {shape} becomes {colour_b} on a {background} background",
+            draw,
+            background,
         )
         backward = Scene(
-            f"a {shape} turns from {colour_b} to {colour_a}", f"a {colour_b} {shape} becomes {colour_a}", draw, background
+            f"a {shape} turns from {colour_b} to {colour_a} on a {background} background",
+            f"{_a(colour_b)} {shape} becomes {colour_a} on a {background} background",
+            draw,
+            background,
         )
         pairs.append((forward, backward))
     return pairs
