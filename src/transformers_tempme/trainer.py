@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from transformers import Trainer
+from torch.utils.data import DataLoader
+from transformers import EvalPrediction, Trainer
 
 from .modeling_tempme import symmetric_contrastive_loss
 from .retrieval_metrics import text_video_retrieval_metrics
@@ -115,7 +116,17 @@ class TempMeTrainer(Trainer):
         Returns:
             `(text_embeds (texts, dim), video_embeds (videos, dim), video_of_text or None, seconds)`.
         """
-        dataloader = self.get_eval_dataloader(dataset)
+        # Not get_eval_dataloader: it drops the last incomplete batch with dataloader_drop_last, and evaluation
+        # needs every sample. Accelerate shards the batches; gather_for_metrics drops the padding it adds.
+        dataloader = self.accelerator.prepare(
+            DataLoader(
+                dataset,
+                batch_size=self.args.eval_batch_size,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+            )
+        )
         model = unwrap_tempme(self.model)
         was_training = model.training
         model.eval()
@@ -149,7 +160,11 @@ class TempMeTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Retrieval metrics of the eval split, logged and returned as `{prefix}_text_to_video_R@1`, ...,
-        `{prefix}_rsum` (the mean of their names is `metric_for_best_model="rsum"`)."""
+        `{prefix}_rsum` (select checkpoints with `metric_for_best_model="rsum"`).
+
+        A `compute_metrics` given to the Trainer is called with `EvalPrediction(predictions=similarity (texts,
+        videos), label_ids=video of each text)` and its results are added.
+        """
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if dataset is None:
             raise ValueError("TempMeTrainer.evaluate needs an eval_dataset (pass one to the Trainer or to evaluate).")
@@ -164,6 +179,12 @@ class TempMeTrainer(Trainer):
         for direction in ("text_to_video", "video_to_text"):
             for name, value in results[direction].items():
                 metrics[f"{metric_key_prefix}_{direction}_{name}"] = value
+        if self.compute_metrics is not None:
+            # Extra metrics see the (texts, videos) similarity as predictions and each text's video as labels.
+            similarity = (text_embeds @ video_embeds.t()).numpy()
+            labels = np.arange(len(video_embeds)) if video_of_text is None else video_of_text
+            extra = self.compute_metrics(EvalPrediction(predictions=similarity, label_ids=labels))
+            metrics.update({f"{metric_key_prefix}_{name}": value for name, value in extra.items()})
         if math.isfinite(seconds) and seconds > 0:
             metrics[f"{metric_key_prefix}_videos_per_second"] = round(len(video_embeds) / seconds, 3)
         self.log(metrics)
