@@ -58,7 +58,8 @@ def encode_split(
     """Encode each distinct video of `dataset` once (batched) and every caption, with progress bars."""
     model.eval()
     device = next(model.parameters()).device
-    first_rows = [dataset.video_index.index(v) for v in range(len(dataset.video_ids))]
+    first_rows = list({video: row for row, video in reversed(list(enumerate(dataset.video_index)))}.values())
+    first_rows.sort()
     video_loader = DataLoader(
         Subset(dataset, first_rows), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_video_text
     )

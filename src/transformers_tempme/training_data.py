@@ -46,7 +46,8 @@ class VideoTextDataset(Dataset):
         self.augment = augment
         self.random_caption = random_caption
         self.cache_videos = cache_videos
-        self._videos: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Decoded videos by video index, filled on access when cache_videos is set (or assigned from a saved copy).
+        self.decoded_videos: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         video_ids = [row["video_id"] for row in rows]
         self.video_ids: list[str] = list(dict.fromkeys(video_ids))
         number = {video_id: i for i, video_id in enumerate(self.video_ids)}
@@ -65,12 +66,12 @@ class VideoTextDataset(Dataset):
     def video(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`pixel_values` `(frames, 3, H, W)` and `video_mask` `(frames,)` of row `i`'s video."""
         index = self.video_index[i]
-        if index in self._videos:
-            return self._videos[index]
+        if index in self.decoded_videos:
+            return self.decoded_videos[index]
         pixel_values, video_mask = self.processor.preprocess_videos([self.rows[i]["video_path"]], augment=self.augment)
         video = (torch.from_numpy(pixel_values[0]), torch.from_numpy(video_mask[0]))
         if self.cache_videos:
-            self._videos[index] = video
+            self.decoded_videos[index] = video
         return video
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
