@@ -8,13 +8,13 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,demo]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/token_schedule.py --preset tempme-vit-b-32
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

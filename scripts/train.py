@@ -40,7 +40,7 @@ from transformers_tempme import (
     load_retrieval_dataset,
 )
 from transformers_tempme.lora import DEFAULT_TARGET_MODULES
-from transformers_tempme.trainer import TempMeTrainer
+from transformers_tempme.trainer import TempMeTrainer, unwrap_tempme
 from transformers_tempme.training_data import VideoTextDataset, collate_video_text
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,10 @@ class DataArguments:
     max_words: int = field(default=32)
     frame_sampling: str = field(default="fps", metadata={"help": "fps (the paper) or uniform."})
     augment: bool = field(default=True, metadata={"help": "The processor's video-consistent RandAugment in training."})
+    global_train_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Samples per optimiser step over all processes (the paper: 128); sets the per-device size."},
+    )
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
 
@@ -130,7 +134,9 @@ def load_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
             raise ValueError("schedule_overrides apply to a CLIP checkpoint; this checkpoint is already TempMe.")
         return TempMeCLIPModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     schedule = TempMeConfig.from_preset(model_args.schedule, **schedule_overrides)
-    return TempMeCLIPModel.from_clip(model_args.model_name_or_path, schedule, cache_dir=model_args.cache_dir)
+    model = TempMeCLIPModel.from_clip(model_args.model_name_or_path, schedule, cache_dir=model_args.cache_dir)
+    model.name_or_path = model_args.model_name_or_path  # recorded as the adapter's base by peft
+    return model
 
 
 def load_split(data_args: DataArguments, split: str, processor, augment: bool, max_samples: int | None):
@@ -152,9 +158,22 @@ def prepare_for_training(model: TempMeCLIPModel, model_args: ModelArguments):
     return model
 
 
+def set_per_device_batch_size(training_args: TrainingArguments, global_batch_size: int) -> None:
+    """Split a global batch over the processes (and gradient-accumulation steps) of this launch."""
+    shares = training_args.world_size * training_args.gradient_accumulation_steps
+    if global_batch_size % shares:
+        raise ValueError(
+            f"global_train_batch_size={global_batch_size} does not split over {training_args.world_size} processes x "
+            f"{training_args.gradient_accumulation_steps} accumulation steps; choose a multiple of {shares}."
+        )
+    training_args.per_device_train_batch_size = global_batch_size // shares
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     training_args.remove_unused_columns = False  # batches carry videos and captions, not model-signature columns
+    if data_args.global_train_batch_size is not None:
+        set_per_device_batch_size(training_args, data_args.global_train_batch_size)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     logger.info("Training arguments: %s", training_args)
@@ -202,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(train_result.metrics)
         if trainer.is_world_process_zero():
             processor.save_pretrained(training_args.output_dir)
+            # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
+            unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
             if model_args.use_lora and model_args.save_merged_model:
                 merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
                 merged.save_pretrained(Path(training_args.output_dir) / "merged")
