@@ -168,3 +168,15 @@ def test_two_processes_under_accelerate_launch(benchmark, tmp_path):
     assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in completed.stdout + completed.stderr
     eval_results = json.loads((output_dir / "eval_results.json").read_text())
     assert "eval_rsum" in eval_results
+
+
+@pytest.mark.parametrize("config_file", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.stem)
+def test_paper_configs_parse_with_the_paper_settings(config_file):
+    model_args, data_args, training_args = load_script("train").parse_arguments([str(config_file)])
+    paragraphs = data_args.dataset_name in ("activitynet", "didemo")
+    assert (data_args.num_frames, data_args.max_words) == ((64, 64) if paragraphs else (12, 32))
+    assert model_args.use_lora and model_args.lora_r == 8 and model_args.freeze_logit_scale
+    assert data_args.global_train_batch_size == 128 and training_args.num_train_epochs == 5
+    assert (training_args.learning_rate, training_args.weight_decay, training_args.adam_epsilon) == (6e-4, 0.2, 1e-6)
+    assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 0.1
+    assert training_args.max_grad_norm == 1.0
