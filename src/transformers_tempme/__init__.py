@@ -23,6 +23,7 @@ from .retrieval_datasets import (
 from .retrieval_metrics import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
 from .synthetic_video import load_reversal_pairs, make_synthetic_benchmark, write_video
 from .tokenizer import build_clip_tokenizer
+from .trainer import TempMeTrainer
 from .video_io import VideoDecodeError, read_video_frames, sample_frame_indices
 
 __all__ = [
@@ -61,4 +62,5 @@ __all__ = [
     "retrieval_metrics",
     "text_video_retrieval_metrics",
     "pair_accuracy",
+    "TempMeTrainer",
 ]
