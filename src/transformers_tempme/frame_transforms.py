@@ -43,7 +43,9 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def normalize_frames(frames: np.ndarray, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> np.ndarray:
+def normalize_frames(
+    frames: np.ndarray, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
+) -> np.ndarray:
     """uint8 `(frames, height, width, 3)` -> float32 `(frames, 3, height, width)`, scaled to [0, 1] and normalised."""
     scaled = frames.astype(np.float32) / 255.0
     normalised = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
@@ -62,7 +64,16 @@ def _level(magnitude: float, maximum: float) -> float:
 
 
 def _affine(image: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
-    return image.transform(image.size, Image.Transform.AFFINE, matrix, resample=Image.Resampling.BICUBIC, fillcolor=_FILL)
+    return image.transform(
+        image.size, Image.Transform.AFFINE, matrix, resample=Image.Resampling.BICUBIC, fillcolor=_FILL
+    )
+
+
+def _solarize_add(image: Image.Image, addition: int, threshold: int = 128) -> Image.Image:
+    """Brighten the pixels darker than `threshold` by `addition` (clipped at 255)."""
+    array = np.asarray(image, dtype=np.int32)
+    brightened = np.where(array < threshold, np.minimum(array + addition, 255), array)
+    return Image.fromarray(brightened.astype(np.uint8))
 
 
 _OPS = {
@@ -72,9 +83,7 @@ _OPS = {
     "Rotate": lambda im, m, s: im.rotate(s * _level(m, 30.0), resample=Image.Resampling.BICUBIC, fillcolor=_FILL),
     "PosterizeIncreasing": lambda im, m, s: ImageOps.posterize(im, max(1, 4 - int(_level(m, 4)))),
     "SolarizeIncreasing": lambda im, m, s: ImageOps.solarize(im, 256 - int(_level(m, 256))),
-    "SolarizeAdd": lambda im, m, s: Image.fromarray(
-        np.where(np.asarray(im) < 128, np.clip(np.asarray(im, np.int32) + int(_level(m, 110)), 0, 255), np.asarray(im)).astype(np.uint8)
-    ),
+    "SolarizeAdd": lambda im, m, s: _solarize_add(im, int(_level(m, 110))),
     "ColorIncreasing": lambda im, m, s: ImageEnhance.Color(im).enhance(1.0 + s * _level(m, 0.9)),
     "ContrastIncreasing": lambda im, m, s: ImageEnhance.Contrast(im).enhance(1.0 + s * _level(m, 0.9)),
     "BrightnessIncreasing": lambda im, m, s: ImageEnhance.Brightness(im).enhance(1.0 + s * _level(m, 0.9)),
@@ -170,7 +179,9 @@ def preprocess_video(
     return normalize_frames(processed, mean, std)
 
 
-def stack_videos(videos: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stack_videos(
+    videos: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Batch preprocessed videos, zero-padding the frame axis of shorter ones.
 
     Args:

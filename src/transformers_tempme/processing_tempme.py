@@ -72,9 +72,9 @@ class TempMeProcessor(ProcessorMixin):
         self.image_size = int(image_size)
         self.image_mean = [float(x) for x in image_mean]
         self.image_std = [float(x) for x in image_std]
-        self.train_augmentation = (
-            dict(train_augmentation) if train_augmentation is not None else {"num_ops": 4, "magnitude": 7.0, "magnitude_std": 0.5}
-        )
+        # The paper's rand-m7-n4-mstd0.5.
+        paper_augmentation = {"num_ops": 4, "magnitude": 7.0, "magnitude_std": 0.5}
+        self.train_augmentation = dict(train_augmentation) if train_augmentation is not None else paper_augmentation
         super().__init__(tokenizer, **kwargs)
 
     @classmethod

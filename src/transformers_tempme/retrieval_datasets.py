@@ -117,7 +117,8 @@ def _msrvtt_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
         ]
     if split != "train":
         raise ValueError(f"MSR-VTT splits are 'train' (9k) and 'test' (1k-A JSFusion), got {split!r}.")
-    train_ids = [row["video_id"] for row in _read_csv_rows(_require(annotations_dir / "MSRVTT_train.9k.csv", "MSR-VTT 9k train list"))]
+    train_list = _require(annotations_dir / "MSRVTT_train.9k.csv", "MSR-VTT 9k train list")
+    train_ids = [row["video_id"] for row in _read_csv_rows(train_list)]
     data = _read_json(_require(annotations_dir / "MSRVTT_data.json", "MSR-VTT captions (MSRVTT_data.json)"))
     captions_of: dict[str, list[str]] = {}
     for sentence in data["sentences"]:
@@ -225,7 +226,8 @@ def _index_video_files(videos_dir: Path) -> dict[str, Path]:
 
 
 def _locate(record: CaptionRecord, files: dict[str, Path]) -> Path | None:
-    stem = Path(record.video_file).stem if Path(record.video_file).suffix.lower() in VIDEO_EXTENSIONS else record.video_file
+    name = Path(record.video_file)
+    stem = name.stem if name.suffix.lower() in VIDEO_EXTENSIONS else record.video_file
     candidates = [record.video_file, stem]
     if stem.startswith("v_"):  # ActivityNet files often drop the "v_" of the annotation key
         candidates.append(stem[2:])
@@ -237,8 +239,7 @@ def _locate(record: CaptionRecord, files: dict[str, Path]) -> Path | None:
 
 def _normalise_name(name: str) -> str:
     key = name.lower().replace("-", "").replace("_", "")
-    aliases = {"msrvtt": "msrvtt", "didemo": "didemo", "activitynet": "activitynet", "anet": "activitynet", "lsmdc": "lsmdc"}
-    return aliases.get(key, key)
+    return "activitynet" if key == "anet" else key
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -321,7 +322,8 @@ def find_missing_videos(
     if benchmark not in _RECORD_READERS:
         raise ValueError(f"Unknown benchmark {name!r}; choose from {BENCHMARKS}.")
     files = _index_video_files(Path(videos_dir))
-    missing = [r.video_id for r in _RECORD_READERS[benchmark](Path(annotations_dir), split) if _locate(r, files) is None]
+    records = _RECORD_READERS[benchmark](Path(annotations_dir), split)
+    missing = [record.video_id for record in records if _locate(record, files) is None]
     return list(dict.fromkeys(missing))
 
 

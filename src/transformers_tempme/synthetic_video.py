@@ -23,6 +23,7 @@ import csv
 import io
 import itertools
 import json
+from fractions import Fraction
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ def write_video(
     Args:
         file (`str`, `os.PathLike` or binary file object): where to write; the container comes from the suffix
             unless `container_format` is given (required for file objects).
-        frames (`np.ndarray` of shape `(n_frames, height, width, 3)` uint8, or `(n_frames, height, width)` grey).
+        frames (`np.ndarray`, uint8): `(n_frames, height, width, 3)` RGB, `(n_frames, height, width, 4)` RGBA or
+            `(n_frames, height, width)` grey.
         fps (`int`): nominal frame rate.
         codec, pix_fmt: encoder and its pixel format (`"libx264"`/`"yuv420p"` needs even sizes; `"mpeg4"`, `"ffv1"`
             with `"gray"` or `"png"` with `"rgba"` cover the less common cases).
@@ -92,7 +94,8 @@ def write_video(
         codec_options (`dict`, *optional*): encoder options, e.g. `{"g": "30"}` for the keyframe interval.
     """
     frames = np.asarray(frames, dtype=np.uint8)
-    grey = frames.ndim == 3
+    # (n, h, w) is grey, (n, h, w, 4) RGBA, (n, h, w, 3) RGB.
+    input_format = "gray" if frames.ndim == 3 else {3: "rgb24", 4: "rgba"}[frames.shape[-1]]
     height, width = frames.shape[1:3]
     container = av.open(file, mode="w", format=container_format)
     try:
@@ -100,12 +103,12 @@ def write_video(
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if frame_times_s is not None:
             # A fine time base so that irregular timestamps survive.
-            stream.codec_context.time_base = av.Fraction(1, 1000)
+            stream.codec_context.time_base = Fraction(1, 1000)
         for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="gray" if grey else "rgb24")
+            frame = av.VideoFrame.from_ndarray(array, format=input_format)
             if frame_times_s is not None:
                 frame.pts = int(round(frame_times_s[i] * 1000))
-                frame.time_base = av.Fraction(1, 1000)
+                frame.time_base = Fraction(1, 1000)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
