@@ -176,13 +176,17 @@ def word_order_cosine(model: TempMeCLIPModel, processor: TempMeProcessor) -> flo
 def prepare_benchmark(args) -> Path:
     root = Path(args.output_dir) / "benchmark"
     stamp = root / "arguments.json"
-    wanted = {"train_pairs": args.train_pairs, "test_pairs": args.test_pairs, "seed": args.seed, "frames": 16}
+    # Videos of exactly NUM_FRAMES frames, all of them sampled: a clip and its reversal then hold the same frames. With
+    # longer videos, uniform sampling (linspace with truncation) would pick different time steps from a clip and
+    # from its reversal, and a frame-independent model could tell them apart by the positions it sees.
+    wanted = {"train_pairs": args.train_pairs, "test_pairs": args.test_pairs, "seed": args.seed, "frames": NUM_FRAMES}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         print(f"Synthetic benchmark already in {root}")
         return root
     print(f"Generating the synthetic benchmark in {root} ({2 * (args.train_pairs + args.test_pairs)} mp4 files)")
     make_synthetic_benchmark(
-        root, num_train_pairs=args.train_pairs, num_test_pairs=args.test_pairs, frames_per_video=16, size=64, seed=args.seed
+        root, num_train_pairs=args.train_pairs, num_test_pairs=args.test_pairs, frames_per_video=NUM_FRAMES, size=64,
+        seed=args.seed,
     )
     stamp.write_text(json.dumps(wanted))
     return root
