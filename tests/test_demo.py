@@ -33,3 +33,18 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     assert "pair accuracy" in completed.stdout
     if (output_dir / "r1_vs_gflops.png").exists():
         assert (output_dir / "r1_vs_gflops.png").stat().st_size > 1000
+
+
+def test_demo_videos_and_their_reversals_hold_the_same_frames(tmp_path):
+    """The demo samples every frame of 8-frame clips, so a clip's frames are its reversal's frames in reverse order
+    (up to codec noise): a frame-independent model has no per-frame cue of the direction of time."""
+    import numpy as np
+
+    from transformers_tempme import make_synthetic_benchmark, read_video_frames
+
+    make_synthetic_benchmark(tmp_path, num_train_pairs=3, num_test_pairs=0, frames_per_video=8, size=64, seed=0)
+    for pair in range(3):
+        forward, _ = read_video_frames(tmp_path / "videos" / f"video{2 * pair}.mp4", 8, sampling="uniform")
+        backward, _ = read_video_frames(tmp_path / "videos" / f"video{2 * pair + 1}.mp4", 8, sampling="uniform")
+        difference = np.abs(forward.astype(np.int16) - backward[::-1].astype(np.int16))
+        assert difference.mean() < 3.0, f"pair {pair}: mean difference {difference.mean():.2f} of 255"
