@@ -89,9 +89,10 @@ def demo_config(
 ) -> TempMeConfig:
     """The small CLIP both variants share; only the merge schedule differs.
 
-    Text tower: its weights start 4x CLIP's init scale, so that captions that differ only in word order ("from left
-    to right" / "from right to left") do not start with near-identical embeddings; at CLIP's scale the causal
-    attention of a random tower is nearly uniform and the end-of-text token sees a bag of words.
+    Text tower: `initializer_factor=4`, meant to keep captions that differ only in word order ("from left to right" /
+    "from right to left") from starting with near-identical embeddings (at CLIP's scale the causal attention of a
+    random tower is nearly uniform and the end-of-text token sees a bag of words). `word_order_cosine` measures how
+    far that goes; the result JSON records it.
     TempMe: clip position embeddings start small and random, since at zero the time-symmetric data would keep them
     symmetric.
     """
