@@ -12,7 +12,7 @@ WHEELS_STAMP := $(WHEEL_CACHE)/.downloaded
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,demo]"
 	touch $(STAMP)
 
 $(WHEELS_STAMP): $(STAMP)
@@ -25,7 +25,7 @@ wheels: $(WHEELS_STAMP)
 setup: $(STAMP) $(WHEELS_STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/token_schedule.py --preset tempme-vit-b-32
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
 test: $(STAMP) $(WHEELS_STAMP)
 	$(PY) -m pytest -q

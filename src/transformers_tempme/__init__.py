@@ -22,8 +22,10 @@ from .retrieval_datasets import (
     find_missing_videos,
     load_retrieval_dataset,
 )
+from .retrieval_metrics import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
 from .synthetic_video import load_reversal_pairs, make_synthetic_benchmark, write_video
 from .tokenizer import build_clip_tokenizer
+from .trainer import TempMeTrainer
 from .video_io import VideoDecodeError, read_video_frames, sample_frame_indices
 
 register_auto_classes()
@@ -69,4 +71,9 @@ __all__ = [
     "sample_frame_indices",
     "stack_videos",
     "write_video",
+    # training and evaluation
+    "retrieval_metrics",
+    "text_video_retrieval_metrics",
+    "pair_accuracy",
+    "TempMeTrainer",
 ]
