@@ -10,7 +10,7 @@ updated by `--schedule_overrides`; a saved TempMe model (loaded as it is); or, w
 random-weight model from `--schedule` updated by `--config_overrides`. LoRA by default (`--use_lora false` for full
 fine-tuning). The loss is the symmetric InfoNCE over the text and video embeddings of all processes.
 
-Data: `load_retrieval_dataset(--dataset_name, --annotations_dir, --videos_dir, split)` (see docs/data.md), decoded
+Data: `load_retrieval_dataset(--dataset_name, --annotations_dir, --videos_dir, split)` (see the Data section of the README), decoded
 in the DataLoader workers. Text: `--tokenizer_name_or_path`, else the tokenizer saved with the model, else OpenAI
 CLIP's BPE tokenizer built offline (`build_clip_tokenizer`).
 

@@ -8,7 +8,7 @@ Every loader returns one row per (caption, video) sample with the columns
 - `captions` (`list[str]`): every caption the benchmark has for that video (the sentences of the paragraph for
   DiDeMo and ActivityNet).
 
-Layouts (see `docs/data.md` for how to obtain them):
+Layouts (see the Data section of the README for how to obtain them):
 
 - `"msrvtt"` (CLIP4Clip's `msrvtt_data.zip`): `MSRVTT_train.9k.csv` (column `video_id`), `MSRVTT_JSFUSION_test.csv`
   (`key,vid_key,video_id,sentence`; some copies name the last column `sentences`), `MSRVTT_data.json`
@@ -86,7 +86,7 @@ class MissingVideosError(FileNotFoundError):
 
 def _require(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"Missing {what}: {path}. See docs/data.md for the expected annotation layout.")
+        raise FileNotFoundError(f"Missing {what}: {path}. See the Data section of the README for the expected annotation layout.")
     return path
 
 
@@ -282,7 +282,7 @@ def load_retrieval_dataset(
     annotations_dir, videos_dir = Path(annotations_dir), Path(videos_dir)
     records = _RECORD_READERS[benchmark](annotations_dir, split)
     if not videos_dir.is_dir():
-        raise FileNotFoundError(f"videos_dir {videos_dir} does not exist. See docs/data.md for the expected layout.")
+        raise FileNotFoundError(f"videos_dir {videos_dir} does not exist. See the Data section of the README for the expected layout.")
     files = _index_video_files(videos_dir)
 
     rows: dict[str, list] = {column: [] for column in RETRIEVAL_FEATURES}
