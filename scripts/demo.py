@@ -65,6 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clip_merge_layers", type=int, nargs="+", default=[1, 2], help="TempMe's ClipMe blocks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--max_word_order_cosine",
+        type=float,
+        default=0.8,
+        help="initialise from the first seed whose text tower embeds the two directions of a caption below this cosine",
+    )
+    parser.add_argument("--model_seed", type=int, default=None, help=argparse.SUPPRESS)  # internal: chosen seed
+    parser.add_argument(
         "--sequential",
         action="store_true",
         help="train one model after the other with all cores (default: side by side, one core each)",
@@ -135,7 +142,7 @@ def demo_config(
     )
 
 
-def build_model(variant: str, tokenizer, args) -> TempMeCLIPModel:
+def build_model(variant: str, tokenizer, args, seed: int) -> TempMeCLIPModel:
     """Both variants from the same seed: identical weights (TempMe adds only the clip position embeddings)."""
     config = demo_config(
         variant,
@@ -146,14 +153,31 @@ def build_model(variant: str, tokenizer, args) -> TempMeCLIPModel:
         args.clip_position_std,
         args.clip_merge_layers,
     )
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     model = TempMeCLIPModel(config)
     if variant == "tempme":
         # Draw the clip position embeddings from their own generator so the shared weights stay identical.
-        baseline = build_model("baseline", tokenizer, args)
+        baseline = build_model("baseline", tokenizer, args, seed)
         missing, unexpected = model.load_state_dict(baseline.state_dict(), strict=False)
         assert not unexpected and all(".clip_position_embedding." in name for name in missing)
     return model
+
+
+def order_sensitive_seed(tokenizer, processor, args) -> tuple[int, float]:
+    """The first seed from `args.seed` on whose random text tower tells word order apart.
+
+    A random CLIP text tower often embeds "from left to right" and "from right to left" almost identically; then
+    neither tower gets a gradient towards frame order and training stalls on a plateau. Both variants start from
+    the seed chosen here, so the comparison stays fair.
+    """
+    for seed in range(args.seed, args.seed + 50):
+        cosine = word_order_cosine(build_model("baseline", tokenizer, args, seed), processor)
+        if cosine <= args.max_word_order_cosine:
+            return seed, cosine
+    raise SystemExit(
+        f"No seed in [{args.seed}, {args.seed + 50}) gives a text tower with a word-order cosine at most "
+        f"{args.max_word_order_cosine}; raise --max_word_order_cosine."
+    )
 
 
 @torch.no_grad()
@@ -281,7 +305,7 @@ def train_one(args, variant: str) -> dict:
     pairs = PairedVideoTextDataset(train, reversal_groups(train.video_ids, partner_of))
     test_partners = [test.video_ids.index(partner_of[v]) for v in test.video_ids]
 
-    model = build_model(variant, tokenizer, args)
+    model = build_model(variant, tokenizer, args, args.seed if args.model_seed is None else args.model_seed)
     order_cosine = word_order_cosine(model, processor)
     training_args = TrainingArguments(
         output_dir=str(work / "runs" / variant),
@@ -409,7 +433,12 @@ def main(argv=None) -> None:
     torch.save({"train": train.decoded_videos, "test": test.decoded_videos}, work / "decoded_videos.pt")
     print(f"{len(train)} training videos ({len(tokenizer)}-token vocabulary), {len(test)} test videos")
 
-    command = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:])]
+    model_seed, cosine = order_sensitive_seed(tokenizer, processor, args)
+    print(f"Initialising both models from seed {model_seed} (word-order cosine of the text tower {cosine:.3f})")
+    command = [
+        sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
+        "--model_seed", str(model_seed),
+    ]
     processes = []
     for variant in args.variants:
         print(f"\n=== Training {VARIANT_LABELS[variant]} for {args.max_steps} steps ===", flush=True)
