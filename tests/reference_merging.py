@@ -42,3 +42,11 @@ def reference_merge_weighted_average(
     merged_sizes = reference_merge_sum(sizes, matching)
     merged = reference_merge_sum(x * sizes.to(x.dtype), matching) / merged_sizes.to(x.dtype)
     return merged, merged_sizes
+
+
+def reference_join_clips(x: torch.Tensor, group: int, num_cls: int) -> torch.Tensor:
+    n, t = x.shape[:2]
+    x = x.reshape(n // group, group, t, *x.shape[2:])
+    cls = x[:, :, :num_cls].flatten(1, 2)
+    patches = x[:, :, num_cls:].flatten(1, 2)
+    return torch.cat([cls, patches], dim=1)

@@ -3,12 +3,18 @@ straightforward reference in `reference_merging.py`, on random inputs and inside
 
 import pytest
 import torch
-from reference_merging import reference_matching, reference_merge_sum, reference_merge_weighted_average
+from reference_merging import (
+    reference_join_clips,
+    reference_matching,
+    reference_merge_sum,
+    reference_merge_weighted_average,
+)
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig
 from transformers_tempme import modeling_tempme
 from transformers_tempme.merging import (
     bipartite_soft_matching,
+    join_clips,
     merge_rows,
     merge_sum,
     merge_weighted_average,
@@ -58,6 +64,13 @@ def test_positions_are_those_of_the_split(num_tokens, num_cls):
     source_positions, destination_positions = source_destination_positions(num_tokens, num_cls, torch.device("cpu"))
     assert torch.equal(sources.flatten(), source_positions)
     assert torch.equal(destinations.flatten(), destination_positions)
+
+
+@pytest.mark.parametrize("num_sequences, num_tokens, group, num_cls", [(12, 5, 2, 1), (6, 9, 2, 2), (6, 7, 3, 4), (4, 3, 4, 1)])
+@pytest.mark.parametrize("feature_shape", [(8,), (1,), (2, 3)])
+def test_join_clips_equals_reference(num_sequences, num_tokens, group, num_cls, feature_shape):
+    x = torch.randn(num_sequences, num_tokens, *feature_shape, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(join_clips(x, group, num_cls), reference_join_clips(x, group, num_cls))
 
 
 def test_merge_rows_cover_every_token_once():
@@ -113,6 +126,7 @@ def test_model_merges_like_reference(schedule, attn, monkeypatch):
         monkeypatch.setattr(modeling_tempme, "bipartite_soft_matching", reference_matching)
         monkeypatch.setattr(modeling_tempme, "merge_weighted_average", reference_merge_weighted_average)
         monkeypatch.setattr(modeling_tempme, "merge_sum", reference_merge_sum)
+        monkeypatch.setattr(modeling_tempme, "join_clips", reference_join_clips)
         reference = model.encode_video(pixel_values, output_merge_sources=True)
     assert optimised.token_counts == reference.token_counts
     assert torch.equal(optimised.vision_model_output.merge_sources, reference.vision_model_output.merge_sources)

@@ -279,10 +279,19 @@ def join_clips(x: torch.Tensor, group: int, num_cls: int) -> torch.Tensor:
     per video is a multiple of `group`.
     """
     n, t = x.shape[:2]
-    x = x.reshape(n // group, group, t, *x.shape[2:])
-    cls = x[:, :, :num_cls].flatten(1, 2)
-    patches = x[:, :, num_cls:].flatten(1, 2)
-    return torch.cat([cls, patches], dim=1)
+    # One row gather: slicing CLS and patches apart and concatenating them would copy every token three times.
+    rows = joined_rows(n, t, group, num_cls, x.device)
+    return x.reshape(n * t, -1).index_select(0, rows).view(n // group, group * t, *x.shape[2:])
+
+
+def joined_rows(num_sequences: int, num_tokens: int, group: int, num_cls: int, device: torch.device) -> torch.Tensor:
+    """Row of the flattened `(num_sequences * num_tokens)` input that every token of `join_clips`'s output takes."""
+    clip_start = torch.arange(group, device=device).unsqueeze(1) * num_tokens
+    cls = (clip_start + torch.arange(num_cls, device=device)).flatten()
+    patches = (clip_start + torch.arange(num_cls, num_tokens, device=device)).flatten()
+    one_group = torch.cat([cls, patches])
+    group_start = torch.arange(num_sequences // group, device=device).unsqueeze(1) * (group * num_tokens)
+    return (group_start + one_group).flatten()
 
 
 def add_clip_position_embedding(x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -313,6 +322,7 @@ __all__ = [
     "merge_sum",
     "merge_weighted_average",
     "join_clips",
+    "joined_rows",
     "add_clip_position_embedding",
     "proportional_attention_bias",
 ]
