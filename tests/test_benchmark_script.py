@@ -73,3 +73,17 @@ def test_tempme_has_no_schedule_for_vit_b_16_at_64_frames(benchmark):
 def test_unknown_backbone_is_refused(benchmark):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--backbones", "vit-l-14"])
+
+
+def test_frame_scaling_leaves_one_clip_and_grows_linearly_without_merging():
+    spec = importlib.util.spec_from_file_location("frame_scaling_script", SCRIPT.parent / "frame_scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.scaling_rows(["vit-b-32"], [12, 24, 48, 64])
+    no_merge = {row["frames"]: row["gflops"] for row in rows if row["method"] == "no-merge"}
+    assert no_merge[64] == pytest.approx(no_merge[12] * 64 / 12)
+    for row in rows:
+        if row["method"] == "tempme":
+            assert row["output_tokens_layout"].startswith("1 x ")
+            assert row["gflops_vs_no_merge"] < 0.7
+    assert [row["output_tokens_layout"] for row in rows if row["method"] == "tempme"][0] == "1 x 97"

@@ -82,16 +82,19 @@ def test_merge_rows_cover_every_token_once():
     assert rows.num_out == 21 - 6
 
 
-def test_gradients_equal_reference():
+@pytest.mark.parametrize("with_sizes", [False, True])
+def test_gradients_equal_reference(with_sizes):
     generator = torch.Generator().manual_seed(1)
-    metric = torch.randn(2, 34, 8, generator=generator)
-    sizes = torch.randint(1, 6, (2, 34, 1), generator=generator).float()
-    x = torch.randn(2, 34, 16, generator=generator, requires_grad=True)
-    weights = torch.randn(2, 24, 16, generator=generator)
-    matching = bipartite_soft_matching(metric, 10, 2)
-    (merge_weighted_average(x, sizes, matching)[0] * weights).sum().backward()
+    metric = torch.randn(4, 34, 8, generator=generator)
+    sizes = torch.randint(1, 6, (4, 34, 1), generator=generator).float() if with_sizes else None
+    x = torch.randn(4, 34, 16, generator=generator, requires_grad=True)
+    weights = torch.randn(2, 58, 16, generator=generator)
+    matching = bipartite_soft_matching(join_clips(metric, 2, 2), 10, 4)
+    joined_sizes = None if sizes is None else reference_join_clips(sizes, 2, 2)
+    (merge_weighted_average(join_clips(x, 2, 2), joined_sizes, matching)[0] * weights).sum().backward()
     grad, x.grad = x.grad, None
-    (reference_merge_weighted_average(x, sizes, matching)[0] * weights).sum().backward()
+    merged = reference_merge_weighted_average(reference_join_clips(x, 2, 2), joined_sizes, matching)[0]
+    (merged * weights).sum().backward()
     assert torch.equal(grad, x.grad)
 
 

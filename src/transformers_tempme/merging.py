@@ -219,12 +219,23 @@ def merge_rows(matching: Matching, num_tokens: int) -> MergeRows:
     )
 
 
+def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`x[rows]` along the first dimension of a 2-D tensor, by the fastest kernel for the case.
+
+    `index_select` is the faster gather, but on CPU its backward (`index_add_`) sorts its indices first, several
+    times slower than the backward of advanced indexing (`index_put_` with accumulation). Both give the same values.
+    """
+    if x.requires_grad and torch.is_grad_enabled():
+        return x[rows]
+    return x.index_select(0, rows)
+
+
 def _merge_rows_sum(x: torch.Tensor, rows: MergeRows) -> torch.Tensor:
     """`(n, t, d)` -> `(n, t - r, d)`: gather the output rows, then add every merged source onto its destination."""
     n, t, dim = x.shape
     flat = x.reshape(n * t, dim)
-    merged = flat.index_select(0, rows.output).view(n, rows.num_out, dim)
-    moved = flat.index_select(0, rows.moved).view(n, -1, dim)
+    merged = take_rows(flat, rows.output).view(n, rows.num_out, dim)
+    moved = take_rows(flat, rows.moved).view(n, -1, dim)
     # scatter_add_ on the destinations' view: one pass, where index_add_ over flattened rows runs a parallel
     # sort of its indices first.
     index = rows.targets.unsqueeze(-1).expand(-1, -1, dim)
@@ -281,7 +292,7 @@ def join_clips(x: torch.Tensor, group: int, num_cls: int) -> torch.Tensor:
     n, t = x.shape[:2]
     # One row gather: slicing CLS and patches apart and concatenating them would copy every token three times.
     rows = joined_rows(n, t, group, num_cls, x.device)
-    return x.reshape(n * t, -1).index_select(0, rows).view(n // group, group * t, *x.shape[2:])
+    return take_rows(x.reshape(n * t, -1), rows).view(n // group, group * t, *x.shape[2:])
 
 
 def joined_rows(num_sequences: int, num_tokens: int, group: int, num_cls: int, device: torch.device) -> torch.Tensor:
@@ -318,6 +329,7 @@ __all__ = [
     "bipartite_soft_matching",
     "MergeRows",
     "merge_rows",
+    "take_rows",
     "source_destination_positions",
     "merge_sum",
     "merge_weighted_average",
