@@ -128,6 +128,7 @@ class Record:
     seconds_per_batch: float
     seconds_per_batch_all: list[float]
     speedup_vs_no_merge: float | None = None
+    speedup_per_round: list[float] = field(default_factory=list)
     train_batch: int | None = None
     lora_step_s: float | None = None
     lora_step_s_all: list[float] = field(default_factory=list)
@@ -399,6 +400,10 @@ def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.de
         if baseline is None:
             continue
         record.speedup_vs_no_merge = record.videos_per_s / baseline.videos_per_s
+        # Within a round the methods ran back to back under nearly the same load: a check on the ratio of medians.
+        record.speedup_per_round = [
+            round(base / ours, 3) for base, ours in zip(baseline.seconds_per_batch_all, record.seconds_per_batch_all)
+        ]
         for mode in ("lora", "full"):
             step, base_step = getattr(record, f"{mode}_step_s"), getattr(baseline, f"{mode}_step_s")
             if step is not None and base_step is not None:
