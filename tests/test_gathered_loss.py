@@ -1,0 +1,111 @@
+"""The loss over negatives gathered from 2 CPU processes (gloo) equals the single-process loss of the global batch,
+and so do the gradients after DDP averages them."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from transformers_tempme import TempMeCLIPModel, TempMeConfig
+from transformers_tempme.modeling_tempme import symmetric_contrastive_loss
+from transformers_tempme.trainer import gather_with_gradient, global_contrastive_loss
+
+WORLD_SIZE, LOCAL_BATCH, FRAMES = 2, 3, 4
+
+
+def tiny_config(schedule: dict) -> TempMeConfig:
+    return TempMeConfig(
+        num_frames=FRAMES,
+        projection_dim=16,
+        vision_config={"image_size": 16, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2},
+        text_config={"vocab_size": 50, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 8, "eos_token_id": 49, "bos_token_id": 48},
+        clip_position_embedding_init_std=0.02,
+        **schedule,
+    )
+
+
+SCHEDULES = {
+    "frame_independent": {"img_merge_r": 0, "clip_merge_layers": [], "clip_merge_groups": []},
+    "tempme": {"img_merge_r": 0, "clip_merge_layers": [1], "clip_merge_groups": [2],
+               "cross_clip_keep_ratio": 0.6, "intra_clip_keep_ratio": 0.8},
+}
+
+
+def global_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    batch = WORLD_SIZE * LOCAL_BATCH
+    input_ids = torch.randint(1, 48, (batch, 8), generator=generator)
+    input_ids[:, 0], input_ids[:, -1] = 48, 49
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones(batch, 8, dtype=torch.long),
+        "pixel_values": torch.randn(batch, FRAMES, 3, 16, 16, generator=generator),
+    }
+
+
+def build_model(schedule_name: str) -> TempMeCLIPModel:
+    torch.manual_seed(0)
+    return TempMeCLIPModel(tiny_config(SCHEDULES[schedule_name]))
+
+
+def single_process_reference(schedule_name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model = build_model(schedule_name)
+    outputs = model(**global_batch())
+    loss = symmetric_contrastive_loss(model.logit_scale.exp() * outputs.text_embeds @ outputs.video_embeds.t())
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def _worker(rank: int, port: int, schedule_name: str, result_path: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    try:
+        torch.set_num_threads(1)
+        model = build_model(schedule_name)
+        ddp_model = DistributedDataParallel(model)
+        local = {k: v[rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH] for k, v in global_batch().items()}
+        outputs = ddp_model(**local)
+        loss = global_contrastive_loss(outputs.text_embeds, outputs.video_embeds, model.logit_scale)
+        loss.backward()  # DDP averages the parameter gradients over the 2 processes
+
+        gathered = gather_with_gradient(torch.full((LOCAL_BATCH, 2), float(rank)))
+        expected = torch.cat([torch.full((LOCAL_BATCH, 2), float(r)) for r in range(WORLD_SIZE)])
+        assert torch.equal(gathered, expected)
+
+        if rank == 0:
+            grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+            torch.save({"loss": loss.detach(), "grads": grads}, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("schedule_name", sorted(SCHEDULES))
+def test_gathered_loss_and_gradients_match_single_process(schedule_name, tmp_path):
+    result_path = str(tmp_path / "rank0.pt")
+    mp.spawn(_worker, args=(_free_port(), schedule_name, result_path), nprocs=WORLD_SIZE, join=True)
+    distributed = torch.load(result_path)
+    reference_loss, reference_grads = single_process_reference(schedule_name)
+
+    torch.testing.assert_close(distributed["loss"], reference_loss, rtol=1e-5, atol=1e-6)
+    assert distributed["grads"].keys() == reference_grads.keys()
+    for name, grad in reference_grads.items():
+        # float32 sums in another order: compare relative to the tensor's scale (key biases get ~0 gradients).
+        scale = max(float(grad.abs().max()), 1.0)
+        torch.testing.assert_close(distributed["grads"][name], grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_gather_is_identity_without_distributed():
+    tensor = torch.randn(3, 4, requires_grad=True)
+    assert gather_with_gradient(tensor) is tensor

@@ -1,0 +1,113 @@
+"""LoRA adapters round-trip as peft adapters: saved with their base model's name and the clip position embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_BACKBONE, tiny_config, tiny_inputs, tiny_model
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import CLIPConfig, CLIPModel
+
+from transformers_tempme import TempMeCLIPModel, adapter_base_model, apply_lora, load_tempme, save_adapter
+
+
+def perturb_trainable(peft_model: PeftModel, seed: int = 3) -> None:
+    """Stand-in for training: move every LoRA matrix and clip position embedding away from its initial value."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+
+
+def logits(model, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs).logits_per_text
+
+
+@pytest.fixture
+def trained_adapter(tmp_path):
+    """A saved tiny base model, a 'trained' LoRA adapter on it, and the trained model's logits."""
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    tiny_model().save_pretrained(base_dir)
+    base = TempMeCLIPModel.from_pretrained(base_dir).eval()
+    inputs = tiny_inputs(base.config)
+    base_logits = logits(base, inputs)
+    peft_model = apply_lora(base).eval()
+    perturb_trainable(peft_model)
+    trained_logits = logits(peft_model, inputs)
+    assert not torch.allclose(trained_logits, base_logits, atol=1e-3), "the perturbation must change the outputs"
+    save_adapter(peft_model, adapter_dir)
+    return base_dir, adapter_dir, inputs, trained_logits, peft_model
+
+
+def test_adapter_folder_names_its_base_and_holds_the_clip_position_embeddings(trained_adapter):
+    base_dir, adapter_dir, _, _, peft_model = trained_adapter
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(base_dir)
+    assert adapter_base_model(adapter_dir) == str(base_dir)
+    assert adapter_config["modules_to_save"] == ["clip_position_embedding"]
+
+    saved = load_file(adapter_dir / "adapter_model.safetensors")
+    clip_merge_layers = peft_model.base_model.model.config.clip_merge_layers
+    for layer in clip_merge_layers:
+        key = f"base_model.model.vision_model.encoder.layers.{layer}.clip_position_embedding.weight"
+        trained = peft_model.base_model.model.vision_model.encoder.layers[layer].clip_position_embedding
+        torch.testing.assert_close(saved[key], trained.modules_to_save["default"].weight.detach())
+    assert any("lora_A" in key for key in saved) and any("lora_B" in key for key in saved)
+
+
+def test_peft_from_pretrained_restores_the_trained_model(trained_adapter):
+    base_dir, adapter_dir, inputs, trained_logits, _ = trained_adapter
+    fresh_base = TempMeCLIPModel.from_pretrained(base_dir)
+    restored = PeftModel.from_pretrained(fresh_base, adapter_dir).eval()
+    torch.testing.assert_close(logits(restored, inputs), trained_logits, rtol=0, atol=0)
+
+    # The clip position embeddings are part of what the adapter restores: putting back the base's changes the output.
+    with torch.no_grad():
+        for layer in restored.base_model.model.vision_model.encoder.layers:
+            if layer.clip_position_embedding is not None:
+                wrapper = layer.clip_position_embedding
+                wrapper.modules_to_save["default"].weight.copy_(wrapper.original_module.weight)
+    assert not torch.allclose(logits(restored, inputs), trained_logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_load_tempme_loads_base_and_adapter_in_one_call(trained_adapter, merge):
+    _, adapter_dir, inputs, trained_logits, _ = trained_adapter
+    model = load_tempme(adapter=adapter_dir, merge=merge)
+    assert isinstance(model, TempMeCLIPModel) == merge
+    assert isinstance(model, PeftModel) == (not merge)
+    assert not model.training
+    # Folding LoRA into the weights changes float rounding: logits (scale ~14) agree to ~1e-4 relative.
+    tolerance = 1e-3 if merge else 1e-5
+    torch.testing.assert_close(logits(model, inputs), trained_logits, rtol=tolerance, atol=tolerance)
+
+
+def test_load_tempme_builds_the_base_from_a_clip_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(**TINY_BACKBONE))
+    clip.save_pretrained(tmp_path / "clip")
+    schedule = tiny_config()
+    peft_model = apply_lora(TempMeCLIPModel.from_clip(str(tmp_path / "clip"), schedule)).eval()
+    perturb_trainable(peft_model)
+    inputs = tiny_inputs(schedule)
+    trained_logits = logits(peft_model, inputs)
+    save_adapter(peft_model, tmp_path / "adapter", base_model_name_or_path=str(tmp_path / "clip"))
+
+    model = load_tempme(adapter=tmp_path / "adapter", schedule=schedule, merge=True)
+    torch.testing.assert_close(logits(model, inputs), trained_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_save_adapter_refuses_an_adapter_without_a_base_model(tmp_path):
+    peft_model = apply_lora(tiny_model())
+    with pytest.raises(ValueError, match="base_model_name_or_path"):
+        save_adapter(peft_model, tmp_path / "adapter")
+
+
+def test_load_tempme_needs_a_model_or_an_adapter():
+    with pytest.raises(ValueError, match="base model, an adapter"):
+        load_tempme()

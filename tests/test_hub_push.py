@@ -1,0 +1,138 @@
+"""scripts/push_to_hub.py: the dry-run folder is complete and is exactly what an upload sends (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hub_card_checks import BENCHMARK, BENCHMARK_COMMAND, EVALUATION, numbers_not_from_sources, source_numbers, write_inputs
+from conftest import tiny_inputs, tiny_model
+from safetensors.torch import load_file
+
+from transformers_tempme import REMOTE_CODE_FILES, TempMeCLIPModel, apply_lora, save_adapter
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
+BASE_MODEL = "openai/clip-vit-base-patch32"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("push_to_hub_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("push")
+    model = tiny_model()
+    model.save_pretrained(root / "model")
+    peft_model = apply_lora(TempMeCLIPModel.from_pretrained(root / "model"))
+    save_adapter(peft_model, root / "adapter")
+    eval_path, bench_path = write_inputs(root / "results")
+    card_args = ["--eval-json", str(eval_path), "--benchmark-json", str(bench_path),
+                 "--benchmark-command", BENCHMARK_COMMAND]
+    return root, model, card_args
+
+
+def test_dry_run_of_a_model_writes_config_weights_code_and_card(saved, tmp_path):
+    root, model, card_args = saved
+    out = tmp_path / "staged"
+    argv = [str(root / "model"), "--repo-id", "owner/tempme-tiny", "--base-model", BASE_MODEL, *card_args]
+    assert load_script().main([*argv, "--dry-run", str(out)]) == 0
+
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", *REMOTE_CODE_FILES}
+    for name in ("config.json", "model.safetensors", *REMOTE_CODE_FILES):
+        assert (out / name).read_bytes() == (root / "model" / name).read_bytes()
+
+    card = (out / "README.md").read_text()
+    config = json.loads((out / "config.json").read_text())
+    weights = sum(t.numel() for t in load_file(out / "model.safetensors").values())
+    assert numbers_not_from_sources(card, source_numbers(EVALUATION, BENCHMARK, BENCHMARK_COMMAND, config) + [weights]) == []
+    assert "trust_remote_code=True" in card and "model-index" in card
+
+    # The staged folder is a working model.
+    inputs = tiny_inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            TempMeCLIPModel.from_pretrained(out).eval()(**inputs).logits_per_text, model(**inputs).logits_per_text
+        )
+
+
+def test_dry_run_of_an_adapter_writes_the_adapter_and_its_card(saved, tmp_path):
+    root, _, card_args = saved
+    out = tmp_path / "staged"
+    argv = [str(root / "adapter"), "--repo-id", "owner/tempme-tiny-lora", *card_args, "--dry-run", str(out)]
+    assert load_script().main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    assert (out / "adapter_model.safetensors").read_bytes() == (root / "adapter" / "adapter_model.safetensors").read_bytes()
+    card = (out / "README.md").read_text()
+    assert 'PeftModel.from_pretrained(base, "owner/tempme-tiny-lora")' in card  # ours, not peft's default card
+
+
+def test_upload_sends_exactly_the_dry_run_folder(saved, tmp_path, monkeypatch):
+    root, _, card_args = saved
+    argv = [str(root / "model"), "--repo-id", "owner/tempme-tiny", "--base-model", BASE_MODEL, *card_args,
+            "--private", "--revision", "v1"]
+    script = load_script()
+    assert script.main([*argv, "--dry-run", str(tmp_path / "dry")]) == 0
+
+    calls = {}
+
+    def fake_create_repo(repo_id, private, exist_ok, repo_type):
+        calls["create_repo"] = (repo_id, private, exist_ok, repo_type)
+        return f"https://huggingface.co/{repo_id}"
+
+    def fake_create_branch(repo_id, branch, exist_ok, repo_type):
+        calls["create_branch"] = (repo_id, branch)
+
+    def fake_upload_folder(repo_id, folder_path, revision, commit_message, repo_type):
+        calls["upload_folder"] = (repo_id, revision, folder_digest(Path(folder_path)))
+
+    monkeypatch.setattr(script, "create_repo", fake_create_repo)
+    monkeypatch.setattr(script, "create_branch", fake_create_branch)
+    monkeypatch.setattr(script, "upload_folder", fake_upload_folder)
+    assert script.main(argv) == 0
+
+    assert calls["create_repo"] == ("owner/tempme-tiny", True, True, "model")
+    assert calls["create_branch"] == ("owner/tempme-tiny", "v1")
+    repo_id, revision, uploaded = calls["upload_folder"]
+    assert (repo_id, revision) == ("owner/tempme-tiny", "v1")
+    assert uploaded == folder_digest(tmp_path / "dry")
+
+
+@pytest.mark.parametrize(
+    "break_folder, message",
+    [
+        (lambda folder: (folder / "merging.py").unlink(), "missing ['merging.py']"),
+        (lambda folder: (folder / "pytorch_model.bin").write_bytes(b"pickle"), "pickled weights"),
+        (lambda folder: (folder / "model.safetensors").unlink(), "no safetensors weights"),
+    ],
+    ids=["no-remote-code", "pickle", "no-weights"],
+)
+def test_incomplete_folders_are_refused(saved, tmp_path, capsys, break_folder, message):
+    import shutil
+
+    root, _, card_args = saved
+    folder = Path(shutil.copytree(root / "model", tmp_path / "model"))
+    break_folder(folder)
+    argv = [str(folder), "--repo-id", "o/m", "--base-model", BASE_MODEL, "--dry-run", str(tmp_path / "out")]
+    assert load_script().main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dry_run_refuses_a_non_empty_folder(saved, tmp_path, capsys):
+    root, _, _ = saved
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    argv = [str(root / "model"), "--repo-id", "o/m", "--base-model", BASE_MODEL, "--dry-run", str(tmp_path / "out")]
+    assert load_script().main(argv) == 2
+    assert "not empty" in capsys.readouterr().err

@@ -1,0 +1,276 @@
+"""TempMeCLIPModel on tiny configs: equivalences, shapes, masks, dtypes, gradients, serialisation, errors."""
+
+import pytest
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+from conftest import TINY_BACKBONE, random_text, random_video, tiny_config
+from transformers_tempme import TempMeCLIPModel, TempMeConfig, apply_lora, token_schedule
+
+
+def frame_mean_reference(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """CLIP4Clip meanP: the mean over frames of the normalised CLIP image embeddings."""
+    batch, frames = pixel_values.shape[:2]
+    image_embeds = clip.get_image_features(pixel_values=pixel_values.flatten(0, 1)).pooler_output
+    image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+    return image_embeds.view(batch, frames, -1).mean(dim=1)
+
+
+def perturb_clip_position_embeddings(model: TempMeCLIPModel) -> None:
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "clip_position_embedding" in name:
+                parameter.normal_(std=0.5)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_no_merge_model_is_clip4clip_meanp(attn_implementation):
+    clip = CLIPModel(CLIPConfig(**TINY_BACKBONE, attn_implementation=attn_implementation)).eval()
+    model = TempMeCLIPModel.from_clip(clip, tiny_config("clip")).eval()
+    pixel_values = random_video(3, 5, model.config)
+    with torch.no_grad():
+        video_embeds = model.encode_video(pixel_values).video_embeds
+        expected = frame_mean_reference(clip, pixel_values)
+    torch.testing.assert_close(video_embeds, expected, rtol=0, atol=1e-5)
+
+
+def test_no_merge_preset_at_vit_b_32_shape_is_clip4clip_meanp():
+    config = TempMeConfig.from_preset("clip-vit-b-32", text_config=TINY_BACKBONE["text_config"])
+    clip = CLIPModel(CLIPConfig(text_config=config.text_config.to_dict(), vision_config=config.vision_config.to_dict()))
+    model = TempMeCLIPModel.from_clip(clip.eval(), config).eval()
+    pixel_values = random_video(1, 3, config)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.encode_video(pixel_values).video_embeds, frame_mean_reference(clip, pixel_values), rtol=0, atol=1e-5
+        )
+
+
+def test_from_clip_keeps_every_clip_weight_and_loads_from_a_folder(tmp_path):
+    clip = CLIPModel(CLIPConfig(**TINY_BACKBONE))
+    clip.save_pretrained(tmp_path)
+    model = TempMeCLIPModel.from_clip(str(tmp_path), tiny_config("tempme"))
+    tempme_state = model.state_dict()
+    for name, tensor in clip.state_dict().items():
+        torch.testing.assert_close(tempme_state[name], tensor, rtol=0, atol=0)
+    new = set(tempme_state) - set(clip.state_dict())
+    assert new == {f"vision_model.encoder.layers.{i}.clip_position_embedding.weight" for i in (2, 3)}
+    assert model.config.merge_schedule == tiny_config("tempme").merge_schedule
+
+
+def test_from_clip_takes_a_preset_name():
+    clip = CLIPModel(CLIPConfig(**TINY_BACKBONE))
+    model = TempMeCLIPModel.from_clip(clip, "tome-vit-b-32")
+    assert model.config.img_merge_r == 2 and model.config.clip_merge_layers == []
+    assert model.config.vision_config.hidden_size == 64  # dimensions come from the CLIP model
+    with pytest.raises(ValueError, match="Unknown TempMe preset"):
+        TempMeCLIPModel.from_clip(clip, "tempme-vit-h-14")
+
+
+FRAME_SCHEDULES = [
+    # frames, ClipMe blocks, groups
+    (4, [2, 3], [2, 2]),
+    (8, [2, 3], [2, 2]),
+    (8, [1, 2, 3], [2, 2, 2]),
+    (16, [2, 3], [4, 4]),
+    (12, [1, 3], [3, 2]),
+    (64, [1, 2, 3], [4, 4, 4]),
+]
+
+
+@pytest.mark.parametrize("frames, layers, groups", FRAME_SCHEDULES)
+def test_frame_counts_with_fitting_schedules(frames, layers, groups):
+    config = tiny_config("tempme", num_frames=frames, clip_merge_layers=layers, clip_merge_groups=groups)
+    model = TempMeCLIPModel(config).eval()
+    with torch.no_grad():
+        outputs = model.encode_video(random_video(2, frames, config))
+    assert outputs.video_embeds.shape == (2, 16)
+    assert outputs.frame_embeds.shape == (2, frames, 16)
+    assert outputs.token_counts == token_schedule(config)
+    final_clips, final_tokens = outputs.token_counts[-1]
+    assert outputs.vision_model_output.last_hidden_state.shape == (2 * final_clips, final_tokens, 64)
+
+
+@pytest.mark.parametrize("schedule", ["clip", "tome", "tempme"])
+def test_videos_are_encoded_independently_of_their_batch(schedule):
+    model = TempMeCLIPModel(tiny_config(schedule)).eval()
+    perturb_clip_position_embeddings(model)
+    pixel_values = random_video(3, 4, model.config)
+    with torch.no_grad():
+        together = model.encode_video(pixel_values).video_embeds
+        alone = torch.cat([model.encode_video(pixel_values[i : i + 1]).video_embeds for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_eager_and_sdpa_attention_agree():
+    eager = TempMeCLIPModel(tiny_config("tempme", attn_implementation="eager")).eval()
+    perturb_clip_position_embeddings(eager)
+    sdpa = TempMeCLIPModel(tiny_config("tempme", attn_implementation="sdpa")).eval()
+    sdpa.load_state_dict(eager.state_dict())
+    pixel_values = random_video(2, 4, eager.config)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            eager.encode_video(pixel_values).video_embeds, sdpa.encode_video(pixel_values).video_embeds,
+            rtol=1e-5, atol=1e-5,
+        )
+
+
+def test_clip_merging_changes_the_embedding_with_frame_order():
+    """Frame-independent CLIP cannot tell a video from its reversal; TempMe with clip embeddings can."""
+    pixel_values = random_video(1, 4, tiny_config())
+    reversed_video = pixel_values.flip(1)
+    for schedule, order_sensitive in [("clip", False), ("tempme", True)]:
+        model = TempMeCLIPModel(tiny_config(schedule)).eval()
+        perturb_clip_position_embeddings(model)
+        with torch.no_grad():
+            forward = model.encode_video(pixel_values).video_embeds
+            backward = model.encode_video(reversed_video).video_embeds
+        assert (not torch.allclose(forward, backward, atol=1e-4)) == order_sensitive
+
+
+@pytest.mark.parametrize("schedule", ["clip", "tempme"])
+def test_video_mask_leaves_padded_frames_out_of_the_mean(schedule):
+    model = TempMeCLIPModel(tiny_config(schedule)).eval()
+    pixel_values = random_video(2, 4, model.config)
+    video_mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    with torch.no_grad():
+        outputs = model.encode_video(pixel_values, video_mask=video_mask)
+    for b, real in enumerate([3, 1]):
+        torch.testing.assert_close(outputs.video_embeds[b], outputs.frame_embeds[b, :real].mean(0))
+    if schedule == "clip":  # frames never interact: the masked video equals its real frames alone
+        with torch.no_grad():
+            alone = model.encode_video(pixel_values[:1, :3]).video_embeds
+        torch.testing.assert_close(outputs.video_embeds[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["clip", "tome", "tempme"])
+def test_bfloat16_runs_and_stays_close_to_float32(schedule):
+    """A random 64-wide model is far from robust to bfloat16 rounding (it also flips near-tied matches), so
+    this asks for the frame embeddings to keep their direction, not for a tight tolerance."""
+    model = TempMeCLIPModel(tiny_config(schedule)).eval()
+    pixel_values = random_video(2, 4, model.config)
+    with torch.no_grad():
+        reference = model.encode_video(pixel_values).frame_embeds
+        outputs = model.to(torch.bfloat16).encode_video(pixel_values.bfloat16())
+    assert outputs.video_embeds.dtype == torch.bfloat16
+    if schedule != "clip":
+        assert outputs.vision_model_output.token_sizes.dtype == torch.float32
+    similarity = torch.nn.functional.cosine_similarity(outputs.frame_embeds.float(), reference, dim=-1)
+    assert similarity.mean() > 0.9
+
+
+def test_forward_logits_and_loss():
+    model = TempMeCLIPModel(tiny_config()).eval()
+    input_ids, pixel_values = random_text(3, model.config), random_video(3, 4, model.config)
+    outputs = model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
+    assert outputs.logits_per_text.shape == (3, 3)
+    torch.testing.assert_close(outputs.logits_per_video, outputs.logits_per_text.t())
+    expected_logits = model.logit_scale.exp() * outputs.text_embeds @ outputs.video_embeds.t()
+    torch.testing.assert_close(outputs.logits_per_text, expected_logits)
+    targets = torch.arange(3)
+    expected_loss = (
+        torch.nn.functional.cross_entropy(outputs.logits_per_text, targets)
+        + torch.nn.functional.cross_entropy(outputs.logits_per_video, targets)
+    ) / 2
+    torch.testing.assert_close(outputs.loss, expected_loss)
+    assert model(input_ids=input_ids, pixel_values=pixel_values).loss is None
+
+
+def test_feature_getters_follow_clip_conventions():
+    clip = CLIPModel(CLIPConfig(**TINY_BACKBONE)).eval()
+    model = TempMeCLIPModel.from_clip(clip, tiny_config()).eval()
+    input_ids, pixel_values = random_text(2, model.config), random_video(2, 4, model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.get_text_features(input_ids=input_ids).pooler_output,
+            clip.get_text_features(input_ids=input_ids).pooler_output,
+        )
+        torch.testing.assert_close(
+            model.get_video_features(pixel_values).pooler_output, model.encode_video(pixel_values).video_embeds
+        )
+
+
+def test_gradients_reach_lora_and_clip_position_embeddings():
+    model = apply_lora(TempMeCLIPModel(tiny_config()), r=4)
+    input_ids, pixel_values = random_text(3, model.config), random_video(3, 4, model.config)
+    model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True).loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    for tower in ("vision_model", "text_model"):
+        lora_b = [g for name, g in grads.items() if tower in name and "lora_B" in name]
+        assert lora_b and all(g is not None and g.abs().sum() > 0 for g in lora_b)
+    position = [g for name, g in grads.items() if "clip_position_embedding" in name]
+    assert len(position) == 2 and all(g is not None and g.abs().sum() > 0 for g in position)
+    assert not any("logit_scale" in name for name in grads)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = TempMeCLIPModel(tiny_config()).eval()
+    perturb_clip_position_embeddings(model)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = TempMeCLIPModel.from_pretrained(tmp_path).eval()
+    input_ids, pixel_values = random_text(2, model.config), random_video(2, 4, model.config)
+    with torch.no_grad():
+        expected = model(input_ids=input_ids, pixel_values=pixel_values).logits_per_text
+        actual = loaded(input_ids=input_ids, pixel_values=pixel_values).logits_per_text
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+
+
+def test_clip_position_embedding_init_std():
+    zero = TempMeCLIPModel(tiny_config())
+    random = TempMeCLIPModel(tiny_config(clip_position_embedding_init_std=0.02))
+    for model, is_zero in [(zero, True), (random, False)]:
+        weights = [p for n, p in model.named_parameters() if "clip_position_embedding" in n]
+        assert [tuple(w.shape) for w in weights] == [(4, 64), (2, 64)]
+        assert all(bool((w == 0).all()) == is_zero for w in weights)
+    no_embeddings = TempMeCLIPModel(tiny_config(clip_position_embedding=False))
+    assert not any("clip_position_embedding" in n for n, _ in no_embeddings.named_parameters())
+
+
+BAD_INPUTS = [
+    # pixel_values shape, video_mask shape, error
+    ((4, 3, 32, 32), None, r"\(batch, frames, channels, height, width\)"),
+    ((2, 6, 3, 32, 32), None, "exactly 4 frames per video"),
+    ((2, 4, 3, 32, 32), (2, 3), r"video_mask must have shape \(batch, frames\)"),
+    ((2, 4, 3, 48, 48), None, "doesn't match model"),
+]
+
+
+@pytest.mark.parametrize("pixel_shape, mask_shape, message", BAD_INPUTS)
+def test_bad_inputs_raise_clear_errors(pixel_shape, mask_shape, message):
+    model = TempMeCLIPModel(tiny_config())
+    video_mask = None if mask_shape is None else torch.ones(mask_shape)
+    with pytest.raises(ValueError, match=message):
+        model.encode_video(torch.randn(pixel_shape), video_mask=video_mask)
+
+
+def test_models_without_clip_merging_take_any_frame_count():
+    model = TempMeCLIPModel(tiny_config("tome")).eval()
+    for frames in (1, 3, 7):
+        with torch.no_grad():
+            assert model.encode_video(random_video(1, frames, model.config)).frame_embeds.shape == (1, frames, 16)
+
+
+def test_merge_sources_partition_the_input_patches():
+    model = TempMeCLIPModel(tiny_config()).eval()
+    with torch.no_grad():
+        outputs = model.encode_video(random_video(2, 4, model.config), output_merge_sources=True)
+    vision = outputs.vision_model_output
+    assert vision.merge_sources.shape == (2, vision.last_hidden_state.shape[1], 4 * 17)
+    torch.testing.assert_close(vision.merge_sources.sum(1), torch.ones(2, 4 * 17))
+    torch.testing.assert_close(vision.merge_sources.sum(-1, keepdim=True), vision.token_sizes)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = TempMeCLIPModel(tiny_config())
+    perturb_clip_position_embeddings(model)
+    input_ids, pixel_values = random_text(3, model.config), random_video(3, 4, model.config)
+    gradients = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.train()
+        model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True).loss.backward()
+        gradients.append(model.vision_model.encoder.layers[2].clip_position_embedding.weight.grad.clone())
+    assert model.vision_model.encoder.layers[0].gradient_checkpointing
+    torch.testing.assert_close(gradients[0], gradients[1])

@@ -1,0 +1,182 @@
+"""scripts/train.py and scripts/evaluate.py on a tiny synthetic benchmark and a tiny random-weight TempMe."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transformers_tempme import make_synthetic_benchmark
+from transformers_tempme.word_tokenizer import build_word_level_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = {
+    "num_frames": 4,
+    "projection_dim": 16,
+    "vision_config": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
+                      "num_hidden_layers": 2, "num_attention_heads": 2},
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                    "max_position_embeddings": 16},
+    "img_merge_r": 1,
+    "clip_merge_layers": [1],
+    "clip_merge_groups": [2],
+    "clip_position_embedding_init_std": 0.02,
+}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script is being executed
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_benchmark(root, num_train_pairs=6, num_test_pairs=3, frames_per_video=8, size=32, seed=0)
+    captions = [s["caption"] for s in json.loads((root / "annotations" / "MSRVTT_data.json").read_text())["sentences"]]
+    build_word_level_tokenizer(captions, model_max_length=16).save_pretrained(root / "tokenizer")
+    return root
+
+
+def train_config(benchmark: Path, output_dir: Path, **overrides) -> dict:
+    config = {
+        "schedule": "tempme-vit-b-32",
+        "config_overrides": json.dumps(TINY_MODEL),
+        "tokenizer_name_or_path": str(benchmark / "tokenizer"),
+        "dataset_name": "msrvtt",
+        "annotations_dir": str(benchmark / "annotations"),
+        "videos_dir": str(benchmark / "videos"),
+        "num_frames": 4,
+        "max_words": 16,
+        "frame_sampling": "uniform",
+        "augment": False,
+        "output_dir": str(output_dir),
+        "do_train": True,
+        "do_eval": True,
+        "max_steps": 4,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.2,
+        "adam_epsilon": 1e-6,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.1,
+        "max_grad_norm": 1.0,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+        "dataloader_drop_last": True,
+        "disable_tqdm": True,
+    }
+    config.update(overrides)
+    return config
+
+
+def write_config(path: Path, config: dict) -> str:
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def test_train_then_evaluate_end_to_end(benchmark, tmp_path):
+    train = load_script("train")
+    output_dir = tmp_path / "run"
+    config = write_config(tmp_path / "config.json", train_config(benchmark, output_dir, save_merged_model=True))
+    results = train.main([config])
+
+    assert results["train_loss"] > 0
+    assert 0 <= results["eval_text_to_video_R@1"] <= 100 and "eval_video_to_text_MdR" in results
+    adapter = load_file(output_dir / "adapter_model.safetensors")
+    assert any("lora_A" in name for name in adapter)
+    assert any("clip_position_embedding" in name for name in adapter), "clip position embeddings must be saved"
+    assert (output_dir / "merged" / "config.json").exists()
+
+    evaluate = load_script("evaluate")
+    metrics_file = tmp_path / "metrics.json"
+    metrics = evaluate.main([
+        "--model_name_or_path", str(output_dir / "merged"),
+        "--tokenizer_name_or_path", str(benchmark / "tokenizer"),
+        "--annotations_dir", str(benchmark / "annotations"),
+        "--videos_dir", str(benchmark / "videos"),
+        "--num_frames", "4", "--max_words", "16", "--frame_sampling", "uniform",
+        "--batch_size", "4", "--output_file", str(metrics_file),
+    ])
+    written = json.loads(metrics_file.read_text())
+    assert written == metrics
+    expected_keys = {"dataset", "split", "model", "command", "text_to_video", "video_to_text", "rsum", "gflops",
+                     "output_tokens", "videos_per_s"}
+    assert expected_keys <= written.keys()
+    assert set(written["text_to_video"]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
+    assert written["gflops"] > 0 and written["videos_per_s"] > 0 and written["output_tokens"] > 0
+    # The merged model, evaluated on its own, reproduces the in-training evaluation of the same weights.
+    assert written["text_to_video"]["R@1"] == pytest.approx(results["eval_text_to_video_R@1"])
+    assert written["rsum"] == pytest.approx(results["eval_rsum"])
+
+
+@pytest.mark.parametrize("use_lora", [True, False])
+def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lora):
+    train = load_script("train")
+    straight_dir = tmp_path / "straight"
+    straight = train_config(benchmark, straight_dir, use_lora=use_lora, do_eval=False)
+    train.main([write_config(tmp_path / "straight.json", straight)])
+
+    # The run interrupted after step 2: start again from the checkpoint it wrote there, in a new folder.
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    subprocess.run(["cp", "-r", str(straight_dir / "checkpoint-2"), str(resumed_dir)], check=True)
+    resumed = train_config(benchmark, resumed_dir, use_lora=use_lora, do_eval=False,
+                           resume_from_checkpoint=str(resumed_dir / "checkpoint-2"))
+    train.main([write_config(tmp_path / "resumed.json", resumed)])
+
+    weights = "adapter_model.safetensors" if use_lora else "model.safetensors"
+    final_straight, final_resumed = load_file(straight_dir / weights), load_file(resumed_dir / weights)
+    assert final_straight.keys() == final_resumed.keys()
+    for name, tensor in final_straight.items():
+        torch.testing.assert_close(final_resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    state_straight = json.loads((straight_dir / "trainer_state.json").read_text())
+    state_resumed = json.loads((resumed_dir / "trainer_state.json").read_text())
+    losses = lambda state: [entry["loss"] for entry in state["log_history"] if "loss" in entry]  # noqa: E731
+    assert losses(state_resumed)[-1] == pytest.approx(losses(state_straight)[-1], rel=1e-6)
+    assert state_resumed["global_step"] == state_straight["global_step"] == 4
+
+
+def test_two_processes_under_accelerate_launch(benchmark, tmp_path):
+    output_dir = tmp_path / "ddp"
+    config = write_config(tmp_path / "ddp.json", train_config(benchmark, output_dir, max_steps=2, per_device_train_batch_size=2,
+                                                             save_strategy="no", log_level="info"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    # `--multi_gpu` is Accelerate's multi-process launcher; without GPUs the processes join over gloo on the CPU.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "scripts" / "train.py"), config]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    # 2 processes x 2 samples: the loss of every step is over a global batch of 4.
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in completed.stdout + completed.stderr
+    eval_results = json.loads((output_dir / "eval_results.json").read_text())
+    assert "eval_rsum" in eval_results
+
+
+@pytest.mark.parametrize("config_file", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.stem)
+def test_paper_configs_parse_with_the_paper_settings(config_file):
+    model_args, data_args, training_args = load_script("train").parse_arguments([str(config_file)])
+    paragraphs = data_args.dataset_name in ("activitynet", "didemo")
+    assert (data_args.num_frames, data_args.max_words) == ((64, 64) if paragraphs else (12, 32))
+    assert model_args.use_lora and model_args.lora_r == 8 and model_args.freeze_logit_scale
+    assert data_args.global_train_batch_size == 128 and training_args.num_train_epochs == 5
+    assert (training_args.learning_rate, training_args.weight_decay, training_args.adam_epsilon) == (6e-4, 0.2, 1e-6)
+    assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_steps == 0.1
+    assert training_args.max_grad_norm == 1.0
