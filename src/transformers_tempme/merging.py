@@ -141,6 +141,15 @@ def split_sources_destinations(
     return (cls, first, second) if num_cls % 2 == 0 else (cls, second, first)
 
 
+def source_destination_positions(num_tokens: int, num_cls: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions in the sequence of the sources A `(|A|,)` and destinations B `(|B|,)`, as split by
+    `split_sources_destinations`."""
+    first = num_cls + num_cls % 2  # sources sit at even positions
+    sources = torch.arange(first, num_tokens, 2, device=device)
+    destinations = torch.arange(num_cls + 1 - num_cls % 2, num_tokens, 2, device=device)
+    return sources, destinations
+
+
 @torch.no_grad()
 def bipartite_soft_matching(metric: torch.Tensor, num_merge: int, num_cls: int) -> Matching:
     """Pick the `num_merge` sources most similar to a destination (cosine similarity of `metric`).
@@ -150,11 +159,14 @@ def bipartite_soft_matching(metric: torch.Tensor, num_merge: int, num_cls: int) 
         num_merge: r, at most half of the patch tokens.
         num_cls: protected CLS tokens at the head of each sequence.
     """
-    _, sources, destinations = split_sources_destinations(metric, num_cls)
-    if num_merge > sources.shape[1]:
-        raise ValueError(f"Cannot merge {num_merge} tokens: only {sources.shape[1]} source tokens are available.")
-    sources = sources / sources.norm(dim=-1, keepdim=True)
-    destinations = destinations / destinations.norm(dim=-1, keepdim=True)
+    num_sources = (metric.shape[1] - num_cls + 1 - num_cls % 2) // 2
+    if num_merge > num_sources:
+        raise ValueError(f"Cannot merge {num_merge} tokens: only {num_sources} source tokens are available.")
+    # Normalising the patch tokens once, before the split, is one pass instead of two over strided halves.
+    patches = metric[:, num_cls:]
+    patches = patches / patches.norm(dim=-1, keepdim=True)
+    first, second = patches[:, 0::2], patches[:, 1::2]
+    sources, destinations = (first, second) if num_cls % 2 == 0 else (second, first)
     scores = sources @ destinations.transpose(-1, -2)
     best_score, best_destination = scores.max(dim=-1)
     order = best_score.argsort(dim=-1, descending=True)
@@ -164,17 +176,79 @@ def bipartite_soft_matching(metric: torch.Tensor, num_merge: int, num_cls: int) 
     return Matching(num_cls, kept, merged, targets)
 
 
+class MergeRows(NamedTuple):
+    """A matching as row indices into the batch flattened to `(num_sequences * num_tokens, ...)`.
+
+    Merging is then one row gather for the output, one small row gather for the merged sources and one
+    scatter-add onto the destinations, whatever the feature size: `index_select` copies whole rows, where `gather`
+    with an expanded index reads one index per element.
+
+    Attributes:
+        output: `(n * (t - r),)` input row of every output token, in the output order [CLS, kept, destinations].
+        moved: `(n * r,)` input row of every merged source, best-matching first.
+        targets: `(n, r)` the destination each merged source joins, counted from `destination_start`.
+        destination_start: position of the first destination in the output, `num_cls + |A| - r`.
+        num_out: tokens per sequence after merging, `t - r`.
+    """
+
+    output: torch.Tensor
+    moved: torch.Tensor
+    targets: torch.Tensor
+    destination_start: int
+    num_out: int
+
+
+def merge_rows(matching: Matching, num_tokens: int) -> MergeRows:
+    """The flattened row indices that carry out `matching` on sequences of `num_tokens` tokens."""
+    num_sequences = matching.merged.shape[0]
+    num_cls, device = matching.num_cls, matching.merged.device
+    source_positions, destination_positions = source_destination_positions(num_tokens, num_cls, device)
+    output = torch.cat(
+        [
+            torch.arange(num_cls, device=device).expand(num_sequences, -1),
+            source_positions[matching.kept],
+            destination_positions.expand(num_sequences, -1),
+        ],
+        dim=1,
+    )
+    sequence_start = torch.arange(num_sequences, device=device).unsqueeze(1) * num_tokens
+    moved = source_positions[matching.merged] + sequence_start
+    destination_start = num_cls + matching.kept.shape[1]
+    return MergeRows(
+        (output + sequence_start).flatten(), moved.flatten(), matching.targets, destination_start, output.shape[1]
+    )
+
+
+def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`x[rows]` along the first dimension of a 2-D tensor, by the fastest kernel for the case.
+
+    `index_select` is the faster gather, but on CPU its backward (`index_add_`) sorts its indices first, several
+    times slower than the backward of advanced indexing (`index_put_` with accumulation). Both give the same values.
+    """
+    if x.requires_grad and torch.is_grad_enabled():
+        return x[rows]
+    return x.index_select(0, rows)
+
+
+def _merge_rows_sum(x: torch.Tensor, rows: MergeRows) -> torch.Tensor:
+    """`(n, t, d)` -> `(n, t - r, d)`: gather the output rows, then add every merged source onto its destination."""
+    n, t, dim = x.shape
+    flat = x.reshape(n * t, dim)
+    merged = take_rows(flat, rows.output).view(n, rows.num_out, dim)
+    moved = take_rows(flat, rows.moved).view(n, -1, dim)
+    # scatter_add_ on the destinations' view: one pass, where index_add_ over flattened rows runs a parallel
+    # sort of its indices first.
+    index = rows.targets.unsqueeze(-1).expand(-1, -1, dim)
+    merged[:, rows.destination_start :].scatter_add_(1, index, moved)
+    return merged
+
+
 def merge_sum(x: torch.Tensor, matching: Matching) -> torch.Tensor:
     """Sum-merge `x` `(n, t, d)` by `matching`: `(n, t - r, d)` laid out as [CLS, kept sources, destinations].
 
     Used for sizes and for merge sources (which input patches each token holds), which add up.
     """
-    cls, sources, destinations = split_sources_destinations(x, matching.num_cls)
-    dim = x.shape[-1]
-    kept = sources.gather(1, matching.kept.unsqueeze(-1).expand(-1, -1, dim))
-    moved = sources.gather(1, matching.merged.unsqueeze(-1).expand(-1, -1, dim))
-    destinations = destinations.scatter_add(1, matching.targets.unsqueeze(-1).expand(-1, -1, dim), moved)
-    return torch.cat([cls, kept, destinations], dim=1)
+    return _merge_rows_sum(x, merge_rows(matching, x.shape[1]))
 
 
 def merge_weighted_average(
@@ -190,12 +264,17 @@ def merge_weighted_average(
     Returns:
         `(n, t - r, d)` tokens and their float32 `(n, t - r, 1)` sizes, ordered [CLS, kept sources, destinations].
     """
+    rows = merge_rows(matching, x.shape[1])
     if sizes is None:
         sizes = torch.ones(x.shape[0], x.shape[1], 1, device=x.device)
+        weighted = x  # x * 1 is x: skip a pass over the tokens
+    else:
+        weighted = x * sizes.to(x.dtype)
     # Sizes stay float32: bfloat16 stops counting exactly above 256 patches.
-    merged_sizes = merge_sum(sizes, matching)
-    merged = merge_sum(x * sizes.to(x.dtype), matching) / merged_sizes.to(x.dtype)
-    return merged, merged_sizes
+    merged_sizes = _merge_rows_sum(sizes, rows)
+    merged = _merge_rows_sum(weighted, rows)
+    # In place: `merged` is a fresh tensor, so dividing it needs no further copy of the tokens.
+    return merged.div_(merged_sizes.to(x.dtype)), merged_sizes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,10 +290,19 @@ def join_clips(x: torch.Tensor, group: int, num_cls: int) -> torch.Tensor:
     per video is a multiple of `group`.
     """
     n, t = x.shape[:2]
-    x = x.reshape(n // group, group, t, *x.shape[2:])
-    cls = x[:, :, :num_cls].flatten(1, 2)
-    patches = x[:, :, num_cls:].flatten(1, 2)
-    return torch.cat([cls, patches], dim=1)
+    # One row gather: slicing CLS and patches apart and concatenating them would copy every token three times.
+    rows = joined_rows(n, t, group, num_cls, x.device)
+    return take_rows(x.reshape(n * t, -1), rows).view(n // group, group * t, *x.shape[2:])
+
+
+def joined_rows(num_sequences: int, num_tokens: int, group: int, num_cls: int, device: torch.device) -> torch.Tensor:
+    """Row of the flattened `(num_sequences * num_tokens)` input that every token of `join_clips`'s output takes."""
+    clip_start = torch.arange(group, device=device).unsqueeze(1) * num_tokens
+    cls = (clip_start + torch.arange(num_cls, device=device)).flatten()
+    patches = (clip_start + torch.arange(num_cls, num_tokens, device=device)).flatten()
+    one_group = torch.cat([cls, patches])
+    group_start = torch.arange(num_sequences // group, device=device).unsqueeze(1) * (group * num_tokens)
+    return (group_start + one_group).flatten()
 
 
 def add_clip_position_embedding(x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -239,9 +327,14 @@ __all__ = [
     "plan_merges",
     "split_sources_destinations",
     "bipartite_soft_matching",
+    "MergeRows",
+    "merge_rows",
+    "take_rows",
+    "source_destination_positions",
     "merge_sum",
     "merge_weighted_average",
     "join_clips",
+    "joined_rows",
     "add_clip_position_embedding",
     "proportional_attention_bias",
 ]

@@ -1,0 +1,89 @@
+"""scripts/benchmark.py runs end to end on narrow layers and writes complete records (no timing is asserted)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def records(benchmark, tmp_path_factory):
+    path = tmp_path_factory.mktemp("benchmark") / "records.json"
+    threads = torch.get_num_threads()
+    benchmark.main(
+        ["--tiny", "--backbones", "vit-b-32", "--batch", "1", "--train-batch", "1", "--repeats", "1",
+         "--train-repeats", "1", "--warmup", "0", "--threads", "1", "--json", str(path),
+         "--markdown", str(path.with_suffix(".md"))]
+    )
+    torch.set_num_threads(threads)
+    return json.loads(path.read_text()), path.with_suffix(".md").read_text()
+
+
+def test_one_record_per_method_with_the_required_fields(records):
+    rows, _ = records
+    assert [row["method"] for row in rows] == ["no-merge", "tome", "tempme"]
+    for row in rows:
+        assert row["backbone"] == "vit-b-32" and row["frames"] == 12
+        assert row["videos_per_s"] > 0 and row["gflops"] > 0 and row["output_tokens"] > 0
+        assert row["lora_step_s"] > 0 and row["full_step_s"] > 0
+        assert row["lora_saved_activation_mb"] > 0 and row["full_saved_activation_mb"] > 0
+        assert len(row["machine"]["load_average_before"]) == 3
+
+
+def test_tiny_widths_keep_the_papers_token_schedules(records):
+    rows, _ = records
+    for row in rows:
+        assert row["output_tokens_layout"] == row["paper"]["output_tokens"]
+    assert [row["output_tokens"] for row in rows] == [600, 312, 97]
+
+
+def test_merging_saves_activations(records):
+    rows, _ = records
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["tempme"]["full_saved_activation_mb"] < by_method["no-merge"]["full_saved_activation_mb"]
+    assert by_method["no-merge"]["speedup_vs_no_merge"] == 1.0
+
+
+def test_markdown_names_the_command_and_every_method(records):
+    _, markdown = records
+    assert "python scripts/benchmark.py --tiny" in markdown
+    for method in ("no-merge", "tome", "tempme"):
+        assert f"| {method} |" in markdown
+
+
+def test_tempme_has_no_schedule_for_vit_b_16_at_64_frames(benchmark):
+    with pytest.raises(SystemExit, match="No TempMe preset"):
+        benchmark.preset_name("tempme", "vit-b-16", 64)
+
+
+def test_unknown_backbone_is_refused(benchmark):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--backbones", "vit-l-14"])
+
+
+def test_frame_scaling_leaves_one_clip_and_grows_linearly_without_merging():
+    spec = importlib.util.spec_from_file_location("frame_scaling_script", SCRIPT.parent / "frame_scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.scaling_rows(["vit-b-32"], [12, 24, 48, 64])
+    no_merge = {row["frames"]: row["gflops"] for row in rows if row["method"] == "no-merge"}
+    assert no_merge[64] == pytest.approx(no_merge[12] * 64 / 12)
+    for row in rows:
+        if row["method"] == "tempme":
+            assert row["output_tokens_layout"].startswith("1 x ")
+            assert row["gflops_vs_no_merge"] < 0.7
+    assert [row["output_tokens_layout"] for row in rows if row["method"] == "tempme"][0] == "1 x 97"
