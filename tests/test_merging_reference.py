@@ -10,7 +10,8 @@ from reference_merging import (
     reference_merge_weighted_average,
 )
 
-from transformers_tempme import TempMeCLIPModel, TempMeConfig
+from conftest import tiny_config
+from transformers_tempme import TempMeCLIPModel
 from transformers_tempme import modeling_tempme
 from transformers_tempme.merging import (
     bipartite_soft_matching,
@@ -98,29 +99,10 @@ def test_gradients_equal_reference(with_sizes):
     assert torch.equal(grad, x.grad)
 
 
-TINY_BACKBONE = {
-    "vision_config": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "image_size": 32,
-        "patch_size": 8,
-    },
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
-    "projection_dim": 16,
-}
-TINY_SCHEDULES = {
-    "tome": {"img_merge_r": 2, "clip_merge_layers": [], "clip_merge_groups": []},
-    "tempme": {"img_merge_r": 2, "clip_merge_layers": [2, 3], "clip_merge_groups": [2, 2]},
-}
-
-
-@pytest.mark.parametrize("schedule", sorted(TINY_SCHEDULES))
+@pytest.mark.parametrize("schedule", ["tome", "tempme"])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_model_merges_like_reference(schedule, attn, monkeypatch):
-    config = TempMeConfig(**TINY_BACKBONE, **TINY_SCHEDULES[schedule], num_frames=4, clip_position_embedding_init_std=0.02)
-    config._attn_implementation = attn
+    config = tiny_config(schedule, clip_position_embedding_init_std=0.02, attn_implementation=attn)
     torch.manual_seed(0)
     model = TempMeCLIPModel(config).eval()
     pixel_values = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
