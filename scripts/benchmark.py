@@ -47,56 +47,38 @@ from pathlib import Path
 import torch
 
 from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops, token_schedule
+from transformers_tempme.paper_figures import (
+    PAPER_A100_VIDEOS_PER_S,
+    PAPER_FULL_FINETUNING,
+    PAPER_GFLOPS,
+    PAPER_OUTPUT_TOKENS,
+)
 
 METHODS: tuple[str, ...] = ("no-merge", "tome", "tempme")
 PRESET_PREFIX = {"no-merge": "clip", "tome": "tome", "tempme": "tempme"}
 DEFAULT_BATCH = {"vit-b-32": 8, "vit-b-16": 4}
 
-# ---------------------------------------------------------------------------------------------------------------
-# The paper's figures (TempMe, ICLR 2025), the only place they are written down in this script.
-#
-# Table 1 ("Complexity comparisons"): vision-backbone GFLOPs and output tokens per video; the "LoRA" row is
-# no-merge CLIP. 12 frames (MSR-VTT) for both backbones, 64 frames (ActivityNet) for ViT-B/32.
-# Table 4 ("Computational overhead comparisons of the CLIP-ViT-B/16 backbone"): inference videos/s on an A100,
-# 12 frames: LoRA 30.6, ToMe 40.8, TempMe 45.1.
-# Table 5 ("Generalization analysis of full finetuning on MSRVTT with CLIP-ViT-B/16"): train speed 1.00x / 1.35x /
-# 1.57x and train memory 70.1 / 61.6 / 52.7 GB for CLIP4Clip / +ToMe / +TempMe.
-# ---------------------------------------------------------------------------------------------------------------
-PAPER_REFERENCE: dict[tuple[str, int], dict[str, dict[str, float | str]]] = {
-    ("vit-b-32", 12): {
-        "no-merge": {"gflops": 53.0, "output_tokens": "12 x 50"},
-        "tome": {"gflops": 40.2, "output_tokens": "12 x 26"},
-        "tempme": {"gflops": 34.8, "output_tokens": "1 x 97"},
-    },
-    ("vit-b-32", 64): {
-        "no-merge": {"gflops": 276.7, "output_tokens": "64 x 50"},
-        "tome": {"gflops": 208.5, "output_tokens": "64 x 26"},
-        "tempme": {"gflops": 180.3, "output_tokens": "1 x 500"},
-    },
-    ("vit-b-16", 12): {
-        "no-merge": {
-            "gflops": 211.3,
-            "output_tokens": "12 x 197",
-            "videos_per_s_a100": 30.6,
-            "full_train_speedup": 1.00,
-            "full_train_memory_gb": 70.1,
-        },
-        "tome": {
-            "gflops": 144.4,
-            "output_tokens": "12 x 77",
-            "videos_per_s_a100": 40.8,
-            "full_train_speedup": 1.35,
-            "full_train_memory_gb": 61.6,
-        },
-        "tempme": {
-            "gflops": 121.4,
-            "output_tokens": "1 x 127",
-            "videos_per_s_a100": 45.1,
-            "full_train_speedup": 1.57,
-            "full_train_memory_gb": 52.7,
-        },
-    },
-}
+def paper_reference(backbone: str, frames: int) -> dict[str, dict[str, float | str]]:
+    """The paper's figures for each method at this backbone and frame count (from `paper_figures`): GFLOPs and
+    output tokens (Table 1), A100 videos/s (Table 4) and full fine-tuning speed and memory (Table 5)."""
+    reference = {}
+    for method, prefix in PRESET_PREFIX.items():
+        name = f"{prefix}-{backbone}" + ("" if frames == 12 else f"-{frames}f")
+        figures: dict[str, float | str] = {}
+        if name in PAPER_GFLOPS:
+            figures["gflops"] = PAPER_GFLOPS[name]
+        if name in PAPER_OUTPUT_TOKENS:
+            clips, tokens = PAPER_OUTPUT_TOKENS[name]
+            figures["output_tokens"] = f"{clips} x {tokens}"
+        if name in PAPER_A100_VIDEOS_PER_S:
+            figures["videos_per_s_a100"] = PAPER_A100_VIDEOS_PER_S[name]
+        if name in PAPER_FULL_FINETUNING:
+            figures["full_train_speedup"] = PAPER_FULL_FINETUNING[name]["train_speedup"]
+            figures["full_train_memory_gb"] = PAPER_FULL_FINETUNING[name]["train_memory_gb"]
+        if figures:
+            reference[method] = figures
+    return reference
+
 
 # `--tiny`: the real token schedules (12 blocks, 224x224 frames, the presets' patch sizes) on very narrow layers.
 # For tests of this script: everything runs, in seconds, but the figures mean nothing.
@@ -344,7 +326,7 @@ def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.de
     frames, batch = args.frames, args.batch or DEFAULT_BATCH[backbone]
     configs = {method: build_config(method, backbone, frames, args.attn, args.tiny) for method in args.methods}
     machine = {**machine_description(device), "threads": torch.get_num_threads(), "load_average_before": load_average()}
-    paper = PAPER_REFERENCE.get((backbone, frames), {})
+    paper = paper_reference(backbone, frames)
 
     # Inference: all methods' models live at once and take turns, forward by forward.
     models = {method: build_model(config, device, dtype).eval() for method, config in configs.items()}
@@ -459,7 +441,7 @@ def _format(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
 
 def paper_ratio(record: Record, key: str) -> float | None:
     """The paper's figure for `record.method` over its no-merge figure, where the paper has both."""
-    reference = PAPER_REFERENCE.get((record.backbone, record.frames), {})
+    reference = paper_reference(record.backbone, record.frames)
     ours, base = reference.get(record.method, {}).get(key), reference.get("no-merge", {}).get(key)
     return None if ours is None or base is None else ours / base
 
