@@ -135,10 +135,14 @@ def split_sources_destinations(
     x: torch.Tensor, num_cls: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split `(n, t, ...)` into CLS `(n, c, ...)`, sources A and destinations B over the patch tokens."""
-    cls, patches = x[:, :num_cls], x[:, num_cls:]
+    return (x[:, :num_cls], *split_patches(x[:, num_cls:], num_cls))
+
+
+def split_patches(patches: torch.Tensor, num_cls: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sources A and destinations B of the patch tokens `(n, t - c, ...)` of sequences with `num_cls` CLS tokens."""
     # Parity of the global position: with an even CLS count the first patch sits at an even position.
     first, second = patches[:, 0::2], patches[:, 1::2]
-    return (cls, first, second) if num_cls % 2 == 0 else (cls, second, first)
+    return (first, second) if num_cls % 2 == 0 else (second, first)
 
 
 def source_destination_positions(num_tokens: int, num_cls: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,8 +169,7 @@ def bipartite_soft_matching(metric: torch.Tensor, num_merge: int, num_cls: int) 
     # Normalising the patch tokens once, before the split, is one pass instead of two over strided halves.
     patches = metric[:, num_cls:]
     patches = patches / patches.norm(dim=-1, keepdim=True)
-    first, second = patches[:, 0::2], patches[:, 1::2]
-    sources, destinations = (first, second) if num_cls % 2 == 0 else (second, first)
+    sources, destinations = split_patches(patches, num_cls)
     scores = sources @ destinations.transpose(-1, -2)
     best_score, best_destination = scores.max(dim=-1)
     order = best_score.argsort(dim=-1, descending=True)
@@ -326,6 +329,7 @@ __all__ = [
     "merge_count",
     "plan_merges",
     "split_sources_destinations",
+    "split_patches",
     "bipartite_soft_matching",
     "MergeRows",
     "merge_rows",
