@@ -226,6 +226,23 @@ def test_clip_position_embedding_init_std():
     assert not any("clip_position_embedding" in n for n, _ in no_embeddings.named_parameters())
 
 
+@pytest.mark.parametrize("schedule", ["clip", "tempme"])
+def test_random_init_matches_clip_init(schedule):
+    """From scratch, every weight CLIP has gets CLIP's init scale (same config, std per parameter within 20%)."""
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(**TINY_BACKBONE))
+    model = TempMeCLIPModel(tiny_config(schedule))
+    expected = {name: parameter.std().item() for name, parameter in clip.named_parameters() if parameter.numel() > 1}
+    actual = {name: parameter.std().item() for name, parameter in model.named_parameters() if name in expected}
+    assert actual.keys() == expected.keys()
+    mismatched = {
+        name: (round(actual[name], 4), round(std, 4))
+        for name, std in expected.items()
+        if abs(actual[name] - std) > 0.2 * std + 1e-6
+    }
+    assert not mismatched, f"std (TempMe, CLIP) differs for {mismatched}"
+
+
 BAD_INPUTS = [
     # pixel_values shape, video_mask shape, error
     ((4, 3, 32, 32), None, r"\(batch, frames, channels, height, width\)"),

@@ -364,6 +364,15 @@ class TempMePreTrainedModel(CLIPPreTrainedModel):
                 init.normal_(module.weight, std=std)
             else:
                 init.zeros_(module.weight)
+        elif isinstance(module, CLIPModel):
+            # transformers skips modules of custom code that hold no parameters of their own, so CLIP's scaled
+            # init of the attention and MLP projections never reaches our vision blocks, and their Linear layers
+            # would keep the generic init (std = initializer_factor = 1.0), a residual stream hundreds of times
+            # too large. The model itself is visited last: give the blocks CLIP's init from here. Weights loaded
+            # from a checkpoint are marked initialised and left alone.
+            for block in module.vision_model.encoder.layers:
+                super()._init_weights(block.self_attn)
+                super()._init_weights(block.mlp)
 
 
 class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
