@@ -204,7 +204,10 @@ def prepare_benchmark(args) -> Path:
     # Videos of exactly NUM_FRAMES frames, all of them sampled: a clip and its reversal then hold the same frames. With
     # longer videos, uniform sampling (linspace with truncation) would pick different time steps from a clip and
     # from its reversal, and a frame-independent model could tell them apart by the positions it sees.
-    wanted = {"train_pairs": args.train_pairs, "test_pairs": args.test_pairs, "seed": args.seed, "frames": NUM_FRAMES}
+    wanted = {
+        "train_pairs": args.train_pairs, "test_pairs": args.test_pairs, "seed": args.seed, "frames": NUM_FRAMES,
+        "encoding": "lossless",
+    }
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         print(f"Synthetic benchmark already in {root}")
         return root

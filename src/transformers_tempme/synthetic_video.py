@@ -269,7 +269,11 @@ def make_synthetic_benchmark(
         split = "train" if pair_number < num_train_pairs else "test"
         ids = (f"video{2 * pair_number}", f"video{2 * pair_number + 1}")
         for video_id, scene, reverse in ((ids[0], forward, False), (ids[1], backward, True)):
-            write_video(videos_dir / f"{video_id}.mp4", _render(scene, frames_per_video, size, reverse), fps=fps)
+            # Lossless (qp 0): a lossy encoder gives each frame a quality that depends on its place in the group of
+            # pictures, a per-frame cue to the direction of time. Lossless, a clip and its reversal decode to exactly
+            # the same frames.
+            frames = _render(scene, frames_per_video, size, reverse)
+            write_video(videos_dir / f"{video_id}.mp4", frames, fps=fps, codec_options={"qp": "0"})
             splits[split].append((video_id, scene.caption))
             videos.append({"video_id": video_id, "split": split})
             for caption in (scene.caption, scene.paraphrase):
