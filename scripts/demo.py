@@ -100,8 +100,9 @@ def demo_config(
     "from right to left") from starting with near-identical embeddings (at CLIP's scale the causal attention of a
     random tower is nearly uniform and the end-of-text token sees a bag of words). `word_order_cosine` measures how
     far that goes; the result JSON records it.
-    TempMe: clip position embeddings start small and random, since at zero the time-symmetric data would keep them
-    symmetric.
+    TempMe: clip position embeddings start small and random (`--clip_position_std`).
+    Neither choice is needed to learn the direction of time here (`docs/training.md` has both runs without them):
+    they are kept as a margin for other seeds and sizes.
     """
     if variant == "baseline":
         schedule = {"img_merge_r": 0, "clip_merge_layers": [], "clip_merge_groups": []}
@@ -166,9 +167,9 @@ def build_model(variant: str, tokenizer, args, seed: int) -> TempMeCLIPModel:
 def order_sensitive_seed(tokenizer, processor, args) -> tuple[int, float]:
     """The first seed from `args.seed` on whose random text tower tells word order apart.
 
-    A random CLIP text tower often embeds "from left to right" and "from right to left" almost identically; then
-    neither tower gets a gradient towards frame order and training stalls on a plateau. Both variants start from
-    the seed chosen here, so the comparison stays fair.
+    A random CLIP text tower often embeds "from left to right" and "from right to left" almost identically, and
+    then only training can tell the two apart. Both variants start from the seed chosen here, so the comparison
+    stays fair.
     """
     for seed in range(args.seed, args.seed + 50):
         cosine = word_order_cosine(build_model("baseline", tokenizer, args, seed), processor)

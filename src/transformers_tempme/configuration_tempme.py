@@ -119,8 +119,8 @@ class TempMeConfig(CLIPConfig):
         clip_position_embedding (`bool`, defaults to `True`):
             Learn one embedding per input clip of each ClipMe block, added before the cross-clip merge.
         clip_position_embedding_init_std (`float`, defaults to 0.0):
-            Standard deviation of the clip position embeddings at initialisation. 0 (the paper) suits fine-tuning
-            a pretrained CLIP; a small value helps training from scratch, where zero embeddings stay symmetric.
+            Standard deviation of the clip position embeddings at initialisation. 0 is the paper's, for
+            fine-tuning a pretrained CLIP; a small random start is an option for training from scratch.
     """
 
     model_type = "tempme"
