@@ -404,7 +404,9 @@ def plot_r1_vs_gflops(results: list[dict], path: Path) -> bool:
     axis.set_xlabel("vision GFLOPs per video")
     axis.set_ylabel("text-to-video R@1 (%)")
     axis.set_title("Synthetic temporal benchmark")
-    axis.set_ylim(0, 100)
+    # From zero on both axes, with room around the points, so that neither sits on the frame.
+    axis.set_xlim(0, 1.2 * max(r["gflops"] for r in results))
+    axis.set_ylim(0, 105)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
