@@ -25,7 +25,7 @@ wheels: $(WHEELS_STAMP)
 setup: $(STAMP) $(WHEELS_STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
+	HF_HUB_OFFLINE=1 $(PY) examples/demo.py
 
 test: $(STAMP) $(WHEELS_STAMP)
 	$(PY) -m pytest -q

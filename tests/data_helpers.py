@@ -46,7 +46,7 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def clip_tokenizer():
-    from transformers_tempme.tokenizer import build_clip_tokenizer
+    from transformers_tempme.data.tokenizer import build_clip_tokenizer
 
     wheel = require_wheel("open_clip_torch-*.whl", "open-clip-torch")
     return build_clip_tokenizer(bpe_path=wheel)

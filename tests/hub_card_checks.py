@@ -21,14 +21,14 @@ EVALUATION = {
     "output_tokens": 123,
     "videos_per_s": 88.123,
     "num_videos": 1000,
-    "command": "python scripts/evaluate.py --model outputs/tempme-msrvtt --dataset msrvtt --num-frames 12",
+    "command": "tempme evaluate --model outputs/tempme-msrvtt --dataset msrvtt --num-frames 12",
 }
 BENCHMARK = [
     {"method": "clip", "backbone": "vit-b-32", "frames": 12, "gflops": 53.71, "output_tokens": 600, "videos_per_s": 20.55},
     {"method": "tome", "backbone": "vit-b-32", "frames": 12, "gflops": 41.306, "output_tokens": 312, "videos_per_s": 27.0},
     {"method": "tempme", "backbone": "vit-b-32", "frames": 12, "gflops": 30.1, "output_tokens": 71, "videos_per_s": 35.25},
 ]
-BENCHMARK_COMMAND = "python scripts/benchmark.py --backbone vit-b-32 --frames 12"
+BENCHMARK_COMMAND = "python benchmarks/benchmark.py --backbones vit-b-32 --frames 12"
 
 
 def write_inputs(folder: Path) -> tuple[Path, Path]:

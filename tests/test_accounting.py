@@ -78,6 +78,7 @@ def test_flop_count_matches_flop_counter_on_tiny_models(schedule):
     assert outputs.token_counts == token_schedule(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tempme-vit-b-32", "tome-vit-b-32", "tempme-vit-b-16"])
 def test_real_shapes_match_accounting(preset):
     """ViT-B shapes with random weights: the forward's measured tokens and FLOPs are the analytic ones."""

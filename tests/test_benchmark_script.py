@@ -1,4 +1,4 @@
-"""scripts/benchmark.py runs end to end on narrow layers and writes complete records (no timing is asserted)."""
+"""benchmarks/benchmark.py runs end to end on narrow layers and writes complete records (no timing is asserted)."""
 
 import importlib.util
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark.py"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_merging_saves_activations(records):
 
 def test_markdown_names_the_command_and_every_method(records):
     _, markdown = records
-    assert "python scripts/benchmark.py --tiny" in markdown
+    assert "python benchmarks/benchmark.py --tiny" in markdown
     for method in ("no-merge", "tome", "tempme"):
         assert f"| {method} |" in markdown
 

@@ -8,7 +8,7 @@ import torch
 from data_helpers import clip_tokenizer, numbered_frames  # noqa: F401 (fixture)
 
 from transformers_tempme import TempMeDataCollator, TempMeProcessor, VideoDecodeError, load_retrieval_dataset
-from transformers_tempme.synthetic_video import make_synthetic_benchmark, write_video
+from transformers_tempme.data.synthetic_video import make_synthetic_benchmark, write_video
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     output_dir = tmp_path / "demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, str(ROOT / "scripts" / "demo.py"), "--output_dir", str(output_dir),
-               "--train_pairs", "4", "--test_pairs", "3", "--max_steps", "2", "--eval_steps", "1",
-               "--pairs_per_batch", "2", "--hidden_size", "16", "--warmup_steps", "1", "--threads", "1"]
+    command = [sys.executable, str(ROOT / "examples" / "demo.py"), "--output-dir", str(output_dir),
+               "--train-pairs", "4", "--test-pairs", "3", "--max-steps", "2", "--eval-steps", "1",
+               "--pairs-per-batch", "2", "--hidden-size", "16", "--warmup-steps", "1", "--threads", "1"]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
 

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig
 from transformers_tempme.modeling_tempme import symmetric_contrastive_loss
-from transformers_tempme.trainer import gather_with_gradient, global_contrastive_loss
+from transformers_tempme.training.trainer import gather_with_gradient, global_contrastive_loss
 
 WORLD_SIZE, LOCAL_BATCH, FRAMES = 2, 3, 4
 
@@ -109,6 +109,7 @@ def run_workers(schedule_name: str, result_path: str, timeout_s: float = 300, ex
             break
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule_name", sorted(SCHEDULES))
 def test_gathered_loss_and_gradients_match_single_process(schedule_name, tmp_path):
     result_path = str(tmp_path / "rank0.pt")

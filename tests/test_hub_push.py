@@ -1,9 +1,8 @@
-"""scripts/push_to_hub.py: the dry-run folder is complete and is exactly what an upload sends (no network)."""
+"""`tempme push`: the dry-run folder is complete and is exactly what an upload sends (no network)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,15 +14,13 @@ from safetensors.torch import load_file
 
 from transformers_tempme import REMOTE_CODE_FILES, TempMeCLIPModel, apply_lora, save_adapter
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
 BASE_MODEL = "openai/clip-vit-base-patch32"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("push_to_hub_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from transformers_tempme.cli import push
+
+    return push
 
 
 def folder_digest(folder: Path) -> dict[str, str]:

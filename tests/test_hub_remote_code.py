@@ -74,6 +74,7 @@ def run_without_package(script: str, *args: str, cwd: Path) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow
 def test_package_is_hidden_from_the_child_interpreter(tmp_path):
     result = run_without_package("import transformers_tempme\n", cwd=tmp_path)
     assert result.returncode != 0
@@ -116,6 +117,7 @@ def remote_code_run(tmp_path_factory):
     return root, expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_remote_code_loads_without_the_package_and_matches(remote_code_run, family):
     root, expected_by_family = remote_code_run

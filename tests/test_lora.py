@@ -16,6 +16,7 @@ def perturb_trainable(model) -> None:
                 parameter.normal_(std=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "target_modules, lora_parameters",
     [

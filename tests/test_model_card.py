@@ -20,7 +20,7 @@ from conftest import tiny_model
 from safetensors.torch import load_file
 
 from transformers_tempme import apply_lora, save_adapter
-from transformers_tempme.model_card import (
+from transformers_tempme.hub.model_card import (
     DEFAULT_TEMPLATE,
     BENCHMARK_REQUIRED_KEYS,
     EVAL_REQUIRED_KEYS,
@@ -170,13 +170,8 @@ def test_card_needs_a_base_model(model_folder):
 
 
 def test_render_script_writes_the_card(model_folder, tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from transformers_tempme.cli import card as render
 
-    script = Path(__file__).resolve().parents[1] / "model_cards" / "render.py"
-    spec = importlib.util.spec_from_file_location("render_model_card_script", script)
-    render = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(render)
     eval_path, bench_path = write_inputs(tmp_path)
     output = tmp_path / "README.md"
     argv = [str(model_folder), "--repo-id", "owner/tempme-tiny", "--base-model", BASE_MODEL, "--eval-json",

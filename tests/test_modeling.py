@@ -34,6 +34,7 @@ def test_no_merge_model_is_clip4clip_meanp(attn_implementation):
     torch.testing.assert_close(video_embeds, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_no_merge_preset_at_vit_b_32_shape_is_clip4clip_meanp():
     config = TempMeConfig.from_preset("clip-vit-b-32", text_config=TINY_BACKBONE["text_config"])
     clip = CLIPModel(CLIPConfig(text_config=config.text_config.to_dict(), vision_config=config.vision_config.to_dict()))

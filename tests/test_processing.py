@@ -11,7 +11,7 @@ from data_helpers import clip_tokenizer, numbered_frames  # noqa: F401 (fixture)
 
 from transformers_tempme import TempMeProcessor, VideoDecodeError
 from transformers_tempme.frame_transforms import CLIP_MEAN, CLIP_STD
-from transformers_tempme.synthetic_video import write_video
+from transformers_tempme.data.synthetic_video import write_video
 
 
 @pytest.fixture()

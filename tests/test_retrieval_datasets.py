@@ -18,7 +18,7 @@ from transformers_tempme import (
     load_retrieval_dataset,
     read_video_frames,
 )
-from transformers_tempme.synthetic_video import write_video
+from transformers_tempme.data.synthetic_video import write_video
 
 
 @pytest.fixture(scope="module")

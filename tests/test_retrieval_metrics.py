@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from transformers_tempme import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
-from transformers_tempme.retrieval_metrics import ground_truth_ranks, join_paragraphs, multi_caption_ranks
+from transformers_tempme.evaluation.metrics import ground_truth_ranks, join_paragraphs, multi_caption_ranks
 
 
 # Rows are queries; the ground truth of row i is column i.

@@ -6,7 +6,7 @@ import pytest
 from data_helpers import clip_tokenizer  # noqa: F401 (fixture)
 from transformers import AutoTokenizer
 
-from transformers_tempme.tokenizer import build_clip_tokenizer, bytes_to_unicode
+from transformers_tempme.data.tokenizer import build_clip_tokenizer, bytes_to_unicode
 
 # Ids of OpenAI CLIP (`clip.tokenize`), as in the CLIP README's example and the HF model card.
 KNOWN_IDS = [

@@ -1,6 +1,5 @@
-"""scripts/train.py and scripts/evaluate.py on a tiny synthetic benchmark and a tiny random-weight TempMe."""
+"""`tempme train` and `tempme evaluate` on a tiny synthetic benchmark and a tiny random-weight TempMe."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,7 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from transformers_tempme import make_synthetic_benchmark
-from transformers_tempme.word_tokenizer import build_word_level_tokenizer
+from transformers_tempme.cli.evaluate import evaluate
+from transformers_tempme.cli.train import parse_arguments, train
+from transformers_tempme.data.word_tokenizer import build_word_level_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {
@@ -29,14 +30,6 @@ TINY_MODEL = {
 }
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is being executed
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def benchmark(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
@@ -48,7 +41,7 @@ def benchmark(tmp_path_factory):
 
 def train_config(benchmark: Path, output_dir: Path, **overrides) -> dict:
     config = {
-        "schedule": "tempme-vit-b-32",
+        "preset": "tempme-vit-b-32",
         "config_overrides": json.dumps(TINY_MODEL),
         "tokenizer_name_or_path": str(benchmark / "tokenizer"),
         "dataset_name": "msrvtt",
@@ -89,10 +82,9 @@ def write_config(path: Path, config: dict) -> str:
 
 
 def test_train_then_evaluate_end_to_end(benchmark, tmp_path):
-    train = load_script("train")
     output_dir = tmp_path / "run"
     config = write_config(tmp_path / "config.json", train_config(benchmark, output_dir, save_merged_model=True))
-    results = train.main([config])
+    results = train([config])
 
     assert results["train_loss"] > 0
     assert 0 <= results["eval_text_to_video_R@1"] <= 100 and "eval_video_to_text_MdR" in results
@@ -101,15 +93,14 @@ def test_train_then_evaluate_end_to_end(benchmark, tmp_path):
     assert any("clip_position_embedding" in name for name in adapter), "clip position embeddings must be saved"
     assert (output_dir / "merged" / "config.json").exists()
 
-    evaluate = load_script("evaluate")
     metrics_file = tmp_path / "metrics.json"
-    metrics = evaluate.main([
-        "--model_name_or_path", str(output_dir / "merged"),
-        "--tokenizer_name_or_path", str(benchmark / "tokenizer"),
-        "--annotations_dir", str(benchmark / "annotations"),
-        "--videos_dir", str(benchmark / "videos"),
-        "--num_frames", "4", "--max_words", "16", "--frame_sampling", "uniform",
-        "--batch_size", "4", "--output_file", str(metrics_file),
+    metrics = evaluate([
+        "--model", str(output_dir / "merged"),
+        "--tokenizer", str(benchmark / "tokenizer"),
+        "--annotations-dir", str(benchmark / "annotations"),
+        "--videos-dir", str(benchmark / "videos"),
+        "--num-frames", "4", "--max-words", "16", "--frame-sampling", "uniform",
+        "--batch-size", "4", "--output-file", str(metrics_file),
     ])
     written = json.loads(metrics_file.read_text())
     assert written == metrics
@@ -125,10 +116,9 @@ def test_train_then_evaluate_end_to_end(benchmark, tmp_path):
 
 @pytest.mark.parametrize("use_lora", [True, False])
 def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lora):
-    train = load_script("train")
     straight_dir = tmp_path / "straight"
     straight = train_config(benchmark, straight_dir, use_lora=use_lora, do_eval=False)
-    train.main([write_config(tmp_path / "straight.json", straight)])
+    train([write_config(tmp_path / "straight.json", straight)])
 
     # The run interrupted after step 2: start again from the checkpoint it wrote there, in a new folder.
     resumed_dir = tmp_path / "resumed"
@@ -136,7 +126,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lo
     subprocess.run(["cp", "-r", str(straight_dir / "checkpoint-2"), str(resumed_dir)], check=True)
     resumed = train_config(benchmark, resumed_dir, use_lora=use_lora, do_eval=False,
                            resume_from_checkpoint=str(resumed_dir / "checkpoint-2"))
-    train.main([write_config(tmp_path / "resumed.json", resumed)])
+    train([write_config(tmp_path / "resumed.json", resumed)])
 
     weights = "adapter_model.safetensors" if use_lora else "model.safetensors"
     final_straight, final_resumed = load_file(straight_dir / weights), load_file(resumed_dir / weights)
@@ -150,6 +140,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lo
     assert state_resumed["global_step"] == state_straight["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_launch(benchmark, tmp_path):
     output_dir = tmp_path / "ddp"
     config = write_config(tmp_path / "ddp.json", train_config(benchmark, output_dir, max_steps=2, per_device_train_batch_size=2,
@@ -159,7 +150,7 @@ def test_two_processes_under_accelerate_launch(benchmark, tmp_path):
     # `--multi_gpu` is Accelerate's multi-process launcher; without GPUs the processes join over gloo on the CPU.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "scripts" / "train.py"), config]
+               "-m", "transformers_tempme.cli", "train", config]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
     state = json.loads((output_dir / "trainer_state.json").read_text())
@@ -172,7 +163,7 @@ def test_two_processes_under_accelerate_launch(benchmark, tmp_path):
 
 @pytest.mark.parametrize("config_file", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.stem)
 def test_paper_configs_parse_with_the_paper_settings(config_file):
-    model_args, data_args, training_args = load_script("train").parse_arguments([str(config_file)])
+    model_args, data_args, training_args = parse_arguments([str(config_file)])
     paragraphs = data_args.dataset_name in ("activitynet", "didemo")
     assert (data_args.num_frames, data_args.max_words) == ((64, 64) if paragraphs else (12, 32))
     assert model_args.use_lora and model_args.lora_r == 8 and model_args.freeze_logit_scale

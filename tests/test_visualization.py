@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_inputs, tiny_model
 from PIL import Image
 
-from transformers_tempme.synthetic_video import write_video
-from transformers_tempme.visualization import merge_figure, merge_owners, owner_colours, paint_merges, patch_owners
+from transformers_tempme.data.synthetic_video import write_video
+from transformers_tempme.analysis.visualization import merge_figure, merge_owners, owner_colours, paint_merges, patch_owners
 
 FAMILIES = ("tempme", "tome", "clip")
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "visualize_merges.py"
 
 
 def vision_output(family: str, batch: int = 2):
@@ -122,9 +118,8 @@ def test_script_writes_a_png(tmp_path):
     video[5:] = 255 - video[5:]
     write_video(tmp_path / "clip.mp4", video)
 
-    spec = importlib.util.spec_from_file_location("visualize_merges_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from transformers_tempme.cli import visualize as script
+
     output = tmp_path / "out" / "merges.png"
     argv = [str(tmp_path / "clip.mp4"), "--model", str(tmp_path / "model"), "-o", str(output), "--thumb-size", "32"]
     assert script.main(argv) == 0

@@ -1,12 +1,30 @@
-"""transformers-tempme: TempMe (Temporal Token Merging) for text-video retrieval on Hugging Face transformers."""
+"""transformers-tempme: TempMe (Temporal Token Merging) for text-video retrieval on Hugging Face transformers.
 
-from .accounting import FlopCount, count_flops, count_gflops, token_schedule
-from .adapters import adapter_base_model, load_tempme, save_adapter
-from .auto import REMOTE_CODE_FILES, register_auto_classes
-from .collator import TempMeDataCollator
+The model (configuration, modeling, merging) is imported with the package and registered with transformers'
+Auto classes. Everything else loads on first use, so that using the model alone needs neither the Trainer,
+`datasets`, `peft` nor PyAV: `from transformers_tempme import TempMeCLIPModel` imports torch and transformers only.
+
+Layout:
+
+- `configuration_tempme`, `modeling_tempme`, `merging`: the model; the files written next to saved weights as
+  remote code, so they import only torch, transformers and each other.
+- `processing_tempme`, `video_io`, `frame_transforms`: the processor (tokenisation, PyAV decoding, CLIP frame
+  preprocessing).
+- `data/`: retrieval datasets, the training dataset and collator, tokenizers, the synthetic benchmark.
+- `training/`, `evaluation/`: the Trainer and the retrieval metrics and evaluation loop.
+- `tuners/`: parameter-efficient fine-tuning (LoRA through peft).
+- `hub/`: Auto-class registration, loading, staging for upload and model cards.
+- `analysis/`: token and FLOP accounting, merge visualisations.
+- `cli/`: the `tempme` command.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .configuration_tempme import PRESETS, TempMeConfig
-from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
-from .lora import apply_lora, lora_config
+from .hub.auto import REMOTE_CODE_FILES, register_auto_classes
 from .modeling_tempme import (
     TempMeCLIPModel,
     TempMeOutput,
@@ -14,66 +32,94 @@ from .modeling_tempme import (
     TempMeVideoOutput,
     TempMeVisionOutput,
 )
-from .processing_tempme import TempMeProcessor
-from .retrieval_datasets import (
-    BENCHMARKS,
-    MissingVideosError,
-    MissingVideosWarning,
-    find_missing_videos,
-    load_retrieval_dataset,
-)
-from .retrieval_metrics import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
-from .synthetic_video import load_reversal_pairs, make_synthetic_benchmark, write_video
-from .tokenizer import build_clip_tokenizer
-from .trainer import TempMeTrainer
-from .video_io import VideoDecodeError, read_video_frames, sample_frame_indices
+
+__version__ = "0.1.0"
+
+# Public names that load on first access, by the module (relative to this package) that defines them.
+_LAZY_ATTRIBUTES: dict[str, str] = {
+    # accounting
+    "FlopCount": ".analysis.accounting",
+    "count_flops": ".analysis.accounting",
+    "count_gflops": ".analysis.accounting",
+    "token_schedule": ".analysis.accounting",
+    # parameter-efficient fine-tuning and the Hub
+    "apply_lora": ".tuners.lora",
+    "lora_config": ".tuners.lora",
+    "save_adapter": ".hub.loading",
+    "load_tempme": ".hub.loading",
+    "adapter_base_model": ".hub.loading",
+    # inputs
+    "TempMeProcessor": ".processing_tempme",
+    "CLIP_MEAN": ".frame_transforms",
+    "CLIP_STD": ".frame_transforms",
+    "VideoRandAugment": ".frame_transforms",
+    "preprocess_video": ".frame_transforms",
+    "stack_videos": ".frame_transforms",
+    "VideoDecodeError": ".video_io",
+    "read_video_frames": ".video_io",
+    "sample_frame_indices": ".video_io",
+    "TempMeDataCollator": ".data.collator",
+    "BENCHMARKS": ".data.retrieval_datasets",
+    "MissingVideosError": ".data.retrieval_datasets",
+    "MissingVideosWarning": ".data.retrieval_datasets",
+    "find_missing_videos": ".data.retrieval_datasets",
+    "load_retrieval_dataset": ".data.retrieval_datasets",
+    "load_reversal_pairs": ".data.synthetic_video",
+    "make_synthetic_benchmark": ".data.synthetic_video",
+    "write_video": ".data.synthetic_video",
+    "build_clip_tokenizer": ".data.tokenizer",
+    # training and evaluation
+    "retrieval_metrics": ".evaluation.metrics",
+    "text_video_retrieval_metrics": ".evaluation.metrics",
+    "pair_accuracy": ".evaluation.metrics",
+    "TempMeTrainer": ".training.trainer",
+}
+
+if TYPE_CHECKING:
+    from .analysis.accounting import FlopCount, count_flops, count_gflops, token_schedule
+    from .data.collator import TempMeDataCollator
+    from .data.retrieval_datasets import (
+        BENCHMARKS,
+        MissingVideosError,
+        MissingVideosWarning,
+        find_missing_videos,
+        load_retrieval_dataset,
+    )
+    from .data.synthetic_video import load_reversal_pairs, make_synthetic_benchmark, write_video
+    from .data.tokenizer import build_clip_tokenizer
+    from .evaluation.metrics import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
+    from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
+    from .hub.loading import adapter_base_model, load_tempme, save_adapter
+    from .processing_tempme import TempMeProcessor
+    from .training.trainer import TempMeTrainer
+    from .tuners.lora import apply_lora, lora_config
+    from .video_io import VideoDecodeError, read_video_frames, sample_frame_indices
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_ATTRIBUTES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_ATTRIBUTES})
+
 
 register_auto_classes()
 
 __all__ = [
-    # model
     "PRESETS",
+    "REMOTE_CODE_FILES",
     "TempMeConfig",
     "TempMeCLIPModel",
     "TempMePreTrainedModel",
     "TempMeOutput",
     "TempMeVideoOutput",
     "TempMeVisionOutput",
-    "token_schedule",
-    "count_flops",
-    "count_gflops",
-    "FlopCount",
-    # LoRA and the Hub
-    "apply_lora",
-    "lora_config",
     "register_auto_classes",
-    "save_adapter",
-    "load_tempme",
-    "adapter_base_model",
-    "REMOTE_CODE_FILES",
-    # inputs
-    "BENCHMARKS",
-    "CLIP_MEAN",
-    "CLIP_STD",
-    "MissingVideosError",
-    "MissingVideosWarning",
-    "TempMeDataCollator",
-    "TempMeProcessor",
-    "VideoDecodeError",
-    "VideoRandAugment",
-    "build_clip_tokenizer",
-    "find_missing_videos",
-    "load_retrieval_dataset",
-    "load_reversal_pairs",
-    "make_synthetic_benchmark",
-    "preprocess_video",
-    "read_video_frames",
-    "sample_frame_indices",
-    "stack_videos",
-    "write_video",
-    # training and evaluation
-    "retrieval_metrics",
-    "text_video_retrieval_metrics",
-    "pair_accuracy",
-    "TempMeTrainer",
+    *_LAZY_ATTRIBUTES,
 ]

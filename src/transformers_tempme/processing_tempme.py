@@ -80,7 +80,7 @@ class TempMeProcessor(ProcessorMixin):
     @classmethod
     def from_clip_bpe(cls, cache_dir: str | None = None, **kwargs) -> "TempMeProcessor":
         """A processor with OpenAI CLIP's tokenizer built offline from the `open-clip-torch` wheel's BPE file."""
-        from .tokenizer import build_clip_tokenizer
+        from .data.tokenizer import build_clip_tokenizer
 
         return cls(build_clip_tokenizer(cache_dir), **kwargs)
 

@@ -34,7 +34,7 @@ MAX_FRAMES_PER_VIDEO = 1_000_000
 DEFAULT_DECODE_TIMEOUT_S = 120.0
 
 # Seek or decode through? A seek flushes the decoder (and its frame threads) and restarts at a keyframe. On a 10 s
-# 720p h264 clip (`scripts/measure_decode.py`, 12 frames), seeking cut the time per video from 1.33 s to 0.47 s with
+# 720p h264 clip (`tools/measure_decode.py`, 12 frames), seeking cut the time per video from 1.33 s to 0.47 s with
 # a keyframe every second and from 1.25 s to 0.30 s with one every 5 frames, and cost nothing with one keyframe every
 # 250 frames. Seeking over every gap and seeking only past a few frames measured the same within noise; the small
 # margin avoids flushing the decoder to skip a handful of frames.

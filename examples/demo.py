@@ -1,0 +1,489 @@
+"""End-to-end demo on a machine without the Hub: a synthetic temporal benchmark that only TempMe can solve.
+
+    python examples/demo.py                  # or: make demo
+
+1. Generates the synthetic benchmark (real mp4 files of moving shapes; every clip comes with its time reversal,
+   whose caption differs only in the order of events) in the MSR-VTT layout.
+2. Trains the same small CLIP twice, from the same initialisation, data order and step budget, with
+   `TempMeTrainer`: as the frame-independent baseline (no merging, mean over frames) and as TempMe (ImgMe in block
+   0, ClipMe joining 2 frames in block 1 and all 8 in block 2, a schedule scaled to the 4-block vision tower).
+   Every video's time-reversed twin is in the same batch as a hard negative.
+3. Evaluates both on the test split and prints one table: R@1/R@5/R@10 and R-sum in both directions, pair
+   accuracy (does a video score its own caption above its time reversal's caption), GFLOPs per video, training
+   time per step and peak memory. Writes `results.md`, `results.json` and `r1_vs_gflops.png` to `--output-dir`.
+
+Each model trains in a subprocess of its own, so that its peak memory is its own; by default the two run side by
+side with one CPU thread each (`--sequential`: one after the other with all cores). Captions are tokenised word by
+word (see `word_tokenizer.py`): the models train from scratch on a vocabulary of about 40 words, where CLIP's
+49,408-token BPE table would only add untrained rows and optimiser work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerFast, TrainerCallback, TrainingArguments
+
+from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, pair_accuracy
+from transformers_tempme.data.retrieval_datasets import load_retrieval_dataset
+from transformers_tempme.evaluation.retrieval import evaluate_retrieval
+from transformers_tempme.data.synthetic_video import load_reversal_pairs, make_synthetic_benchmark
+from transformers_tempme.training.trainer import TempMeTrainer
+from transformers_tempme.data.training_data import (
+    PairedVideoTextDataset,
+    VideoTextDataset,
+    collate_video_text,
+    reversal_groups,
+)
+from transformers_tempme.data.word_tokenizer import build_word_level_tokenizer
+
+VARIANTS = ("baseline", "tempme")
+VARIANT_LABELS = {"baseline": "CLIP, frame-independent (mean over frames)", "tempme": "TempMe (ImgMe + ClipMe)"}
+NUM_FRAMES, IMAGE_SIZE, PATCH_SIZE, MAX_WORDS = 8, 32, 8, 16
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--output-dir", default="demo_output")
+    parser.add_argument("--train-pairs", type=int, default=300, help="scene pairs (2 videos each) for training")
+    parser.add_argument("--test-pairs", type=int, default=60, help="scene pairs (2 videos each) for testing")
+    parser.add_argument("--max-steps", type=int, default=1200)
+    parser.add_argument("--pairs-per-batch", type=int, default=32, help="a batch holds twice as many videos")
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--eval-steps", type=int, default=100, help="evaluate on the test split every N steps")
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--clip-position-std", type=float, default=0.1, help="init std of TempMe's clip embeddings")
+    parser.add_argument("--clip-merge-layers", type=int, nargs="+", default=[1, 2], help="TempMe's ClipMe blocks")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-word-order-cosine",
+        type=float,
+        default=0.8,
+        help="initialise from the first seed whose text tower embeds the two directions of a caption below this cosine",
+    )
+    parser.add_argument("--model-seed", type=int, default=None, help=argparse.SUPPRESS)  # internal: chosen seed
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train one model after the other with all cores (default: side by side, one core each)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per training process")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--train-one", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one training run
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def demo_config(
+    variant: str,
+    vocab_size: int,
+    bos_token_id: int,
+    eos_token_id: int,
+    hidden_size: int,
+    clip_position_std: float,
+    clip_merge_layers: list[int],
+) -> TempMeConfig:
+    """The small CLIP both variants share; only the merge schedule differs.
+
+    Text tower: `initializer_factor=4`, meant to keep captions that differ only in word order ("from left to right" /
+    "from right to left") from starting with near-identical embeddings (at CLIP's scale the causal attention of a
+    random tower is nearly uniform and the end-of-text token sees a bag of words). `word_order_cosine` measures how
+    far that goes; the result JSON records it.
+    TempMe: clip position embeddings start small and random (`--clip-position-std`).
+    Neither choice is needed to learn the direction of time here (`docs/training.md` has both runs without them):
+    they are kept as a margin for other seeds and sizes.
+    """
+    if variant == "baseline":
+        schedule = {"img_merge_r": 0, "clip_merge_layers": [], "clip_merge_groups": []}
+    else:
+        schedule = {
+            "img_merge_r": 2,  # ImgMe in the blocks before the first ClipMe block: 16 -> 14 patches per frame
+            "clip_merge_layers": clip_merge_layers,  # 8 frames -> 4 clips of 2 -> 1 clip of 8 frames
+            "clip_merge_groups": [2, 4],
+            "cross_clip_keep_ratio": 0.7,
+            "intra_clip_keep_ratio": 0.9,
+            "clip_position_embedding_init_std": clip_position_std,
+        }
+    heads = max(1, hidden_size // 16)
+    return TempMeConfig(
+        num_frames=NUM_FRAMES,
+        projection_dim=hidden_size,
+        vision_config={
+            "image_size": IMAGE_SIZE,
+            "patch_size": PATCH_SIZE,
+            "hidden_size": hidden_size,
+            "intermediate_size": 4 * hidden_size,
+            "num_hidden_layers": 4,
+            "num_attention_heads": heads,
+        },
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": hidden_size,
+            "intermediate_size": 4 * hidden_size,
+            "num_hidden_layers": 2,
+            "num_attention_heads": heads,
+            "max_position_embeddings": MAX_WORDS,
+            "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id,
+            "pad_token_id": 0,
+            "initializer_factor": 4.0,
+        },
+        **schedule,
+    )
+
+
+def build_model(variant: str, tokenizer, args, seed: int) -> TempMeCLIPModel:
+    """Both variants from the same seed: identical weights (TempMe adds only the clip position embeddings)."""
+    config = demo_config(
+        variant,
+        len(tokenizer),
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        args.hidden_size,
+        args.clip_position_std,
+        args.clip_merge_layers,
+    )
+    torch.manual_seed(seed)
+    model = TempMeCLIPModel(config)
+    if variant == "tempme":
+        # Draw the clip position embeddings from their own generator so the shared weights stay identical.
+        baseline = build_model("baseline", tokenizer, args, seed)
+        missing, unexpected = model.load_state_dict(baseline.state_dict(), strict=False)
+        assert not unexpected and all(".clip_position_embedding." in name for name in missing)
+    return model
+
+
+def order_sensitive_seed(tokenizer, processor, args) -> tuple[int, float]:
+    """The first seed from `args.seed` on whose random text tower tells word order apart.
+
+    A random CLIP text tower often embeds "from left to right" and "from right to left" almost identically, and
+    then only training can tell the two apart. Both variants start from the seed chosen here, so the comparison
+    stays fair.
+    """
+    for seed in range(args.seed, args.seed + 50):
+        cosine = word_order_cosine(build_model("baseline", tokenizer, args, seed), processor)
+        if cosine <= args.max_word_order_cosine:
+            return seed, cosine
+    raise SystemExit(
+        f"No seed in [{args.seed}, {args.seed + 50}) gives a text tower with a word-order cosine at most "
+        f"{args.max_word_order_cosine}; raise --max-word-order-cosine."
+    )
+
+
+@torch.no_grad()
+def word_order_cosine(model: TempMeCLIPModel, processor: TempMeProcessor) -> float:
+    """Cosine of the text embeddings of two captions that differ only in the order of 'left' and 'right'."""
+    captions = [
+        "a red circle moves from left to right on a black background",
+        "a red circle moves from right to left on a black background",
+    ]
+    input_ids, attention_mask = processor.encode_text(captions)
+    embeds = model.get_text_features(
+        input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+    ).pooler_output
+    embeds = embeds / embeds.norm(dim=-1, keepdim=True)
+    return float(embeds[0] @ embeds[1])
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def prepare_benchmark(args) -> Path:
+    root = Path(args.output_dir) / "benchmark"
+    stamp = root / "arguments.json"
+    # Videos of exactly NUM_FRAMES frames, all of them sampled: a clip and its reversal then hold the same frames. With
+    # longer videos, uniform sampling (linspace with truncation) would pick different time steps from a clip and
+    # from its reversal, and a frame-independent model could tell them apart by the positions it sees.
+    wanted = {
+        "train_pairs": args.train_pairs, "test_pairs": args.test_pairs, "seed": args.seed, "frames": NUM_FRAMES,
+        "encoding": "lossless",
+    }
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        print(f"Synthetic benchmark already in {root}")
+        return root
+    print(f"Generating the synthetic benchmark in {root} ({2 * (args.train_pairs + args.test_pairs)} mp4 files)")
+    make_synthetic_benchmark(
+        root, num_train_pairs=args.train_pairs, num_test_pairs=args.test_pairs, frames_per_video=NUM_FRAMES, size=64,
+        seed=args.seed,
+    )
+    stamp.write_text(json.dumps(wanted))
+    return root
+
+
+def one_row_per_video(dataset) -> list[dict]:
+    """The loader gives one row per caption; keep the first row of every video (its `captions` hold them all)."""
+    rows, seen = [], set()
+    for row in dataset:
+        if row["video_id"] not in seen:
+            seen.add(row["video_id"])
+            rows.append(row)
+    return rows
+
+
+def unique_caption_pairs(rows: list[dict], partner_of: dict[str, str]) -> list[dict]:
+    """Test rows without repeated captions (a few scene kinds do not name the background): a pair is dropped when
+    one of its captions was already used, so that every query has exactly one correct video."""
+    by_id = {row["video_id"]: row for row in rows}
+    kept, used_captions, done = [], set(), set()
+    for row in rows:
+        partner = by_id.get(partner_of.get(row["video_id"], ""))
+        if row["video_id"] in done or partner is None:
+            continue
+        done |= {row["video_id"], partner["video_id"]}
+        captions = {row["caption"], partner["caption"]}
+        if len(captions) < 2 or captions & used_captions:
+            continue
+        used_captions |= captions
+        kept += [row, partner]
+    return kept
+
+
+def load_splits(benchmark: Path, processor: TempMeProcessor):
+    annotations, videos = benchmark / "annotations", benchmark / "videos"
+    partner_of = load_reversal_pairs(annotations)
+    train_rows = one_row_per_video(load_retrieval_dataset("msrvtt", annotations, videos, split="train"))
+    test_rows = unique_caption_pairs(
+        one_row_per_video(load_retrieval_dataset("msrvtt", annotations, videos, split="test")), partner_of
+    )
+    train = VideoTextDataset(train_rows, processor, random_caption=True, cache_videos=True)
+    test = VideoTextDataset(test_rows, processor, cache_videos=True)
+    return train, test, partner_of
+
+
+def decode_all(dataset: VideoTextDataset, description: str) -> None:
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(len(dataset)), desc=description):
+        dataset.video(i)
+
+
+# ---------------------------------------------------------------------------------------------- one training run
+
+
+def peak_memory_mib() -> tuple[float, str]:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20, "GPU memory allocated"
+    # ru_maxrss is in KiB on Linux: the peak resident memory of this process (runtime, data and training).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process RSS"
+
+
+class StepTimer(TrainerCallback):
+    """Wall and CPU seconds spent inside training steps (forward, backward, optimiser), evaluations left out."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+        self.steps = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += time.process_time() - self._cpu
+        self.steps += 1
+
+
+def train_one(args, variant: str) -> dict:
+
+    torch.set_num_threads(args.threads or (torch.get_num_threads() if args.sequential else 1))
+    work = Path(args.output_dir)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(work / "tokenizer")
+    processor = TempMeProcessor(
+        tokenizer, num_frames=NUM_FRAMES, max_words=MAX_WORDS, frame_sampling="uniform", image_size=IMAGE_SIZE,
+        train_augmentation=None,
+    )
+    train, test, partner_of = load_splits(Path(args.output_dir) / "benchmark", processor)
+    cache = torch.load(work / "decoded_videos.pt")
+    train.decoded_videos, test.decoded_videos = cache["train"], cache["test"]
+    pairs = PairedVideoTextDataset(train, reversal_groups(train.video_ids, partner_of))
+    test_partners = [test.video_ids.index(partner_of[v]) for v in test.video_ids]
+
+    model = build_model(variant, tokenizer, args, args.seed if args.model_seed is None else args.model_seed)
+    order_cosine = word_order_cosine(model, processor)
+    training_args = TrainingArguments(
+        output_dir=str(work / "runs" / variant),
+        per_device_train_batch_size=args.pairs_per_batch,
+        per_device_eval_batch_size=64,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        weight_decay=0.2,
+        adam_epsilon=1e-6,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=args.warmup_steps,
+        max_grad_norm=1.0,
+        logging_steps=25,
+        eval_strategy="steps",
+        eval_steps=args.eval_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=args.seed,
+        data_seed=args.seed,
+        dataloader_drop_last=True,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = TempMeTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=pairs,
+        eval_dataset=test,
+        data_collator=collate_video_text,
+        compute_metrics=lambda p: {"pair_accuracy": pair_accuracy(p.predictions, test_partners)},
+    )
+    timer = StepTimer()
+    trainer.add_callback(timer)
+    train_output = trainer.train()
+    peak, peak_kind = peak_memory_mib()
+
+    results = evaluate_retrieval(model, test, batch_size=64, partner_of_video=partner_of, progress=False)
+    history = [
+        {k: v for k, v in entry.items() if k in ("step", "loss", "eval_text_to_video_R@1", "eval_pair_accuracy")}
+        for entry in trainer.state.log_history
+    ]
+    results.update(
+        variant=variant,
+        label=VARIANT_LABELS[variant],
+        steps=train_output.global_step,
+        train_seconds=train_output.metrics["train_runtime"],
+        seconds_per_step=timer.wall / timer.steps,
+        cpu_seconds_per_step=timer.cpu / timer.steps,
+        peak_memory_mib=peak,
+        peak_memory_kind=peak_kind,
+        final_train_loss=next((e["loss"] for e in reversed(history) if "loss" in e), None),
+        text_word_order_cosine_at_init=order_cosine,
+        num_test_videos=len(test.video_ids),
+        history=[e for e in history if len(e) > 1],
+    )
+    (work / f"result_{variant}.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- table and plot
+
+
+def results_table(results: list[dict]) -> str:
+    header = (
+        "| model | t2v R@1 | t2v R@5 | t2v R@10 | v2t R@1 | v2t R@5 | v2t R@10 | R-sum | pair accuracy | GFLOPs/video "
+        "| s/step (wall) | s/step (CPU) | peak memory (MiB) |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in results:
+        t2v, v2t = r["text_to_video"], r["video_to_text"]
+        lines.append(
+            f"| {r['label']} | {t2v['R@1']:.1f} | {t2v['R@5']:.1f} | {t2v['R@10']:.1f} | {v2t['R@1']:.1f} | "
+            f"{v2t['R@5']:.1f} | {v2t['R@10']:.1f} | {r['rsum']:.1f} | {r['pair_accuracy']:.3f} | {r['gflops']:.4f} | "
+            f"{r['seconds_per_step']:.3f} | {r['cpu_seconds_per_step']:.3f} | {r['peak_memory_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_r1_vs_gflops(results: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'transformers-tempme[demo]'): no plot written.")
+        return False
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    for r, marker in zip(results, "os^"):
+        axis.scatter(r["gflops"], r["text_to_video"]["R@1"], s=80, marker=marker, label=r["label"])
+    axis.set_xlabel("vision GFLOPs per video")
+    axis.set_ylabel("text-to-video R@1 (%)")
+    axis.set_title("Synthetic temporal benchmark")
+    # From zero on both axes, with room around the points, so that neither sits on the frame.
+    axis.set_xlim(0, 1.2 * max(r["gflops"] for r in results))
+    axis.set_ylim(0, 105)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.train_one:
+        train_one(args, args.train_one)
+        return
+
+    start = time.perf_counter()
+    work = Path(args.output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    benchmark = prepare_benchmark(args)
+    all_captions = [s["caption"] for s in json.loads((benchmark / "annotations" / "MSRVTT_data.json").read_text())["sentences"]]
+    tokenizer = build_word_level_tokenizer(all_captions, model_max_length=MAX_WORDS)
+    tokenizer.save_pretrained(work / "tokenizer")
+    processor = TempMeProcessor(
+        tokenizer, num_frames=NUM_FRAMES, max_words=MAX_WORDS, frame_sampling="uniform", image_size=IMAGE_SIZE,
+        train_augmentation=None,
+    )
+    train, test, _ = load_splits(benchmark, processor)
+    decode_all(train, "Decoding train videos")
+    decode_all(test, "Decoding test videos")
+    torch.save({"train": train.decoded_videos, "test": test.decoded_videos}, work / "decoded_videos.pt")
+    print(f"{len(train)} training videos ({len(tokenizer)}-token vocabulary), {len(test)} test videos")
+
+    model_seed, cosine = order_sensitive_seed(tokenizer, processor, args)
+    print(f"Initialising both models from seed {model_seed} (word-order cosine of the text tower {cosine:.3f})")
+    command = [
+        sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
+        "--model-seed", str(model_seed),
+    ]
+    processes = []
+    for variant in args.variants:
+        print(f"\n=== Training {VARIANT_LABELS[variant]} for {args.max_steps} steps ===", flush=True)
+        if args.sequential:
+            if subprocess.Popen([*command, "--train-one", variant]).wait() != 0:
+                raise SystemExit(f"Training {variant} failed.")
+            continue
+        # Side by side, one core each: the last run draws its progress bar, the others log to a file.
+        log = None if variant == args.variants[-1] else open(work / f"train_{variant}.log", "w")
+        if log is not None:
+            print(f"(in the background, log in {log.name})", flush=True)
+        processes.append((variant, subprocess.Popen([*command, "--train-one", variant], stdout=log, stderr=log)))
+    for variant, process in reversed(processes):  # the one drawing its progress bar first
+        if process.poll() is None and process is not processes[-1][1]:
+            print(f"Waiting for {VARIANT_LABELS[variant]} to finish training ...", flush=True)
+        if process.wait() != 0:
+            raise SystemExit(f"Training {variant} failed; see {work / f'train_{variant}.log'}.")
+
+    results = [json.loads((work / f"result_{variant}.json").read_text()) for variant in args.variants]
+    table = results_table(results)
+    total = time.perf_counter() - start
+    command_line = "python examples/demo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    notes = (
+        f"{results[0]['num_test_videos']} test videos (text-to-video among all of them), {args.max_steps} steps of "
+        f"{2 * args.pairs_per_batch} videos, {NUM_FRAMES} frames of {IMAGE_SIZE}x{IMAGE_SIZE}. Cosine of the text "
+        f"embeddings of 'from left to right' vs 'from right to left' captions at initialisation: "
+        f"{results[0]['text_word_order_cosine_at_init']:.3f}. Peak memory: {results[0]['peak_memory_kind']}. "
+        f"The models trained {'one after the other' if args.sequential else 'side by side, one CPU thread each'}. "
+        f"Wall time of the whole demo: {total / 60:.1f} min."
+    )
+    markdown = f"Command: `{command_line.strip()}`\n\n{table}\n\n{notes}\n"
+    (work / "results.md").write_text(markdown)
+    (work / "results.json").write_text(
+        json.dumps({"command": command_line.strip(), "total_seconds": total, "models": results}, indent=2)
+    )
+    plotted = plot_r1_vs_gflops(results, work / "r1_vs_gflops.png")
+    print("\n" + table + "\n\n" + notes)
+    print(f"Wrote {work / 'results.md'}, {work / 'results.json'}" + (f", {work / 'r1_vs_gflops.png'}" if plotted else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Push a saved TempMe model folder or LoRA adapter folder to the Hugging Face Hub, with its model card.
+
+    tempme push outputs/tempme-msrvtt --repo-id OWNER/tempme-vit-b-32-msrvtt \
+        --base-model openai/clip-vit-base-patch32 --eval-json outputs/eval_msrvtt.json \
+        --benchmark-json outputs/benchmark.json [--private] [--revision BRANCH]
+
+A model folder goes up with config.json, safetensors weights and the remote code (configuration_tempme.py,
+modeling_tempme.py, merging.py); an adapter folder with adapter_config.json and adapter_model.safetensors. The
+card (README.md) is rendered from the JSON files (see transformers_tempme.model_card).
+
+`--dry-run OUTDIR` writes the exact folder that would be uploaded and uploads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+from huggingface_hub import create_branch, create_repo, upload_folder
+
+from ..hub.upload import stage_for_upload
+from ..hub.model_card import CardInputError, add_card_arguments, card_from_arguments
+from . import command_parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = command_parser("push", __doc__)
+    parser.add_argument("folder", help="saved model folder (config.json + weights + code) or peft adapter folder")
+    parser.add_argument("--repo-id", required=True, help="Hub repo to push to, e.g. owner/tempme-vit-b-32-msrvtt")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
+    parser.add_argument("--commit-message", default="Upload TempMe model with its card")
+    parser.add_argument("--dry-run", metavar="OUTDIR", help="write the folder that would be uploaded, upload nothing")
+    add_card_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def push(staged_dir: str, args: argparse.Namespace) -> str:
+    """Create the repo (and branch) if needed and upload the staged folder as one commit; returns its URL."""
+    repo_url = create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
+    if args.revision:
+        create_branch(args.repo_id, branch=args.revision, exist_ok=True, repo_type="model")
+    upload_folder(
+        repo_id=args.repo_id,
+        folder_path=staged_dir,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        repo_type="model",
+    )
+    return str(repo_url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        card = card_from_arguments(args.folder, args.repo_id, args)
+        if args.dry_run:
+            staged = stage_for_upload(args.folder, card, args.dry_run)
+            print(f"Dry run: {len(staged)} files in {args.dry_run} would go to {args.repo_id}:")
+            for path in staged:
+                print(f"  {path.name}")
+            return 0
+        with tempfile.TemporaryDirectory() as staged_dir:
+            stage_for_upload(args.folder, card, staged_dir)
+            url = push(staged_dir, args)
+    except (CardInputError, ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Pushed {args.folder} to {url}" + (f" (revision {args.revision})" if args.revision else ""))
+    return 0
+

@@ -1,0 +1,76 @@
+"""Staging a saved TempMe model or adapter folder for the Hub: weights, config, remote code and model card.
+
+`stage_for_upload` writes the exact folder that `tempme push` uploads with `upload_folder`, so a dry
+run shows what a push would publish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+
+from ..hub.loading import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, is_adapter_folder
+from ..hub.auto import REMOTE_CODE_FILES
+
+CARD_NAME = "README.md"
+# Pickled weights run code when loaded; only safetensors are published.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def files_to_upload(folder: str | os.PathLike) -> list[Path]:
+    """The files of a saved model or adapter folder that belong on the Hub, after checking it is complete.
+
+    Every top-level file except an existing README.md (the rendered card replaces it); sub-folders (e.g.
+    training checkpoints) stay behind.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder.")
+    files = sorted(path for path in folder.iterdir() if path.is_file() and path.name != CARD_NAME)
+    names = {path.name for path in files}
+    pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise ValueError(
+            f"{folder} holds pickled weights {pickles}; only safetensors are published. Re-save with "
+            "save_pretrained (safetensors is the default) and remove the pickles."
+        )
+    if is_adapter_folder(folder):
+        required = [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
+    else:
+        required = ["config.json", *REMOTE_CODE_FILES]
+        if not any(name.endswith(".safetensors") for name in names):
+            raise ValueError(f"{folder} has no safetensors weights (model.safetensors).")
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise ValueError(
+            f"{folder} is not a complete {'adapter' if is_adapter_folder(folder) else 'model'} folder: missing "
+            f"{missing}. Save it with `import transformers_tempme` done first, e.g. "
+            "TempMeCLIPModel.from_pretrained(folder).save_pretrained(folder), which writes the remote code and "
+            "auto_map."
+        )
+    if not is_adapter_folder(folder):
+        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map", {})
+        if "AutoModel" not in auto_map or "AutoConfig" not in auto_map:
+            raise ValueError(
+                f"{folder}/config.json has no auto_map for AutoConfig and AutoModel, so trust_remote_code would not "
+                "find the code. Re-save the model with transformers_tempme imported."
+            )
+    return files
+
+
+def stage_for_upload(folder: str | os.PathLike, card: ModelCard, out_dir: str | os.PathLike) -> list[Path]:
+    """Copy what `files_to_upload` lists into `out_dir` (new or empty) and write the card as README.md."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; give a new or empty folder.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = [Path(shutil.copy2(path, out_dir / path.name)) for path in files_to_upload(folder)]
+    card.save(out_dir / CARD_NAME)
+    return sorted([*staged, out_dir / CARD_NAME])
+
+
+__all__ = ["files_to_upload", "stage_for_upload", "CARD_NAME"]

@@ -1,0 +1,1 @@
+"""Training: the `Trainer` for contrastive text-video retrieval with negatives gathered from every process."""

@@ -1,0 +1,1 @@
+"""Parameter-efficient fine-tuning of TempMe (LoRA through peft)."""
