@@ -262,14 +262,17 @@ def card_for_folder(
 ) -> ModelCard:
     """The card of a saved model folder (`config.json` + weights) or peft adapter folder.
 
-    For an adapter the TempMe config is read from `config_path`, else from the base model folder named in its
-    `adapter_config.json` (which must then be a local folder).
+    For an adapter the TempMe config is read from `config_path`, else from the adapter folder's own `config.json`
+    (`tempme train` writes it), else from the base model folder named in its `adapter_config.json` (which must then
+    be a local folder).
     """
     folder = Path(folder)
     adapter_config = None
     if (folder / "adapter_config.json").is_file():
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
         base_model = base_model or adapter_config.get("base_model_name_or_path")
+        if config_path is None and (folder / "config.json").is_file():
+            config_path = folder / "config.json"
         if config_path is None:
             candidate = Path(base_model or "") / "config.json"
             if not (base_model and candidate.is_file()):
