@@ -73,6 +73,8 @@ class VideoIndex:
         fps (`float`): average frame rate, frames per second.
         header_duration_s (`float`, *optional*): the duration the file's header states (the video stream's, else
             the container's), `None` when it states none.
+        readable_duration_s (`float`, *optional*): the time the demuxed frames span (from their timestamps, else
+            their count and the frame rate), plus one frame.
     """
 
     frame_pts: np.ndarray
@@ -80,6 +82,7 @@ class VideoIndex:
     n_frames: int
     fps: float
     header_duration_s: float | None = None
+    readable_duration_s: float | None = None
 
     @property
     def has_timestamps(self) -> bool:
@@ -162,12 +165,17 @@ def index_video(
             if n_packets == 0:
                 raise VideoDecodeError(description, f"cannot read packets ({error})") from error
         frame_pts = np.array(sorted(pts), dtype=np.int64) if len(pts) == n_packets else np.zeros(0, np.int64)
+        fps = _average_fps(stream, frame_pts)
+        readable_s = n_packets / fps
+        if len(frame_pts) > 1 and stream.time_base is not None:
+            readable_s = float((frame_pts[-1] - frame_pts[0]) * stream.time_base) + 1 / fps
         return VideoIndex(
             frame_pts=frame_pts,
             keyframe_pts=np.array(sorted(keyframes), dtype=np.int64),
             n_frames=n_packets,
-            fps=_average_fps(stream, frame_pts),
+            fps=fps,
             header_duration_s=_header_duration_s(container, stream),
+            readable_duration_s=readable_s,
         )
 
 
@@ -182,8 +190,10 @@ def _header_duration_s(container: av.container.InputContainer, stream: av.VideoS
 def _warn_if_truncated(description: str, readable_frames: int, index: VideoIndex) -> None:
     """Warn when the frames that can be read cover clearly less time than the header states."""
     header = index.header_duration_s
-    readable = readable_frames / index.fps
-    if header is not None and header - readable > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * header):
+    if header is None or index.readable_duration_s is None or index.n_frames == 0:
+        return
+    readable = index.readable_duration_s * readable_frames / index.n_frames
+    if header - readable > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * header):
         warnings.warn(
             f"{description}: only {readable:.1f} s of the {header:.1f} s its header states can be decoded; the file "
             "looks truncated or damaged. Frames are sampled from the readable part; download or re-encode the file.",
