@@ -484,7 +484,9 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
                 f"video_mask must have shape (batch, frames) = {tuple(pixel_values.shape[:2])}, "
                 f"got {tuple(video_mask.shape)}."
             )
-        if video_mask is not None and not video_mask.any(dim=1).all():
+        # A check on values, not shapes: skipped while tracing or compiling, where it would break the graph.
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if video_mask is not None and not tracing and not video_mask.any(dim=1).all():
             empty = (~video_mask.any(dim=1)).nonzero().flatten().tolist()
             raise ValueError(
                 f"video_mask marks no real frame in video(s) {empty}: every video needs at least one frame with mask 1 "
