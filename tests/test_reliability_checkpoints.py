@@ -98,6 +98,7 @@ def test_an_explicit_partial_checkpoint_is_an_error_naming_the_newest_complete_o
                                          r"The newest complete checkpoint next to it is .*checkpoint-2"):
         resume_checkpoint(training_args(tmp_path, str(tmp_path / "checkpoint-4")))
     assert resume_checkpoint(training_args(tmp_path, "true")) == str(tmp_path / "checkpoint-2")
+    assert resume_checkpoint(training_args(tmp_path, True)) == str(tmp_path / "checkpoint-2")
 
 
 def test_integrity_checks_name_the_file(tmp_path):

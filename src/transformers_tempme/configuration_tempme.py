@@ -16,7 +16,6 @@ This file is part of the remote code written next to saved models: it imports on
 import contextvars
 import copy
 import difflib
-
 from dataclasses import fields
 from typing import Any, Iterable
 

@@ -16,8 +16,10 @@ Data: `load_retrieval_dataset(--dataset, --annotations-dir, --videos-dir, split)
 README), decoded in the DataLoader workers. Text: `--tokenizer`, else the tokenizer saved with the model, else
 OpenAI CLIP's BPE tokenizer built offline (`build_clip_tokenizer`).
 
-Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model, the processor,
+Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model (full
+fine-tuning, or LoRA on a random initialisation, which no adapter could be loaded onto), the processor,
 `eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe model in `merged/`.
+Rerunning the command resumes from the newest complete `checkpoint-N` there (partial ones are skipped and named).
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ def resume_checkpoint(training_args) -> str | None:
     expect_optimizer = not training_args.save_only_model
     log = logger.warning if training_args.process_index == 0 else logger.debug
     requested = training_args.resume_from_checkpoint
-    if requested and requested.lower() != "true":  # the Trainer's `True`: the last checkpoint in output_dir
+    requested = None if requested in (None, False, "") else str(requested)
+    if requested is not None and requested.lower() != "true":  # the Trainer's `True`: the last checkpoint in output_dir
         problem = checkpoint_problem(requested, expect_optimizer)
         if problem is not None:
             newest, _ = find_resume_checkpoint(Path(requested).parent, expect_optimizer)
