@@ -12,15 +12,20 @@ This file is part of the remote code written next to saved models: it imports on
 `huggingface_hub`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: `@strict` checks field types only when the annotations are real types.
+import contextvars
 import copy
-from typing import Any
+import difflib
+from dataclasses import fields
+from typing import Any, Iterable
 
 from huggingface_hub.dataclasses import strict
-from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+from transformers.utils import logging
 
 from .merging import MergeStep, plan_merges
+
+logger = logging.get_logger(__name__)
 
 # The two OpenAI CLIP backbones used in the paper. Everything not listed takes `CLIPConfig`'s defaults,
 # which are the OpenAI ViT-B text tower (width 512, 12 layers) and a ViT-B vision tower (width 768, 12 layers).
@@ -84,6 +89,51 @@ SCHEDULE_FIELDS: tuple[str, ...] = (
 )
 
 
+# Keywords that `PretrainedConfig` and `CLIPConfig` take besides their fields, and keys `save_pretrained` writes.
+_HF_KEYWORDS = frozenset(
+    {
+        "torch_dtype",
+        "num_labels",
+        "name_or_path",
+        "output_attentions",
+        "attn_implementation",
+        "experts_implementation",
+        "per_layer_config",
+        "text_config_dict",
+        "vision_config_dict",
+        "model_type",
+        "auto_map",
+    }
+)
+# True while a saved config.json is read: files written by other versions may hold keys this one does not know,
+# and they must keep loading (with a warning for keys that look like a misspelt schedule field).
+_READING_SAVED_CONFIG = contextvars.ContextVar("tempme_reading_saved_config", default=False)
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """`" (did you mean 'x'?)"` with the valid name closest to `name`, or `""` when none is close."""
+    valid = list(valid)
+    by_case = {choice.lower(): choice for choice in valid}
+    match = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, valid, n=1, cutoff=0.6)), None)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def unknown_names(unknown: Iterable[str], valid: Iterable[str]) -> str:
+    """`'img_merge_R' (did you mean 'img_merge_r'?), 'foo'`: the unknown names, each with its closest valid one."""
+    valid = list(valid)
+    return ", ".join(f"{name!r}{did_you_mean(name, valid)}" for name in unknown)
+
+
+def _field_names(config_class: type) -> list[str]:
+    return [f.name for f in fields(config_class)]
+
+
+def _unknown_keys(keys: Iterable[str], config_class: type) -> list[str]:
+    """Keys that are neither fields of `config_class` nor keywords HF configs take (private keys are HF's)."""
+    known = set(_field_names(config_class)) | _HF_KEYWORDS
+    return [key for key in keys if key not in known and not key.startswith("_")]
+
+
 def _merge_dicts(base: dict, overrides: dict) -> dict:
     """Recursive dict update that returns a new dict (sub-config dicts are merged key by key)."""
     merged = copy.deepcopy(base)
@@ -137,10 +187,38 @@ class TempMeConfig(CLIPConfig):
     clip_position_embedding_init_std: float | int = 0.0
 
     def __post_init__(self, **kwargs):
+        # HF configs keep unknown keywords as attributes: a misspelt field would be written to config.json and the
+        # default used instead. Refuse them, except in saved files (which other versions may have written).
+        unknown = _unknown_keys(kwargs, type(self))
+        if unknown and not _READING_SAVED_CONFIG.get():
+            raise ValueError(
+                f"TempMeConfig has no field {unknown_names(unknown, _field_names(type(self)))}. The merge schedule "
+                f"fields are {', '.join(SCHEDULE_FIELDS)}; the backbone goes in vision_config / text_config."
+            )
+        for key in unknown:
+            hint = did_you_mean(key, SCHEDULE_FIELDS)
+            if hint:
+                logger.warning(f"The saved config's key {key!r} is not a TempMeConfig field{hint}; it is ignored.")
         # Lists, not tuples, so that the config round-trips through JSON unchanged.
-        self.clip_merge_layers = [int(layer) for layer in self.clip_merge_layers]
-        self.clip_merge_groups = [int(group) for group in self.clip_merge_groups]
+        self.clip_merge_layers = list(self.clip_merge_layers)
+        self.clip_merge_groups = list(self.clip_merge_groups)
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "TempMeConfig":
+        token = _READING_SAVED_CONFIG.set(True)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        finally:
+            _READING_SAVED_CONFIG.reset(token)
+
+    @classmethod
+    def from_json_file(cls, json_file) -> "TempMeConfig":
+        token = _READING_SAVED_CONFIG.set(True)
+        try:
+            return super().from_json_file(json_file)
+        finally:
+            _READING_SAVED_CONFIG.reset(token)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TempMeConfig":
@@ -150,7 +228,18 @@ class TempMeConfig(CLIPConfig):
         `TempMeConfig.from_preset("tempme-vit-b-32", vision_config={"num_hidden_layers": 4})`.
         """
         if name not in _SCHEDULES:
-            raise ValueError(f"Unknown TempMe preset {name!r}. Available presets: {', '.join(PRESETS)}.")
+            raise ValueError(
+                f"Unknown TempMe preset {name!r}{did_you_mean(name, PRESETS)}. Available presets: {', '.join(PRESETS)}."
+            )
+        for key, sub_config_class in (("vision_config", CLIPVisionConfig), ("text_config", CLIPTextConfig)):
+            sub_overrides = overrides.get(key)
+            unknown = _unknown_keys(sub_overrides, sub_config_class) if isinstance(sub_overrides, dict) else []
+            if unknown:
+                own_fields = [name for name in _field_names(sub_config_class) if name not in _field_names(PretrainedConfig)]
+                raise ValueError(
+                    f"{key} has no field {unknown_names(unknown, _field_names(sub_config_class))} "
+                    f"({sub_config_class.__name__}'s fields are {', '.join(own_fields)})."
+                )
         schedule = dict(_SCHEDULES[name])
         backbone = _BACKBONES[schedule.pop("backbone")]
         return cls(**_merge_dicts({**backbone, **schedule}, overrides))
@@ -160,16 +249,23 @@ class TempMeConfig(CLIPConfig):
         """The schedule fields alone, e.g. to put one model's schedule on another backbone."""
         return {name: copy.deepcopy(getattr(self, name)) for name in SCHEDULE_FIELDS}
 
-    def merge_plan(self, num_frames: int | None = None) -> tuple[MergeStep, ...]:
-        """What every vision block does for videos of `num_frames` frames (default: `self.num_frames`)."""
+    def merge_plan(self, num_frames: int | None = None, clip_merging: bool = True) -> tuple[MergeStep, ...]:
+        """What every vision block does for videos of `num_frames` frames (default: `self.num_frames`).
+
+        `clip_merging=False` is the frame-level plan (for single images): no clips are joined and nothing is merged
+        across frames; ClipMe blocks and the blocks after them merge within the frame at `intra_clip_keep_ratio`.
+        """
+        # The schedule may have been edited since the config was built: check it again before it is used.
+        self.validate_merge_schedule()
+        groups = self.clip_merge_groups if clip_merging else [1] * len(self.clip_merge_layers)
         return plan_merges(
             num_layers=self.vision_config.num_hidden_layers,
             tokens_per_frame=self.tokens_per_frame,
             num_frames=self.num_frames if num_frames is None else num_frames,
             img_merge_r=self.img_merge_r,
             clip_merge_layers=self.clip_merge_layers,
-            clip_merge_groups=self.clip_merge_groups,
-            cross_clip_keep_ratio=self.cross_clip_keep_ratio,
+            clip_merge_groups=groups,
+            cross_clip_keep_ratio=self.cross_clip_keep_ratio if clip_merging else 1.0,
             intra_clip_keep_ratio=self.intra_clip_keep_ratio,
         )
 
@@ -187,6 +283,16 @@ class TempMeConfig(CLIPConfig):
         """Part of `@strict`-powered validation: the schedule must fit the vision tower and the frame count."""
         num_layers = self.vision_config.num_hidden_layers
         layers, groups = list(self.clip_merge_layers), list(self.clip_merge_groups)
+        # `@strict` checks a field's type when it is set; this catches elements put into the lists afterwards.
+        integers = {"num_frames": [self.num_frames], "img_merge_r": [self.img_merge_r], "clip_merge_layers": layers,
+                    "clip_merge_groups": groups}
+        for name, values in integers.items():
+            if any(isinstance(value, bool) or not isinstance(value, int) for value in values):
+                kind = "a list of integers" if name.startswith("clip_merge") else "an integer"
+                raise TypeError(f"{name} must be {kind}, got {getattr(self, name)!r}.")
+        for name in ("cross_clip_keep_ratio", "intra_clip_keep_ratio"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise TypeError(f"{name} must be a number in (0, 1], got {getattr(self, name)!r}.")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {self.num_frames}.")
         if self.img_merge_r < 0:

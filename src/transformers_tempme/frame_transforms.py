@@ -43,6 +43,33 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+# Past this ratio of the resized long side to the crop, only the part of the frame that the crop keeps is
+# resized: a 2000x2 frame would otherwise become a 224000x224 image (150 MB) to keep 224x224 of it.
+MAX_RESIZED_SIDE_RATIO = 4
+
+
+def resize_and_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """`center_crop(resize_shorter_side(image, size), size)`, at a cost bounded whatever the aspect ratio.
+
+    For extreme aspect ratios only the source box that maps onto the crop is resized, with the scale and offsets
+    of the full resize (the same pixels, to within 1 level of rounding).
+    """
+    width, height = image.size
+    if max(width, height) <= MAX_RESIZED_SIDE_RATIO * min(width, height):
+        return center_crop(resize_shorter_side(image, size), size)
+    if width <= height:
+        new_width, new_height = size, int(size * height / width)
+    else:
+        new_width, new_height = int(size * width / height), size
+    scale_x, scale_y = width / new_width, height / new_height
+    left = int(round((new_width - size) / 2.0))
+    top = int(round((new_height - size) / 2.0))
+    # Pillow resizes horizontally, then vertically; one call per pass keeps each to the crop's box (a single call
+    # with a box that cuts both axes differs from the full resize by up to 20 levels).
+    rows = image.resize((size, height), Image.Resampling.BICUBIC, box=(left * scale_x, 0, (left + size) * scale_x, height))
+    return rows.resize((size, size), Image.Resampling.BICUBIC, box=(0, top * scale_y, size, (top + size) * scale_y))
+
+
 def normalize_frames(
     frames: np.ndarray, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
 ) -> np.ndarray:
@@ -175,7 +202,7 @@ def preprocess_video(
         image = Image.fromarray(frame)
         if steps:
             image = VideoRandAugment.apply(image, steps)
-        processed[i] = np.asarray(center_crop(resize_shorter_side(image, image_size), image_size))
+        processed[i] = np.asarray(resize_and_center_crop(image, image_size))
     return normalize_frames(processed, mean, std)
 
 

@@ -314,15 +314,39 @@ class TempMeVisionTransformer(nn.Module):
                 f"frames (TempMeConfig(num_frames={num_frames}, clip_merge_groups=...))."
             )
 
-    def forward(self, pixel_values: torch.Tensor, output_merge_sources: bool = False) -> TempMeVisionOutput:
+    def check_schedule_fits_weights(self, plan: tuple[MergeStep, ...]) -> None:
+        """The blocks were built for the schedule of the config at construction; an edit since must still fit them."""
+        for layer, step in zip(self.encoder.layers, plan):
+            embedding = layer.clip_position_embedding
+            added = layer.layer_idx in self.config.clip_merge_layers and not layer.is_clip_merge_block
+            resized = embedding is not None and step.cross_merge > 0 and len(embedding.weight) != step.clips * step.clip_group
+            if added or resized:
+                found = (
+                    "was built without ClipMe"
+                    if added
+                    else f"has clip position embeddings for {len(embedding.weight)} clips, the schedule now joins "
+                    f"{step.clips * step.clip_group}"
+                )
+                raise ValueError(
+                    f"The merge schedule was edited after the model was built: vision block {layer.layer_idx} {found}. "
+                    "Build a new model from the edited config (TempMeCLIPModel(config), or TempMeCLIPModel.from_clip "
+                    "for CLIP weights)."
+                )
+
+    def forward(
+        self, pixel_values: torch.Tensor, output_merge_sources: bool = False, clip_merging: bool = True
+    ) -> TempMeVisionOutput:
         """
         Args:
             pixel_values: `(batch, frames, channels, height, width)`.
             output_merge_sources: also track which input tokens every final token holds (slower; for plots).
+            clip_merging: `False` runs every frame on its own (the frame-level plan of `TempMeConfig.merge_plan`).
         """
         batch, frames = pixel_values.shape[:2]
-        self.check_frame_count(frames)
-        plan = self.config.merge_plan(frames)
+        if clip_merging:
+            self.check_frame_count(frames)
+        plan = self.config.merge_plan(frames, clip_merging=clip_merging)
+        self.check_schedule_fits_weights(plan)
 
         hidden_states = self.embeddings(pixel_values.flatten(0, 1))
         hidden_states = self.pre_layrnorm(hidden_states)
@@ -437,18 +461,36 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
 
     # ------------------------------------------------------------------ encoders
 
-    @staticmethod
-    def _check_video_inputs(pixel_values: torch.Tensor, video_mask: torch.Tensor | None) -> None:
+    def _check_video_inputs(self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None) -> None:
         if pixel_values.ndim != 5:
             raise ValueError(
                 f"pixel_values must have shape (batch, frames, channels, height, width), got {tuple(pixel_values.shape)}. "
                 "For a single video add the batch dimension with pixel_values.unsqueeze(0); for images use "
                 "frames=1."
             )
+        batch, frames, channels = pixel_values.shape[:3]
+        if batch == 0 or frames == 0:
+            raise ValueError(f"pixel_values holds no {'video' if batch == 0 else 'frame'}: shape {tuple(pixel_values.shape)}.")
+        expected_channels = self.config.vision_config.num_channels
+        if channels != expected_channels:
+            layout = "channels-last; permute to (B, F, 3, H, W) with pixel_values.permute(0, 1, 4, 2, 3)"
+            hint = layout if pixel_values.shape[-1] == expected_channels else "expected (batch, frames, channels, height, width)"
+            raise ValueError(
+                f"pixel_values has {channels} channels in dimension 2 (shape {tuple(pixel_values.shape)}), the model "
+                f"takes {expected_channels}: {hint}."
+            )
         if video_mask is not None and tuple(video_mask.shape) != tuple(pixel_values.shape[:2]):
             raise ValueError(
                 f"video_mask must have shape (batch, frames) = {tuple(pixel_values.shape[:2])}, "
                 f"got {tuple(video_mask.shape)}."
+            )
+        # A check on values, not shapes: skipped while tracing or compiling, where it would break the graph.
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if video_mask is not None and not tracing and not video_mask.any(dim=1).all():
+            empty = (~video_mask.any(dim=1)).nonzero().flatten().tolist()
+            raise ValueError(
+                f"video_mask marks no real frame in video(s) {empty}: every video needs at least one frame with mask 1 "
+                "(its embedding is the mean over those frames)."
             )
 
     def encode_video(
@@ -489,10 +531,22 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
         )
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
-        """Images `(batch, 3, H, W)` as one-frame videos (no clip merging is possible on one frame)."""
+        """Image embeddings in `pooler_output` `(batch, projection_dim)` for images `(batch, 3, H, W)`.
+
+        Each image runs the frame-level path: the ImgMe blocks, then within-frame merging at `intra_clip_keep_ratio`
+        in the ClipMe blocks and after them, without joining clips (there is one frame). For models without ClipMe
+        blocks this is exactly `get_video_features` on one-frame videos.
+        """
         if pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must have shape (batch, channels, height, width), got {tuple(pixel_values.shape)}.")
-        return self.get_video_features(pixel_values.unsqueeze(1))
+        videos = pixel_values.unsqueeze(1)
+        self._check_video_inputs(videos, None)
+        vision_outputs = self.vision_model(videos, clip_merging=False)
+        image_embeds = self.visual_projection(vision_outputs.pooler_output[:, 0])
+        return BaseModelOutputWithPooling(
+            last_hidden_state=vision_outputs.last_hidden_state,
+            pooler_output=image_embeds / image_embeds.norm(dim=-1, keepdim=True),
+        )
 
     # ------------------------------------------------------------------ retrieval
 
@@ -514,6 +568,13 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
             video_mask: `(video_batch, frames)`.
             return_loss: compute the loss; texts and videos must pair up on the diagonal.
         """
+        if input_ids.shape[0] == 0:
+            raise ValueError(f"input_ids holds no text: shape {tuple(input_ids.shape)}.")
+        if return_loss and input_ids.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"return_loss=True pairs text i with video i, but there are {input_ids.shape[0]} texts and "
+                f"{pixel_values.shape[0]} videos. Give one text per video (repeat a video for each of its captions)."
+            )
         video_outputs = self.encode_video(pixel_values, video_mask)
         text_outputs = self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
 

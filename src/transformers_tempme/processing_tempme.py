@@ -152,6 +152,8 @@ class TempMeProcessor(ProcessorMixin):
             raise ValueError("Give `text`, `videos` or both.")
         data: dict[str, np.ndarray] = {}
         if text is not None:
+            if not isinstance(text, str) and len(text) == 0:
+                raise ValueError("text is an empty list: give at least one caption, or leave text out for videos only.")
             data["input_ids"], data["attention_mask"] = self.encode_text(text)
         if videos is not None:
             if not isinstance(videos, (list, tuple)):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,12 +34,21 @@ SamplingMode = Literal["fps", "uniform"]
 MAX_FRAMES_PER_VIDEO = 1_000_000
 DEFAULT_DECODE_TIMEOUT_S = 120.0
 
+# A file whose readable part is shorter than its header says by more than this (seconds, or fraction of the
+# header's duration, whichever is larger) is reported as truncated: headers round, and audio may outlast video.
+TRUNCATION_TOLERANCE_S = 1.0
+TRUNCATION_TOLERANCE_FRACTION = 0.1
+
 # Seek or decode through? A seek flushes the decoder (and its frame threads) and restarts at a keyframe. On a 10 s
 # 720p h264 clip (`tools/measure_decode.py`, 12 frames), seeking cut the time per video from 1.33 s to 0.47 s with
 # a keyframe every second and from 1.25 s to 0.30 s with one every 5 frames, and cost nothing with one keyframe every
 # 250 frames. Seeking over every gap and seeking only past a few frames measured the same within noise; the small
 # margin avoids flushing the decoder to skip a handful of frames.
 MIN_FRAMES_SKIPPED_BY_SEEK = 8
+
+
+class TruncatedVideoWarning(UserWarning):
+    """Only part of a video can be read (a truncated download or a damaged file): frames come from that part."""
 
 
 class VideoDecodeError(ValueError):
@@ -61,12 +71,18 @@ class VideoIndex:
         keyframe_pts (`np.ndarray`, int64): sorted timestamps of the keyframes (seek targets).
         n_frames (`int`): number of frames.
         fps (`float`): average frame rate, frames per second.
+        header_duration_s (`float`, *optional*): the duration the file's header states (the video stream's, else
+            the container's), `None` when it states none.
+        readable_duration_s (`float`, *optional*): the time the demuxed frames span (from their timestamps, else
+            their count and the frame rate), plus one frame.
     """
 
     frame_pts: np.ndarray
     keyframe_pts: np.ndarray
     n_frames: int
     fps: float
+    header_duration_s: float | None = None
+    readable_duration_s: float | None = None
 
     @property
     def has_timestamps(self) -> bool:
@@ -149,11 +165,40 @@ def index_video(
             if n_packets == 0:
                 raise VideoDecodeError(description, f"cannot read packets ({error})") from error
         frame_pts = np.array(sorted(pts), dtype=np.int64) if len(pts) == n_packets else np.zeros(0, np.int64)
+        fps = _average_fps(stream, frame_pts)
+        readable_s = n_packets / fps
+        if len(frame_pts) > 1 and stream.time_base is not None:
+            readable_s = float((frame_pts[-1] - frame_pts[0]) * stream.time_base) + 1 / fps
         return VideoIndex(
             frame_pts=frame_pts,
             keyframe_pts=np.array(sorted(keyframes), dtype=np.int64),
             n_frames=n_packets,
-            fps=_average_fps(stream, frame_pts),
+            fps=fps,
+            header_duration_s=_header_duration_s(container, stream),
+            readable_duration_s=readable_s,
+        )
+
+
+def _header_duration_s(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _warn_if_truncated(description: str, readable_frames: int, index: VideoIndex) -> None:
+    """Warn when the frames that can be read cover clearly less time than the header states."""
+    header = index.header_duration_s
+    if header is None or index.readable_duration_s is None or index.n_frames == 0:
+        return
+    readable = index.readable_duration_s * readable_frames / index.n_frames
+    if header - readable > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * header):
+        warnings.warn(
+            f"{description}: only {readable:.1f} s of the {header:.1f} s its header states can be decoded; the file "
+            "looks truncated or damaged. Frames are sampled from the readable part; download or re-encode the file.",
+            TruncatedVideoWarning,
+            stacklevel=3,
         )
 
 
@@ -188,8 +233,12 @@ def sample_frame_indices(n_frames: int, fps: float, num_frames: int, sampling: S
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as packed 8-bit RGB `(height, width, 3)`, turned upright as its display matrix says."""
     # swscale converts every pixel format (grey, alpha, 10-bit, palette) to packed 8-bit RGB and drops alpha.
-    return frame.to_ndarray(format="rgb24")
+    rgb = frame.to_ndarray(format="rgb24")
+    # Phones record sideways and store the turn to display it (counter-clockwise degrees), as players apply it.
+    quarter_turns = round(frame.rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
 def _decode_packets(container, stream, description: str, deadline: float) -> Iterator[av.VideoFrame]:
@@ -314,6 +363,7 @@ def read_video_frames(
         raise VideoDecodeError(description, "the video stream has no frames")
 
     wanted = sample_frame_indices(index.n_frames, index.fps, num_frames, sampling)
+    readable_frames = index.n_frames
     frames: dict[int, np.ndarray] = {}
     if index.has_timestamps and len(index.keyframe_pts) > 0:
         frames = _decode_by_timestamp(path_or_file, description, index, wanted, deadline)
@@ -324,10 +374,12 @@ def read_video_frames(
             n_decodable = _count_decodable_frames(path_or_file, description, deadline)
             if n_decodable == 0:
                 raise VideoDecodeError(description, f"none of its {index.n_frames} packets decodes to a frame")
+            readable_frames = n_decodable
             wanted = sample_frame_indices(n_decodable, index.fps, num_frames, sampling)
             frames, _ = _decode_by_count(path_or_file, description, wanted, deadline)
             if len(frames) < len(np.unique(wanted)):
                 raise VideoDecodeError(description, "decoding is not repeatable (frames differ between reads)")
+    _warn_if_truncated(description, readable_frames, index)
 
     shapes = {frames[i].shape for i in frames}
     if len(shapes) != 1:

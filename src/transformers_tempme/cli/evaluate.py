@@ -39,6 +39,7 @@ from .. import (
     load_retrieval_dataset,
 )
 from ..evaluation.retrieval import evaluate_retrieval
+from ..hub.integrity import check_weights_in
 from ..data.training_data import VideoTextDataset
 from . import command_parser
 
@@ -68,6 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_model(args) -> TempMeCLIPModel:
     path = Path(args.model)
+    check_weights_in(path)  # names a truncated weights file before the loader fails on it
     if (path / ADAPTER_CONFIG).exists():
         from peft import PeftModel
 
@@ -76,6 +78,7 @@ def load_model(args) -> TempMeCLIPModel:
         if not base:
             raise ValueError(f"{path} holds a LoRA adapter without a recorded base; pass --base-model.")
         config = TempMeConfig.from_pretrained(path)
+        check_weights_in(base)
         base_type = PretrainedConfig.get_config_dict(base)[0].get("model_type")
         model = TempMeCLIPModel.from_pretrained(base) if base_type == "tempme" else TempMeCLIPModel.from_clip(base, config)
         return PeftModel.from_pretrained(model, path).merge_and_unload()

@@ -5,8 +5,10 @@
         --benchmark-json outputs/benchmark.json [--private] [--revision BRANCH]
 
 A model folder goes up with config.json, safetensors weights and the remote code (configuration_tempme.py,
-modeling_tempme.py, merging.py); an adapter folder with adapter_config.json and adapter_model.safetensors. The
-card (README.md) is rendered from the JSON files (see transformers_tempme.model_card).
+modeling_tempme.py, merging.py); an adapter folder with adapter_config.json and adapter_model.safetensors (and the
+TempMe config.json, when it is there); both with the processor and tokenizer files. A `tempme train` output folder
+is taken as it is: the Trainer's state, arguments (training_args.bin) and checkpoints stay behind. The card
+(README.md) is rendered from the JSON files (see transformers_tempme.model_card).
 
 `--dry-run OUTDIR` writes the exact folder that would be uploaded and uploads nothing.
 """
@@ -19,7 +21,7 @@ import tempfile
 
 from huggingface_hub import create_branch, create_repo, upload_folder
 
-from ..hub.upload import stage_for_upload
+from ..hub.upload import files_left_behind, files_to_upload, stage_for_upload
 from ..hub.model_card import CardInputError, add_card_arguments, card_from_arguments
 from . import command_parser
 
@@ -54,7 +56,11 @@ def push(staged_dir: str, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        files_to_upload(args.folder)  # the folder's problems first: the card reads its files too
         card = card_from_arguments(args.folder, args.repo_id, args)
+        left_behind = files_left_behind(args.folder)
+        if left_behind:
+            print(f"Not published (training state, other files): {', '.join(left_behind)}")
         if args.dry_run:
             staged = stage_for_upload(args.folder, card, args.dry_run)
             print(f"Dry run: {len(staged)} files in {args.dry_run} would go to {args.repo_id}:")
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as staged_dir:
             stage_for_upload(args.folder, card, staged_dir)
             url = push(staged_dir, args)
-    except (CardInputError, ValueError, FileNotFoundError, FileExistsError) as error:
+    except (CardInputError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Pushed {args.folder} to {url}" + (f" (revision {args.revision})" if args.revision else ""))

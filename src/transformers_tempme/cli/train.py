@@ -16,8 +16,10 @@ Data: `load_retrieval_dataset(--dataset, --annotations-dir, --videos-dir, split)
 README), decoded in the DataLoader workers. Text: `--tokenizer`, else the tokenizer saved with the model, else
 OpenAI CLIP's BPE tokenizer built offline (`build_clip_tokenizer`).
 
-Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model, the processor,
+Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model (full
+fine-tuning, or LoRA on a random initialisation, which no adapter could be loaded onto), the processor,
 `eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe model in `merged/`.
+Rerunning the command resumes from the newest complete `checkpoint-N` there (partial ones are skipped and named).
 """
 
 from __future__ import annotations
@@ -25,14 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .. import (
     TempMeCLIPModel,
@@ -42,7 +42,9 @@ from .. import (
     build_clip_tokenizer,
     load_retrieval_dataset,
 )
+from ..configuration_tempme import SCHEDULE_FIELDS, did_you_mean, unknown_names
 from ..tuners.lora import DEFAULT_TARGET_MODULES
+from ..training.checkpoints import resume_checkpoint
 from ..training.trainer import TempMeTrainer, unwrap_tempme
 from ..data.training_data import VideoTextDataset, collate_video_text
 
@@ -128,9 +130,17 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Tra
         with open(argv[0]) as f:
             parser.set_defaults(**json.load(f))
         argv = argv[1:]
-    model_args, data_args, training_args, *unknown = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    model_args, data_args, training_args, *unknown, remaining = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True, look_for_args_file=False
+    )
+    names = [action.dest for action in parser._actions]
     if unknown:
-        raise ValueError(f"Unknown settings in the config file: {sorted(vars(unknown[0]))}. See --help for the names.")
+        raise ValueError(f"Unknown settings in the config file: {unknown_names(sorted(vars(unknown[0])), names)}. See --help.")
+    if remaining:
+        flags = [arg.split("=")[0] for arg in remaining if arg.startswith("-")]
+        options = [f"--{name.replace('_', '-')}" for name in names]
+        hints = "".join(f" {flag}{did_you_mean(flag.replace('_', '-'), options)}" for flag in flags)
+        raise ValueError(f"Unknown command-line arguments {remaining}.{hints} See --help.")
     return model_args, data_args, training_args
 
 
@@ -145,10 +155,27 @@ def load_tokenizer(model_args: ModelArguments):
     return build_clip_tokenizer()
 
 
+def json_option(name: str, text: str | None) -> dict:
+    """The dict a JSON option holds (`--schedule-overrides '{"img_merge_r": 4}'`), or an error naming the option."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--{name} is not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--{name} must be a JSON object such as '{{\"img_merge_r\": 4}}', got {text!r}.")
+    return value
+
+
 def load_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
-    schedule_overrides = json.loads(model_args.schedule_overrides or "{}")
+    schedule_overrides = json_option("schedule-overrides", model_args.schedule_overrides)
+    not_schedule = [key for key in schedule_overrides if key not in SCHEDULE_FIELDS]
+    if not_schedule:
+        raise ValueError(
+            f"--schedule-overrides takes merge schedule fields; {unknown_names(not_schedule, SCHEDULE_FIELDS)} is not "
+            f"one (they are {', '.join(SCHEDULE_FIELDS)}). Backbone settings go in --config-overrides."
+        )
     if model_args.model_name_or_path is None:
-        overrides = json.loads(model_args.config_overrides or "{}")
+        overrides = json_option("config-overrides", model_args.config_overrides)
         text = overrides.setdefault("text_config", {})
         # The embedding table and the pooling position follow the tokenizer.
         text.setdefault("vocab_size", len(tokenizer))
@@ -208,11 +235,7 @@ def train(argv: list[str]) -> dict:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     logger.info("Training arguments: %s", training_args)
 
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir) and training_args.do_train and training_args.resume_from_checkpoint is None:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint is not None:
-            logger.info("Resuming from %s (found in output_dir).", last_checkpoint)
+    checkpoint = resume_checkpoint(training_args)  # the newest complete checkpoint; partial ones are skipped
     set_seed(training_args.seed)
 
     tokenizer = load_tokenizer(model_args)
@@ -242,8 +265,12 @@ def train(argv: list[str]) -> dict:
 
     results = {}
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        # An adapter needs a base to load onto, and a random initialisation is none: save the full model.
+        adapter_without_base = model_args.use_lora and model_args.model_name_or_path is None
+        if adapter_without_base:
+            logger.warning("Random initialisation: the output is the full model (LoRA folded in), not an adapter.")
+            trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         trainer.save_model()  # the LoRA adapter (with the clip position embeddings) or the full model
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
@@ -254,7 +281,7 @@ def train(argv: list[str]) -> dict:
             # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
             unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
             if model_args.use_lora and model_args.save_merged_model:
-                merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+                merged = trainer.model if adapter_without_base else trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
                 merged.save_pretrained(Path(training_args.output_dir) / "merged")
                 processor.save_pretrained(Path(training_args.output_dir) / "merged")
     if training_args.do_eval:

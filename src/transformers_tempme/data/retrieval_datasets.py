@@ -90,14 +90,53 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+class AnnotationFormatError(ValueError):
+    """An annotation file does not have the layout its benchmark uses. The message names the file, what was
+    expected and what was found."""
+
+    def __init__(self, path: Path, expected: str, found: str):
+        super().__init__(
+            f"{path}: expected {expected}; found {found}. See the Data section of the README for the annotation layouts."
+        )
+
+
+def _describe(value) -> str:
+    """A short description of parsed JSON, for errors: its type and keys, or its first item."""
+    if isinstance(value, dict):
+        keys = list(value)
+        return f"an object with keys {keys[:8]}" + (" ..." if len(keys) > 8 else "")
+    if isinstance(value, list):
+        return f"a list of {len(value)} items" + (f", the first {_describe(value[0])}" if value else "")
+    return f"{type(value).__name__} {str(value)[:60]!r}"
+
+
 def _read_json(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        # utf-8-sig: files saved by Windows tools start with a byte-order mark.
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise AnnotationFormatError(path, "a JSON file", f"invalid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise AnnotationFormatError(path, "a UTF-8 JSON file", f"bytes that are not UTF-8 ({error})") from None
 
 
-def _read_csv_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def _read_csv_rows(path: Path, required: Iterable[str] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header; every column in `required` must be in the header."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [column for column in required if column not in header]
+        if missing:
+            raise AnnotationFormatError(path, f"a header row with the columns {list(required)}", f"the header {header}")
+        return list(reader)
+
+
+def _check_records(path: Path, items, required_keys: tuple[str, ...], layout: str) -> None:
+    """Every item of a parsed annotation file must be an object holding `required_keys`."""
+    for item in items:
+        if not isinstance(item, dict) or any(key not in item for key in required_keys):
+            raise AnnotationFormatError(path, f"{layout}, every entry with {list(required_keys)}", f"an entry that is {_describe(item)}")
 
 
 # --- MSR-VTT -------------------------------------------------------------------------------------------------------
@@ -105,12 +144,14 @@ def _msrvtt_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
     if split in ("test", "val"):
         # The authors evaluate (and select checkpoints) on the 1k-A JSFusion split; MSR-VTT has no other val split.
         path = _require(annotations_dir / "MSRVTT_JSFUSION_test.csv", "MSR-VTT 1k-A test captions")
-        rows = _read_csv_rows(path)
+        rows = _read_csv_rows(path, ["video_id"])
         if not rows:
             raise ValueError(f"{path} has no rows.")
         text_column = next((c for c in ("sentence", "sentences") if c in rows[0]), None)
-        if text_column is None or "video_id" not in rows[0]:
-            raise ValueError(f"{path} needs columns video_id and sentence (or sentences); found {sorted(rows[0])}.")
+        if text_column is None:
+            raise AnnotationFormatError(
+                path, "a header row with the columns video_id and sentence (or sentences)", f"the header {list(rows[0])}"
+            )
         return [
             CaptionRecord(row["video_id"], f"{row['video_id']}.mp4", row[text_column], (row[text_column],))
             for row in rows
@@ -118,8 +159,13 @@ def _msrvtt_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
     if split != "train":
         raise ValueError(f"MSR-VTT splits are 'train' (9k) and 'test' (1k-A JSFusion), got {split!r}.")
     train_list = _require(annotations_dir / "MSRVTT_train.9k.csv", "MSR-VTT 9k train list")
-    train_ids = [row["video_id"] for row in _read_csv_rows(train_list)]
-    data = _read_json(_require(annotations_dir / "MSRVTT_data.json", "MSR-VTT captions (MSRVTT_data.json)"))
+    train_ids = [row["video_id"] for row in _read_csv_rows(train_list, ["video_id"])]
+    data_path = _require(annotations_dir / "MSRVTT_data.json", "MSR-VTT captions (MSRVTT_data.json)")
+    data = _read_json(data_path)
+    layout = '{"sentences": [{"video_id": ..., "caption": ...}, ...]}'
+    if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
+        raise AnnotationFormatError(data_path, layout, _describe(data))
+    _check_records(data_path, data["sentences"], ("video_id", "caption"), layout)
     captions_of: dict[str, list[str]] = {}
     for sentence in data["sentences"]:
         captions_of.setdefault(sentence["video_id"], []).append(sentence["caption"])
@@ -136,7 +182,12 @@ def _msrvtt_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
 def _didemo_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
     if split not in ("train", "val", "test"):
         raise ValueError(f"DiDeMo splits are 'train', 'val' and 'test', got {split!r}.")
-    moments = _read_json(_require(annotations_dir / f"{split}_data.json", f"DiDeMo {split} annotations"))
+    moments_path = _require(annotations_dir / f"{split}_data.json", f"DiDeMo {split} annotations")
+    moments = _read_json(moments_path)
+    layout = '[{"video": ..., "description": ..., "times": ...}, ...]'
+    if not isinstance(moments, list):
+        raise AnnotationFormatError(moments_path, layout, _describe(moments))
+    _check_records(moments_path, moments, ("video", "description"), layout)
     list_path = annotations_dir / f"{split}_list.txt"
     allowed = None
     if list_path.is_file():
@@ -162,7 +213,12 @@ def _activitynet_records(annotations_dir: Path, split: str) -> list[CaptionRecor
     if key not in files:
         raise ValueError(f"ActivityNet splits are 'train' and 'val' (alias 'test': val_1), got {split!r}.")
     captions_file, ids_file = files[key]
-    annotations = _read_json(_require(annotations_dir / captions_file, f"ActivityNet Captions {captions_file}"))
+    captions_path = _require(annotations_dir / captions_file, f"ActivityNet Captions {captions_file}")
+    annotations = _read_json(captions_path)
+    layout = '{"v_<id>": {"duration": ..., "timestamps": ..., "sentences": [...]}, ...}'
+    if not isinstance(annotations, dict):
+        raise AnnotationFormatError(captions_path, layout, _describe(annotations))
+    _check_records(captions_path, annotations.values(), ("sentences",), layout)
     ids = list(annotations)
     if (annotations_dir / ids_file).is_file():
         listed = _read_json(annotations_dir / ids_file)
@@ -300,6 +356,15 @@ def load_retrieval_dataset(
         rows["caption"].append(record.caption)
         rows["captions"].append(list(record.captions))
 
+    if not rows["video_id"]:
+        if missing:
+            raise MissingVideosError(
+                f"{benchmark} {split}: 0 samples left after dropping {len(missing)} missing videos: no annotated video "
+                f"has a file under {videos_dir} (first ids: {', '.join(missing[:_MISSING_IDS_SHOWN])}). Check "
+                "videos_dir, or download the videos.",
+                missing,
+            )
+        raise ValueError(f"{benchmark} {split}: the annotations in {annotations_dir} list no sample for this split.")
     if missing:
         consequences = {
             "drop": "Their samples were left out of the dataset.",

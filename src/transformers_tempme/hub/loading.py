@@ -16,6 +16,7 @@ from peft import PeftConfig, PeftModel
 from transformers import PreTrainedModel
 
 from ..configuration_tempme import TempMeConfig
+from ..hub.integrity import check_weights_in
 from ..tuners.lora import CLIP_POSITION_EMBEDDING_MODULE
 from ..modeling_tempme import TempMeCLIPModel
 
@@ -97,6 +98,9 @@ def load_tempme(
         if adapter is None:
             raise ValueError("Give a base model, an adapter, or both.")
         model_or_path = _base_of_adapter(adapter)
+    for folder in (model_or_path, adapter):
+        if isinstance(folder, (str, os.PathLike)):
+            check_weights_in(folder)  # a truncated file is named here, not deep inside the loader
     if isinstance(model_or_path, PreTrainedModel):
         model = model_or_path
     elif schedule is not None:

@@ -167,6 +167,10 @@ def eval_results(evaluation: dict[str, Any]) -> list[EvalResult]:
     return results
 
 
+# `--base-model none`: the model was trained from a random initialisation.
+NO_BASE_MODEL = "none"
+
+
 def render_model_card(
     config: dict[str, Any],
     *,
@@ -208,8 +212,10 @@ def render_model_card(
     if not base_model:
         raise CardInputError(
             "The card must name the base model: pass base_model (--base-model), e.g. the CLIP checkpoint the "
-            "model was built from."
+            "model was built from, or 'none' for a model trained from a random initialisation."
         )
+    if base_model == NO_BASE_MODEL and adapter_config is None:
+        base_model = None  # trained from scratch: the card says so
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         base_model=base_model if base_model and _looks_like_hub_id(base_model) else None,
@@ -262,14 +268,17 @@ def card_for_folder(
 ) -> ModelCard:
     """The card of a saved model folder (`config.json` + weights) or peft adapter folder.
 
-    For an adapter the TempMe config is read from `config_path`, else from the base model folder named in its
-    `adapter_config.json` (which must then be a local folder).
+    For an adapter the TempMe config is read from `config_path`, else from the adapter folder's own `config.json`
+    (`tempme train` writes it), else from the base model folder named in its `adapter_config.json` (which must then
+    be a local folder).
     """
     folder = Path(folder)
     adapter_config = None
     if (folder / "adapter_config.json").is_file():
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
         base_model = base_model or adapter_config.get("base_model_name_or_path")
+        if config_path is None and (folder / "config.json").is_file():
+            config_path = folder / "config.json"
         if config_path is None:
             candidate = Path(base_model or "") / "config.json"
             if not (base_model and candidate.is_file()):
@@ -312,7 +321,10 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark-json", help="benchmark JSON of benchmarks/benchmark.py")
     parser.add_argument("--eval-command", help="command that wrote the evaluation JSON, if the JSON does not record it")
     parser.add_argument("--benchmark-command", help="command that wrote the benchmark JSON, if the JSON does not record it")
-    parser.add_argument("--base-model", help="model this one was built from (adapters: defaults to adapter_config.json's)")
+    parser.add_argument(
+        "--base-model",
+        help="model this one was built from (adapters: defaults to adapter_config.json's); 'none' for random init",
+    )
     parser.add_argument("--config", help="TempMe config.json of an adapter's base model, if that is not a local folder")
     parser.add_argument("--license", help="SPDX license id for the card's metadata")
     parser.add_argument("--template", default=str(DEFAULT_TEMPLATE), help="Jinja template of the card")

@@ -1,7 +1,8 @@
 """Staging a saved TempMe model or adapter folder for the Hub: weights, config, remote code and model card.
 
 `stage_for_upload` writes the exact folder that `tempme push` uploads with `upload_folder`, so a dry
-run shows what a push would publish.
+run shows what a push would publish. A `tempme train` output folder goes as it is: only the files a model repo
+needs are published (`PUBLISHED_FILES`); the Trainer's state, arguments, metrics and checkpoints stay behind.
 """
 
 from __future__ import annotations
@@ -15,24 +16,54 @@ from huggingface_hub import ModelCard
 
 from ..hub.loading import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, is_adapter_folder
 from ..hub.auto import REMOTE_CODE_FILES
+from ..hub.integrity import check_safetensors
 
 CARD_NAME = "README.md"
 # Pickled weights run code when loaded; only safetensors are published.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# The Trainer's pickled TrainingArguments: not weights, and never published.
+TRAINER_PICKLES = ("training_args.bin",)
+# What a model or adapter repo holds: weights (every *.safetensors), configs, remote code, processor and tokenizer.
+PUBLISHED_FILES = (
+    "config.json",
+    "model.safetensors.index.json",
+    ADAPTER_CONFIG_NAME,
+    *REMOTE_CODE_FILES,
+    "processor_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
+
+
+def is_published(path: Path) -> bool:
+    return path.is_file() and (path.name in PUBLISHED_FILES or path.suffix == ".safetensors")
 
 
 def files_to_upload(folder: str | os.PathLike) -> list[Path]:
-    """The files of a saved model or adapter folder that belong on the Hub, after checking it is complete.
+    """The files of a saved model or adapter folder that belong on the Hub, after checking they are complete.
 
-    Every top-level file except an existing README.md (the rendered card replaces it); sub-folders (e.g.
-    training checkpoints) stay behind.
+    The top-level files named in `PUBLISHED_FILES` and the safetensors weights; everything else (an existing
+    README.md, which the rendered card replaces, the Trainer's state and arguments, checkpoint sub-folders) stays
+    behind. Every safetensors file is checked to be whole.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise NotADirectoryError(
+            f"{folder} is a file; tempme push takes the folder that holds config.json (or adapter_config.json) and "
+            f"the weights, e.g. tempme push {folder.parent} ..."
+        )
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder.")
-    files = sorted(path for path in folder.iterdir() if path.is_file() and path.name != CARD_NAME)
+        raise FileNotFoundError(f"{folder} does not exist; give the folder written by tempme train or save_pretrained.")
+    files = sorted(path for path in folder.iterdir() if is_published(path))
     names = {path.name for path in files}
-    pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
+    pickles = sorted(
+        path.name for path in folder.iterdir() if path.name.endswith(PICKLE_SUFFIXES) and path.name not in TRAINER_PICKLES
+    )
     if pickles:
         raise ValueError(
             f"{folder} holds pickled weights {pickles}; only safetensors are published. Re-save with "
@@ -52,6 +83,9 @@ def files_to_upload(folder: str | os.PathLike) -> list[Path]:
             "TempMeCLIPModel.from_pretrained(folder).save_pretrained(folder), which writes the remote code and "
             "auto_map."
         )
+    for path in files:
+        if path.suffix == ".safetensors":
+            check_safetensors(path)
     if not is_adapter_folder(folder):
         auto_map = json.loads((folder / "config.json").read_text()).get("auto_map", {})
         if "AutoModel" not in auto_map or "AutoConfig" not in auto_map:
@@ -73,4 +107,11 @@ def stage_for_upload(folder: str | os.PathLike, card: ModelCard, out_dir: str | 
     return sorted([*staged, out_dir / CARD_NAME])
 
 
-__all__ = ["files_to_upload", "stage_for_upload", "CARD_NAME"]
+def files_left_behind(folder: str | os.PathLike) -> list[str]:
+    """The top-level entries of `folder` that `files_to_upload` does not publish (folders end with `/`)."""
+    return sorted(
+        path.name + ("/" if path.is_dir() else "") for path in Path(folder).iterdir() if not is_published(path)
+    )
+
+
+__all__ = ["files_to_upload", "files_left_behind", "stage_for_upload", "CARD_NAME", "PUBLISHED_FILES"]
