@@ -13,8 +13,11 @@ The model: a CLIP checkpoint (`--model`, Hub id or local folder) turned into Tem
 the symmetric InfoNCE over the text and video embeddings of all processes.
 
 Data: `load_retrieval_dataset(--dataset, --annotations-dir, --videos-dir, split)` (see the Data section of the
-README), decoded in the DataLoader workers. Text: `--tokenizer`, else the tokenizer saved with the model, else
-OpenAI CLIP's BPE tokenizer built offline (`build_clip_tokenizer`).
+README) as a `VideoTextDataset`, decoded in the DataLoader workers. The train augmentation draws are keyed on
+(seed, epoch, sample), so a run is reproducible under `--seed` (or `--data-seed`) and a resumed run sees the samples
+the uninterrupted one would. Videos that do not decode are skipped and logged; more than `--max-skipped-videos` stop
+the run. Text: `--tokenizer`, else the tokenizer saved with the model, else OpenAI CLIP's BPE tokenizer built offline
+(`build_clip_tokenizer`).
 
 Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model, the processor,
 `eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe model in `merged/`.
@@ -41,10 +44,11 @@ from .. import (
     apply_lora,
     build_clip_tokenizer,
     load_retrieval_dataset,
+    load_tempme,
 )
-from ..tuners.lora import DEFAULT_TARGET_MODULES
+from ..data.video_text import VideoTextDataset, collate_video_text
 from ..training.trainer import TempMeTrainer, unwrap_tempme
-from ..data.training_data import VideoTextDataset, collate_video_text
+from ..tuners.lora import DEFAULT_TARGET_MODULES
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +98,11 @@ class DataArguments:
     max_words: int = field(default=32)
     frame_sampling: str = field(default="fps", metadata={"help": "fps (the paper) or uniform."})
     augment: bool = field(default=True, metadata={"help": "The processor's video-consistent RandAugment in training."})
+    max_skipped_videos: float = field(
+        default=0.01,
+        metadata={"help": "Videos that do not decode are skipped and logged; more than this many (a count, or a "
+                          "fraction < 1 of the split's videos) stop the run."},
+    )
     global_train_batch_size: int | None = field(
         default=None,
         metadata={"help": "Samples per optimiser step over all processes (the paper: 128); sets the per-device size."},
@@ -157,22 +166,25 @@ def load_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
         config = TempMeConfig.from_preset(model_args.preset, **{**overrides, **schedule_overrides})
         logger.info("Random initialisation of %s", model_args.preset)
         return TempMeCLIPModel(config)
-    base_config = PretrainedConfig.get_config_dict(model_args.model_name_or_path, cache_dir=model_args.cache_dir)[0]
-    if base_config.get("model_type") == "tempme":
-        if schedule_overrides:
-            raise ValueError("schedule_overrides apply to a CLIP checkpoint; this checkpoint is already TempMe.")
-        return TempMeCLIPModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
-    schedule = TempMeConfig.from_preset(model_args.preset, **schedule_overrides)
-    model = TempMeCLIPModel.from_clip(model_args.model_name_or_path, schedule, cache_dir=model_args.cache_dir)
-    model.name_or_path = model_args.model_name_or_path  # recorded as the adapter's base by peft
+    path, kwargs = model_args.model_name_or_path, {"cache_dir": model_args.cache_dir}
+    if PretrainedConfig.get_config_dict(path, **kwargs)[0].get("model_type") == TempMeConfig.model_type:
+        # A saved TempMe model keeps its schedule, unless overrides change some of its fields.
+        schedule = TempMeConfig.from_pretrained(path, **kwargs, **schedule_overrides) if schedule_overrides else None
+    else:
+        schedule = TempMeConfig.from_preset(model_args.preset, **schedule_overrides)
+    model = load_tempme(path, schedule=schedule, **kwargs)
+    model.name_or_path = path  # recorded as the adapter's base by peft
     return model
 
 
-def load_split(data_args: DataArguments, split: str, processor, augment: bool, max_samples: int | None):
+def load_split(data_args: DataArguments, split: str, processor, augment: bool, max_samples: int | None, seed: int):
     rows = load_retrieval_dataset(data_args.dataset_name, data_args.annotations_dir, data_args.videos_dir, split=split)
     if max_samples is not None:
         rows = rows.select(range(min(max_samples, len(rows))))
-    return VideoTextDataset(rows, processor, augment=augment)
+    skipped = data_args.max_skipped_videos
+    return VideoTextDataset(
+        rows, processor, augment=augment, seed=seed, max_skipped_videos=int(skipped) if skipped >= 1 else skipped
+    )
 
 
 def prepare_for_training(model: TempMeCLIPModel, model_args: ModelArguments):
@@ -224,11 +236,16 @@ def train(argv: list[str]) -> dict:
         frame_sampling=data_args.frame_sampling,
         image_size=model.config.vision_config.image_size,
     )
+    # The augmentation draws are keyed on (seed, epoch, sample): the same with any number of workers, and replayed
+    # when a run resumes.
+    data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
     train_dataset = eval_dataset = None
     if training_args.do_train:
-        train_dataset = load_split(data_args, data_args.train_split, processor, data_args.augment, data_args.max_train_samples)
+        train_dataset = load_split(
+            data_args, data_args.train_split, processor, data_args.augment, data_args.max_train_samples, data_seed
+        )
     if training_args.do_eval or training_args.eval_strategy != "no":
-        eval_dataset = load_split(data_args, data_args.eval_split, processor, False, data_args.max_eval_samples)
+        eval_dataset = load_split(data_args, data_args.eval_split, processor, False, data_args.max_eval_samples, data_seed)
 
     model = prepare_for_training(model, model_args)
     trainer = TempMeTrainer(
@@ -245,6 +262,12 @@ def train(argv: list[str]) -> dict:
         checkpoint = training_args.resume_from_checkpoint or last_checkpoint
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()  # the LoRA adapter (with the clip position embeddings) or the full model
+        if train_dataset.skipped_video_ids:
+            train_result.metrics["train_skipped_videos"] = len(train_dataset.skipped_video_ids)
+            logger.warning(
+                "%d training videos did not decode and were skipped: %s",
+                len(train_dataset.skipped_video_ids), ", ".join(train_dataset.skipped_video_ids),
+            )
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
