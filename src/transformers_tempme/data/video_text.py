@@ -46,10 +46,11 @@ _IDS_SHOWN = 5
 
 
 class TooManyBadVideosError(RuntimeError):
-    """More videos of a split failed to decode than `max_skipped_videos` allows. `video_ids` lists them."""
+    """More videos of a split failed to decode than `max_skipped_videos` allows. `video_ids` lists them (empty when
+    re-raised from a DataLoader worker, which passes on the message only)."""
 
-    def __init__(self, message: str, video_ids: list[str]):
-        self.video_ids = video_ids
+    def __init__(self, message: str, video_ids: list[str] | None = None):
+        self.video_ids = video_ids or []
         super().__init__(message)
 
 
