@@ -19,8 +19,9 @@ the uninterrupted one would. Videos that do not decode are skipped and logged; m
 the run. Text: `--tokenizer`, else the tokenizer saved with the model, else OpenAI CLIP's BPE tokenizer built offline
 (`build_clip_tokenizer`).
 
-Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model, the processor,
-`eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe model in `merged/`.
+Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings and the TempMe config) or the full
+model with its pipeline, the processor, `eval_results.json`, and with `--save-merged-model` the adapter folded into a
+plain TempMe model in `merged/` (with processor and pipeline).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .. import (
     load_tempme,
 )
 from ..data.video_text import VideoTextDataset, collate_video_text
+from ..hub.auto import save_with_pipeline
 from ..training.trainer import TempMeTrainer, unwrap_tempme
 from ..tuners.lora import DEFAULT_TARGET_MODULES
 
@@ -273,13 +275,16 @@ def train(argv: list[str]) -> dict:
         trainer.save_state()
         results.update(train_result.metrics)
         if trainer.is_world_process_zero():
-            processor.save_pretrained(training_args.output_dir)
-            # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
-            unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
+            if model_args.use_lora:
+                processor.save_pretrained(training_args.output_dir)
+                # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
+                unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
+            else:
+                # With the processor and the pipeline, the folder loads with transformers alone (trust_remote_code).
+                save_with_pipeline(unwrap_tempme(trainer.model), processor, training_args.output_dir)
             if model_args.use_lora and model_args.save_merged_model:
                 merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-                merged.save_pretrained(Path(training_args.output_dir) / "merged")
-                processor.save_pretrained(Path(training_args.output_dir) / "merged")
+                save_with_pipeline(merged, processor, Path(training_args.output_dir) / "merged")
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

@@ -1,4 +1,5 @@
-"""Staging a saved TempMe model or adapter folder for the Hub: weights, config, remote code and model card.
+"""Staging a saved TempMe model or adapter folder for the Hub: weights, config, remote code, processor, pipeline and
+model card.
 
 `stage_for_upload` writes the exact folder that `tempme push` uploads with `upload_folder`, so a dry
 run shows what a push would publish.
@@ -7,14 +8,17 @@ run shows what a push would publish.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 
+from ..hub.auto import PIPELINE_CODE_FILES, PROCESSOR_CODE_FILES, PROCESSOR_CONFIG_NAME, REMOTE_CODE_FILES
 from ..hub.loading import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, is_adapter_folder
-from ..hub.auto import REMOTE_CODE_FILES
+
+logger = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 # Pickled weights run code when loaded; only safetensors are published.
@@ -59,7 +63,40 @@ def files_to_upload(folder: str | os.PathLike) -> list[Path]:
                 f"{folder}/config.json has no auto_map for AutoConfig and AutoModel, so trust_remote_code would not "
                 "find the code. Re-save the model with transformers_tempme imported."
             )
+    check_inference_files(folder, names)
     return files
+
+
+def check_inference_files(folder: Path, names: set[str]) -> None:
+    """A processor goes up with its code and auto_map (AutoProcessor), and a model with a processor with its pipeline
+    (`custom_pipelines` in config.json and `pipeline_tempme.py`); a model without a processor is published alone."""
+    adapter = is_adapter_folder(folder)
+    if PROCESSOR_CONFIG_NAME not in names:
+        logger.warning(
+            "%s has no processor (%s): the Hub repo will not load with AutoProcessor or pipeline(). Save the "
+            "processor beside the %s (TempMeProcessor.save_pretrained, or save_with_pipeline for a model).",
+            folder, PROCESSOR_CONFIG_NAME, "adapter" if adapter else "model",
+        )
+        return
+    fix = "Re-save it with transformers_tempme imported: " + (
+        "processor.save_pretrained(folder)." if adapter else "save_with_pipeline(model, processor, folder)."
+    )
+    missing = [name for name in PROCESSOR_CODE_FILES if name not in names]
+    auto_map = json.loads((folder / PROCESSOR_CONFIG_NAME).read_text()).get("auto_map", {})
+    if missing or "AutoProcessor" not in auto_map:
+        raise ValueError(
+            f"The processor in {folder} lacks its remote code ({missing or 'no AutoProcessor auto_map'}), so "
+            f"AutoProcessor.from_pretrained(..., trust_remote_code=True) would fail. {fix}"
+        )
+    if adapter:
+        return
+    custom_pipelines = json.loads((folder / "config.json").read_text()).get("custom_pipelines", {})
+    missing = [name for name in PIPELINE_CODE_FILES if name not in names]
+    if missing or not custom_pipelines:
+        raise ValueError(
+            f"{folder} has a processor but not the pipeline ({missing or 'no custom_pipelines in config.json'}), so "
+            f"pipeline(model=..., trust_remote_code=True) would fail. {fix}"
+        )
 
 
 def stage_for_upload(folder: str | os.PathLike, card: ModelCard, out_dir: str | os.PathLike) -> list[Path]:
@@ -73,4 +110,4 @@ def stage_for_upload(folder: str | os.PathLike, card: ModelCard, out_dir: str | 
     return sorted([*staged, out_dir / CARD_NAME])
 
 
-__all__ = ["files_to_upload", "stage_for_upload", "CARD_NAME"]
+__all__ = ["files_to_upload", "check_inference_files", "stage_for_upload", "CARD_NAME"]
