@@ -9,7 +9,8 @@ Layout:
 - `configuration_tempme`, `modeling_tempme`, `merging`: the model; the files written next to saved weights as
   remote code, so they import only torch, transformers and each other.
 - `processing_tempme`, `video_io`, `frame_transforms`: the processor (tokenisation, PyAV decoding, CLIP frame
-  preprocessing).
+  preprocessing); `pipeline_tempme`: the pipeline (zero-shot video classification, text-to-video ranking). Both are
+  written next to saved processors and models as remote code too.
 - `data/`: retrieval datasets, the one dataset and collator of training, evaluation and indexing, tokenizers, the
   synthetic benchmark.
 - `training/`, `evaluation/`: the Trainer, and the retrieval metrics and the one evaluation loop.
@@ -25,7 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .configuration_tempme import PRESETS, TempMeConfig
-from .hub.auto import REMOTE_CODE_FILES, register_auto_classes
+from .hub.auto import REMOTE_CODE_FILES, register_auto_classes, save_with_pipeline
 from .modeling_tempme import (
     TempMeCLIPModel,
     TempMeOutput,
@@ -33,6 +34,7 @@ from .modeling_tempme import (
     TempMeVideoOutput,
     TempMeVisionOutput,
 )
+from .pipeline_tempme import TempMePipeline
 
 __version__ = "0.1.0"
 
@@ -135,5 +137,7 @@ __all__ = [
     "TempMeVideoOutput",
     "TempMeVisionOutput",
     "register_auto_classes",
+    "save_with_pipeline",
+    "TempMePipeline",
     *_LAZY_ATTRIBUTES,
 ]
