@@ -184,3 +184,36 @@ def test_the_frames_of_a_video_share_their_augmentation(processor):
     assert not torch.equal(augmented, plain)
     for frame in range(1, 4):
         torch.testing.assert_close(augmented[frame], augmented[0], rtol=0, atol=0)
+
+
+def test_the_trainer_tells_the_dataset_each_epoch_also_when_resuming(rows, processor, tmp_path):
+    from transformers import TrainingArguments
+
+    from transformers_tempme import TempMeTrainer
+
+    clip_vocabulary = {"vocab_size": 49408, "bos_token_id": 49406, "eos_token_id": 49407}
+
+    def run(output_dir, epochs_seen, resume=None):
+        dataset = VideoTextDataset(rows, processor, augment=True, seed=0)
+        accessed = dataset.__class__.__getitem__
+
+        class Recording(VideoTextDataset):
+            def __getitem__(self, i):
+                epochs_seen.append(self.epoch)
+                return accessed(self, i)
+
+        dataset.__class__ = Recording
+        args = TrainingArguments(
+            output_dir=str(output_dir), per_device_train_batch_size=4, num_train_epochs=2, save_strategy="steps",
+            save_steps=4, report_to=[], use_cpu=True, remove_unused_columns=False, disable_tqdm=True, seed=0,
+        )
+        model = tiny_model(text_config={**TINY_BACKBONE["text_config"], **clip_vocabulary}).train()
+        TempMeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_video_text).train(
+            resume_from_checkpoint=resume
+        )
+
+    straight, resumed = [], []
+    run(tmp_path / "run", straight)  # 12 samples, 3 steps per epoch
+    assert straight == [0] * 12 + [1] * 12
+    run(tmp_path / "run", resumed, resume=str(tmp_path / "run" / "checkpoint-4"))  # step 4 is inside epoch 1
+    assert resumed == [1] * 8  # the 4 samples of step 4 are skipped without being loaded
