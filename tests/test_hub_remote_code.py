@@ -1,4 +1,4 @@
-"""Saved TempMe folders load through transformers' Auto classes and pipeline(), with and without this package installed."""
+"""Saved TempMe folders load through the Auto classes and pipeline(), with and without this package installed."""
 
 from __future__ import annotations
 
