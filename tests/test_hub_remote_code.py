@@ -234,6 +234,8 @@ def test_pipeline_needs_labels_or_text(inference_folder):
         pipe(str(folder / "clip.mp4"))
     with pytest.raises(ValueError, match="not both"):
         pipe(str(folder / "clip.mp4"), candidate_labels=["a dog"], text="a dog")
+    with pytest.raises(ValueError, match="leave batch_size at 1"):
+        pipe([str(folder / "clip.mp4")] * 2, candidate_labels=["a dog"], batch_size=2)
 
 
 @pytest.mark.slow

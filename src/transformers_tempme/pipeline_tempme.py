@@ -54,6 +54,11 @@ class TempMePipeline(Pipeline):
             )
         if videos is None:
             raise ValueError("Give the video(s): a path, the file's bytes or a uint8 frame array.")
+        if (kwargs.get("batch_size") or self._batch_size or 1) > 1:
+            raise ValueError(
+                "TempMePipeline runs one forward per call item (a ranking already encodes all its videos in one "
+                "batch); leave batch_size at 1."
+            )
         if candidate_labels is not None:
             if isinstance(candidate_labels, str) or not candidate_labels:
                 raise ValueError(f"candidate_labels must be a non-empty list of captions, got {candidate_labels!r}.")
