@@ -7,7 +7,7 @@
 2. Trains the same small CLIP twice, from the same initialisation, data order and step budget, with
    `TempMeTrainer`: as the frame-independent baseline (no merging, mean over frames) and as TempMe (ImgMe in block
    0, ClipMe joining 2 frames in block 1 and all 8 in block 2, a schedule scaled to the 4-block vision tower).
-   Every video's time-reversed twin is in the same batch as a hard negative.
+   Every video's time-reversed twin is in the same batch as a hard negative (`GroupedDataset`).
 3. Evaluates both on the test split and prints one table: R@1/R@5/R@10 and R-sum in both directions, pair
    accuracy (does a video score its own caption above its time reversal's caption), GFLOPs per video, training
    time per step and peak memory. Writes `results.md`, `results.json` and `r1_vs_gflops.png` to `--output-dir`.
@@ -30,20 +30,16 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedTokenizerFast, TrainerCallback, TrainingArguments
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, pair_accuracy
 from transformers_tempme.data.retrieval_datasets import load_retrieval_dataset
-from transformers_tempme.evaluation.retrieval import evaluate_retrieval
 from transformers_tempme.data.synthetic_video import load_reversal_pairs, make_synthetic_benchmark
-from transformers_tempme.training.trainer import TempMeTrainer
-from transformers_tempme.data.training_data import (
-    PairedVideoTextDataset,
-    VideoTextDataset,
-    collate_video_text,
-    reversal_groups,
-)
+from transformers_tempme.data.video_text import GroupedDataset, VideoTextDataset, collate_video_text, reversal_groups
 from transformers_tempme.data.word_tokenizer import build_word_level_tokenizer
+from transformers_tempme.evaluation.retrieval import evaluate_retrieval
+from transformers_tempme.training.trainer import TempMeTrainer
 
 VARIANTS = ("baseline", "tempme")
 VARIANT_LABELS = {"baseline": "CLIP, frame-independent (mean over frames)", "tempme": "TempMe (ImgMe + ClipMe)"}
@@ -154,14 +150,14 @@ def build_model(variant: str, tokenizer, args, seed: int) -> TempMeCLIPModel:
         args.clip_position_std,
         args.clip_merge_layers,
     )
+    if variant == "baseline":
+        torch.manual_seed(seed)
+        return TempMeCLIPModel(config)
+    # The baseline's weights under TempMe's schedule; the clip position embeddings (the only new weights) are drawn
+    # from the same seed.
+    baseline = build_model("baseline", tokenizer, args, seed)
     torch.manual_seed(seed)
-    model = TempMeCLIPModel(config)
-    if variant == "tempme":
-        # Draw the clip position embeddings from their own generator so the shared weights stay identical.
-        baseline = build_model("baseline", tokenizer, args, seed)
-        missing, unexpected = model.load_state_dict(baseline.state_dict(), strict=False)
-        assert not unexpected and all(".clip_position_embedding." in name for name in missing)
-    return model
+    return baseline.with_schedule(config)
 
 
 def order_sensitive_seed(tokenizer, processor, args) -> tuple[int, float]:
@@ -192,7 +188,7 @@ def word_order_cosine(model: TempMeCLIPModel, processor: TempMeProcessor) -> flo
     embeds = model.get_text_features(
         input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
     ).pooler_output
-    embeds = embeds / embeds.norm(dim=-1, keepdim=True)
+    embeds = F.normalize(embeds, dim=-1)
     return float(embeds[0] @ embeds[1])
 
 
@@ -249,23 +245,18 @@ def unique_caption_pairs(rows: list[dict], partner_of: dict[str, str]) -> list[d
     return kept
 
 
-def load_splits(benchmark: Path, processor: TempMeProcessor):
+def load_splits(benchmark: Path, processor: TempMeProcessor, seed: int):
+    """Train and test splits, one row per video, decoded videos kept in memory (the demo decodes them once)."""
     annotations, videos = benchmark / "annotations", benchmark / "videos"
     partner_of = load_reversal_pairs(annotations)
     train_rows = one_row_per_video(load_retrieval_dataset("msrvtt", annotations, videos, split="train"))
     test_rows = unique_caption_pairs(
         one_row_per_video(load_retrieval_dataset("msrvtt", annotations, videos, split="test")), partner_of
     )
-    train = VideoTextDataset(train_rows, processor, random_caption=True, cache_videos=True)
-    test = VideoTextDataset(test_rows, processor, cache_videos=True)
+    # Every access to a training video draws one of its two captions (a function of seed, epoch and video).
+    train = VideoTextDataset(train_rows, processor, random_caption=True, cache_videos=True, seed=seed)
+    test = VideoTextDataset(test_rows, processor, cache_videos=True, seed=seed)
     return train, test, partner_of
-
-
-def decode_all(dataset: VideoTextDataset, description: str) -> None:
-    from tqdm.auto import tqdm
-
-    for i in tqdm(range(len(dataset)), desc=description):
-        dataset.video(i)
 
 
 # ---------------------------------------------------------------------------------------------- one training run
@@ -303,10 +294,10 @@ def train_one(args, variant: str) -> dict:
         tokenizer, num_frames=NUM_FRAMES, max_words=MAX_WORDS, frame_sampling="uniform", image_size=IMAGE_SIZE,
         train_augmentation=None,
     )
-    train, test, partner_of = load_splits(Path(args.output_dir) / "benchmark", processor)
+    train, test, partner_of = load_splits(Path(args.output_dir) / "benchmark", processor, args.seed)
     cache = torch.load(work / "decoded_videos.pt")
     train.decoded_videos, test.decoded_videos = cache["train"], cache["test"]
-    pairs = PairedVideoTextDataset(train, reversal_groups(train.video_ids, partner_of))
+    pairs = GroupedDataset(train, reversal_groups(train.video_ids, partner_of))
     test_partners = [test.video_ids.index(partner_of[v]) for v in test.video_ids]
 
     model = build_model(variant, tokenizer, args, args.seed if args.model_seed is None else args.model_seed)
@@ -433,9 +424,9 @@ def main(argv=None) -> None:
         tokenizer, num_frames=NUM_FRAMES, max_words=MAX_WORDS, frame_sampling="uniform", image_size=IMAGE_SIZE,
         train_augmentation=None,
     )
-    train, test, _ = load_splits(benchmark, processor)
-    decode_all(train, "Decoding train videos")
-    decode_all(test, "Decoding test videos")
+    train, test, _ = load_splits(benchmark, processor, args.seed)
+    train.decode_all("Decoding train videos")
+    test.decode_all("Decoding test videos")
     torch.save({"train": train.decoded_videos, "test": test.decoded_videos}, work / "decoded_videos.pt")
     print(f"{len(train)} training videos ({len(tokenizer)}-token vocabulary), {len(test)} test videos")
 

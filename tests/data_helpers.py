@@ -37,11 +37,12 @@ def require_wheel(pattern: str, package: str) -> Path:
 
 
 def shared_data_dir() -> Path:
-    """The project's shared data folder: `shared/` inside the checkout or next to it."""
+    """The project's shared data folder (`shared/data` inside the checkout or next to it); skips the test when a
+    plain clone has none."""
     for candidate in (REPO_ROOT / "shared", REPO_ROOT.parent / "shared"):
         if (candidate / "data").is_dir():
             return candidate / "data"
-    pytest.fail(f"No shared/data folder inside or next to {REPO_ROOT}.", pytrace=False)
+    pytest.skip(f"needs real annotation files in a shared/data folder inside or next to {REPO_ROOT}; there is none")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def test_b32_tempme_per_block_counts():
 
 def test_64_frames():
     """The paper prints 276.7 / 208.5 / 180.3 GFLOPs for 64 frames; the FLOP formula and fvcore over the
-    authors' code both give 2-3.4% more (design notes 10.2), and so do we."""
+    authors' code both give 2-3.4% more, and so do we."""
     tempme = TempMeConfig.from_preset("tempme-vit-b-32-64f")
     assert token_schedule(tempme)[-1] == (1, 500)
     assert count_gflops(tempme) == pytest.approx(186.43, abs=0.01)

@@ -81,6 +81,17 @@ def _worker(rank: int, port: int, schedule_name: str, result_path: str) -> None:
         expected = torch.cat([torch.full((LOCAL_BATCH, 2), float(r)) for r in range(WORLD_SIZE)])
         assert torch.equal(gathered, expected)
 
+        # Uneven batches (a skipped video makes one smaller): rows in rank order, each process's gradient is the
+        # sum over processes of the gradient of its own rows.
+        sizes = [LOCAL_BATCH - r for r in range(WORLD_SIZE)]
+        local = torch.full((sizes[rank], 2), float(rank), requires_grad=True)
+        gathered = gather_with_gradient(local)
+        assert torch.equal(gathered, torch.cat([torch.full((n, 2), float(r)) for r, n in enumerate(sizes)]))
+        weights = torch.arange(len(gathered), dtype=torch.float32)[:, None]
+        (gathered * weights).sum().backward()
+        start = sum(sizes[:rank])
+        assert torch.equal(local.grad, WORLD_SIZE * weights[start : start + sizes[rank]].expand(-1, 2))
+
         if rank == 0:
             grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
             torch.save({"loss": loss.detach(), "grads": grads}, result_path)

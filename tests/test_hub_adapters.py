@@ -111,3 +111,44 @@ def test_save_adapter_refuses_an_adapter_without_a_base_model(tmp_path):
 def test_load_tempme_needs_a_model_or_an_adapter():
     with pytest.raises(ValueError, match="base model, an adapter"):
         load_tempme()
+
+
+def test_load_tempme_takes_an_adapter_folder_with_its_tempme_config(trained_adapter, tmp_path):
+    """What `tempme train` writes: the adapter and the TempMe config it was trained with, in one folder."""
+    _, adapter_dir, inputs, trained_logits, peft_model = trained_adapter
+    peft_model.base_model.model.config.save_pretrained(adapter_dir)
+    model = load_tempme(adapter_dir, merge=True)
+    assert isinstance(model, TempMeCLIPModel)
+    torch.testing.assert_close(logits(model, inputs), trained_logits, rtol=1e-3, atol=1e-3)
+
+
+def test_load_tempme_runs_the_same_weights_under_another_schedule(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    tome = tiny_config("tome")
+    loaded = load_tempme(tmp_path / "model", schedule=tome)
+    assert loaded.config.merge_schedule == {**tome.merge_schedule}
+    assert loaded.config.clip_merge_layers == []
+    inputs = tiny_inputs(model.config)
+    with torch.no_grad():
+        counts = loaded.encode_video(inputs["pixel_values"]).token_counts
+    assert counts[-1][0] == model.config.num_frames  # no clip merging: one sequence per frame
+    shared = {name: tensor for name, tensor in model.state_dict().items() if ".clip_position_embedding." not in name}
+    for name, tensor in shared.items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_with_schedule_keeps_clip_position_embeddings_where_the_schedule_has_them():
+    model = tiny_model()
+    other = model.with_schedule(tiny_config("tempme", cross_clip_keep_ratio=0.5))
+    for layer in model.config.clip_merge_layers:
+        name = f"vision_model.encoder.layers.{layer}.clip_position_embedding.weight"
+        torch.testing.assert_close(other.state_dict()[name], model.state_dict()[name], rtol=0, atol=0)
+    assert other.config.cross_clip_keep_ratio == 0.5
+
+
+def test_load_tempme_needs_a_schedule_for_a_plain_clip_checkpoint(tmp_path):
+    CLIPModel(CLIPConfig(**TINY_BACKBONE)).save_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match="plain CLIP checkpoint: give the TempMe schedule"):
+        load_tempme(tmp_path / "clip")
+    assert load_tempme(tmp_path / "clip", schedule=tiny_config()).config.clip_merge_layers == [2, 3]

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_BACKBONE, tiny_inputs, tiny_model
+from data_helpers import clip_tokenizer  # noqa: F401 (fixture)
 from hub_card_checks import BENCHMARK, BENCHMARK_COMMAND, EVALUATION, numbers_not_from_sources, source_numbers, write_inputs
-from conftest import tiny_inputs, tiny_model
 from safetensors.torch import load_file
 
-from transformers_tempme import REMOTE_CODE_FILES, TempMeCLIPModel, apply_lora, save_adapter
+from transformers_tempme import REMOTE_CODE_FILES, TempMeCLIPModel, TempMeProcessor, apply_lora, save_adapter
+from transformers_tempme.hub.auto import PIPELINE_CODE_FILES, PROCESSOR_CODE_FILES, save_with_pipeline
 
 BASE_MODEL = "openai/clip-vit-base-patch32"
 
@@ -27,13 +29,21 @@ def folder_digest(folder: Path) -> dict[str, str]:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
 
 
+# What a processor leaves beside the weights: its settings, the tokenizer and its remote code.
+PROCESSOR_FILES = {"processor_config.json", "tokenizer.json", "tokenizer_config.json", *PROCESSOR_CODE_FILES}
+
+
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, clip_tokenizer):  # noqa: F811
     root = tmp_path_factory.mktemp("push")
-    model = tiny_model()
-    model.save_pretrained(root / "model")
+    model = tiny_model(text_config={**TINY_BACKBONE["text_config"], "vocab_size": 49408, "bos_token_id": 49406,
+                                    "eos_token_id": 49407})
+    processor = TempMeProcessor(clip_tokenizer, num_frames=4, max_words=16, image_size=32)
+    save_with_pipeline(model, processor, root / "model")
+    model.save_pretrained(root / "model_alone")
     peft_model = apply_lora(TempMeCLIPModel.from_pretrained(root / "model"))
     save_adapter(peft_model, root / "adapter")
+    processor.save_pretrained(root / "adapter")
     eval_path, bench_path = write_inputs(root / "results")
     card_args = ["--eval-json", str(eval_path), "--benchmark-json", str(bench_path),
                  "--benchmark-command", BENCHMARK_COMMAND]
@@ -46,8 +56,9 @@ def test_dry_run_of_a_model_writes_config_weights_code_and_card(saved, tmp_path)
     argv = [str(root / "model"), "--repo-id", "owner/tempme-tiny", "--base-model", BASE_MODEL, *card_args]
     assert load_script().main([*argv, "--dry-run", str(out)]) == 0
 
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", *REMOTE_CODE_FILES}
-    for name in ("config.json", "model.safetensors", *REMOTE_CODE_FILES):
+    published = {"config.json", "model.safetensors", *REMOTE_CODE_FILES, *PROCESSOR_FILES, *PIPELINE_CODE_FILES}
+    assert {p.name for p in out.iterdir()} == {*published, "README.md"}
+    for name in published:
         assert (out / name).read_bytes() == (root / "model" / name).read_bytes()
 
     card = (out / "README.md").read_text()
@@ -55,6 +66,8 @@ def test_dry_run_of_a_model_writes_config_weights_code_and_card(saved, tmp_path)
     weights = sum(t.numel() for t in load_file(out / "model.safetensors").values())
     assert numbers_not_from_sources(card, source_numbers(EVALUATION, BENCHMARK, BENCHMARK_COMMAND, config) + [weights]) == []
     assert "trust_remote_code=True" in card and "model-index" in card
+    assert 'pipeline(model="owner/tempme-tiny", trust_remote_code=True)' in card
+    assert 'AutoProcessor.from_pretrained("owner/tempme-tiny", trust_remote_code=True)' in card
 
     # The staged folder is a working model.
     inputs = tiny_inputs(model.config)
@@ -69,7 +82,8 @@ def test_dry_run_of_an_adapter_writes_the_adapter_and_its_card(saved, tmp_path):
     out = tmp_path / "staged"
     argv = [str(root / "adapter"), "--repo-id", "owner/tempme-tiny-lora", *card_args, "--dry-run", str(out)]
     assert load_script().main(argv) == 0
-    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md",
+                                               *PROCESSOR_FILES}
     assert (out / "adapter_model.safetensors").read_bytes() == (root / "adapter" / "adapter_model.safetensors").read_bytes()
     card = (out / "README.md").read_text()
     assert 'PeftModel.from_pretrained(base, "owner/tempme-tiny-lora")' in card  # ours, not peft's default card
@@ -106,14 +120,23 @@ def test_upload_sends_exactly_the_dry_run_folder(saved, tmp_path, monkeypatch):
     assert uploaded == folder_digest(tmp_path / "dry")
 
 
+def without_custom_pipelines(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    del config["custom_pipelines"]
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 @pytest.mark.parametrize(
     "break_folder, message",
     [
         (lambda folder: (folder / "merging.py").unlink(), "missing ['merging.py']"),
         (lambda folder: (folder / "pytorch_model.bin").write_bytes(b"pickle"), "pickled weights"),
         (lambda folder: (folder / "model.safetensors").unlink(), "no safetensors weights"),
+        (lambda folder: (folder / "video_io.py").unlink(), "lacks its remote code (['video_io.py'])"),
+        (lambda folder: (folder / "pipeline_tempme.py").unlink(), "not the pipeline (['pipeline_tempme.py'])"),
+        (without_custom_pipelines, "no custom_pipelines in config.json"),
     ],
-    ids=["no-remote-code", "pickle", "no-weights"],
+    ids=["no-remote-code", "pickle", "no-weights", "no-processor-code", "no-pipeline-code", "no-custom-pipelines"],
 )
 def test_incomplete_folders_are_refused(saved, tmp_path, capsys, break_folder, message):
     import shutil
@@ -133,3 +156,15 @@ def test_dry_run_refuses_a_non_empty_folder(saved, tmp_path, capsys):
     argv = [str(root / "model"), "--repo-id", "o/m", "--base-model", BASE_MODEL, "--dry-run", str(tmp_path / "out")]
     assert load_script().main(argv) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_model_without_a_processor_is_published_alone_with_a_warning(saved, tmp_path, caplog):
+    root, _, card_args = saved
+    out = tmp_path / "staged"
+    argv = [str(root / "model_alone"), "--repo-id", "o/m", "--base-model", BASE_MODEL, *card_args, "--dry-run", str(out)]
+    with caplog.at_level("WARNING", logger="transformers_tempme.hub.upload"):
+        assert load_script().main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", *REMOTE_CODE_FILES}
+    assert "has no processor" in caplog.text
+    card = (out / "README.md").read_text()
+    assert "AutoProcessor" not in card and "pipeline(" not in card

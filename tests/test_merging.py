@@ -15,7 +15,7 @@ from transformers_tempme.merging import (
 
 
 def reference_merge(x, sizes, metric, num_merge, num_cls):
-    """One sequence, written step by step from the design notes (section 2).
+    """One sequence, written step by step (ToMe's bipartite soft matching as TempMe uses it).
 
     Patch tokens at even global positions are sources, odd ones destinations; the `num_merge` sources with the
     highest best-cosine merge into their best destination by size-weighted average; output is

@@ -47,9 +47,11 @@ def test_a_training_output_folder_is_pushed_as_it_is(tmp_path, card_args, capsys
     # No --config: the TempMe config is in the folder (for a Hub base too, which the card cannot read).
     assert push.main([str(folder), "--repo-id", "owner/tempme-lora", *card_args, "--dry-run", str(staged)]) == 0
     published = {path.name for path in staged.iterdir()}
-    # config.json comes with the code AutoConfig needs for it (written by config.save_pretrained).
+    # config.json comes with the code AutoConfig needs for it (written by config.save_pretrained), the processor
+    # with the code AutoProcessor needs for it.
     assert published == {"adapter_config.json", "adapter_model.safetensors", "config.json", "configuration_tempme.py",
-                         "merging.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json", "README.md"}
+                         "merging.py", "processor_config.json", "processing_tempme.py", "video_io.py",
+                         "frame_transforms.py", "tokenizer.json", "tokenizer_config.json", "README.md"}
     out = capsys.readouterr().out
     assert "Not published" in out and "training_args.bin" in out and "checkpoint-2/" in out
     assert "peft's generic card" not in (staged / "README.md").read_text()

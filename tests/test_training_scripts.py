@@ -115,25 +115,57 @@ def test_train_then_evaluate_end_to_end(benchmark, tmp_path):
     assert written["rsum"] == pytest.approx(results["eval_rsum"])
 
 
-@pytest.mark.parametrize("use_lora", [True, False])
-def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lora):
+def final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    """The trained weights a run saved: its adapter, or its full model."""
+    adapter = output_dir / "adapter_model.safetensors"
+    return load_file(adapter if adapter.exists() else output_dir / "model.safetensors")
+
+
+def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    for name, tensor in first.items():
+        torch.testing.assert_close(second[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_augmented_runs_with_the_same_seed_give_identical_weights(benchmark, tmp_path):
+    runs = {
+        "first": {},
+        "second, decoding in 2 worker processes": {"dataloader_num_workers": 2},
+        "without augmentation": {"augment": False},
+    }
+    weights = {}
+    for name, overrides in runs.items():
+        output_dir = tmp_path / name.split(",")[0].replace(" ", "_")
+        config = train_config(benchmark, output_dir, **{"augment": True, "do_eval": False, "save_strategy": "no",
+                                                         **overrides})
+        train([write_config(tmp_path / f"{output_dir.name}.json", config)])
+        weights[name] = final_weights(output_dir)
+    assert_same_weights(weights["first"], weights["second, decoding in 2 worker processes"])
+    # The augmentation is on and changes what the model learns.
+    differs = [not torch.equal(weights["first"][k], weights["without augmentation"][k]) for k in weights["first"]]
+    assert any(differs)
+
+
+@pytest.mark.parametrize(
+    "use_lora, max_train_samples",
+    [(True, None), (False, 12)],
+    ids=["lora-resumed-mid-epoch", "full-resumed-mid-epoch-then-next-epoch"],
+)
+def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lora, max_train_samples):
+    """With augmentation on: the resumed run skips the batches it already trained on without loading them, and the
+    samples after them are augmented exactly as in the uninterrupted run."""
+    settings = {"use_lora": use_lora, "do_eval": False, "augment": True, "max_train_samples": max_train_samples}
     straight_dir = tmp_path / "straight"
-    straight = train_config(benchmark, straight_dir, use_lora=use_lora, do_eval=False)
-    train([write_config(tmp_path / "straight.json", straight)])
+    train([write_config(tmp_path / "straight.json", train_config(benchmark, straight_dir, **settings))])
 
     # The run interrupted after step 2: start again from the checkpoint it wrote there, in a new folder.
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     subprocess.run(["cp", "-r", str(straight_dir / "checkpoint-2"), str(resumed_dir)], check=True)
-    resumed = train_config(benchmark, resumed_dir, use_lora=use_lora, do_eval=False,
-                           resume_from_checkpoint=str(resumed_dir / "checkpoint-2"))
+    resumed = train_config(benchmark, resumed_dir, resume_from_checkpoint=str(resumed_dir / "checkpoint-2"), **settings)
     train([write_config(tmp_path / "resumed.json", resumed)])
 
-    weights = "model.safetensors"  # random initialisation: the full model, with or without LoRA
-    final_straight, final_resumed = load_file(straight_dir / weights), load_file(resumed_dir / weights)
-    assert final_straight.keys() == final_resumed.keys()
-    for name, tensor in final_straight.items():
-        torch.testing.assert_close(final_resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert_same_weights(final_weights(straight_dir), final_weights(resumed_dir))
     state_straight = json.loads((straight_dir / "trainer_state.json").read_text())
     state_resumed = json.loads((resumed_dir / "trainer_state.json").read_text())
     losses = lambda state: [entry["loss"] for entry in state["log_history"] if "loss" in entry]  # noqa: E731

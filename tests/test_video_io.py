@@ -15,7 +15,7 @@ from transformers_tempme.video_io import VideoDecodeError, index_video, read_vid
 
 
 def authors_sampling(n_frames: int, fps: float, num_frames: int) -> list[int]:
-    """The sampling of the authors' loader, written out independently (spec 7.3)."""
+    """The sampling of the authors' loader, written out independently."""
     stride = int(round(fps / 1))
     all_positions = list(range(0, n_frames, stride))
     if len(all_positions) > num_frames:

@@ -9,9 +9,11 @@ Layout:
 - `configuration_tempme`, `modeling_tempme`, `merging`: the model; the files written next to saved weights as
   remote code, so they import only torch, transformers and each other.
 - `processing_tempme`, `video_io`, `frame_transforms`: the processor (tokenisation, PyAV decoding, CLIP frame
-  preprocessing).
-- `data/`: retrieval datasets, the training dataset and collator, tokenizers, the synthetic benchmark.
-- `training/`, `evaluation/`: the Trainer and the retrieval metrics and evaluation loop.
+  preprocessing); `pipeline_tempme`: the pipeline (zero-shot video classification, text-to-video ranking). Both are
+  written next to saved processors and models as remote code too.
+- `data/`: retrieval datasets, the one dataset and collator of training, evaluation and indexing, tokenizers, the
+  synthetic benchmark.
+- `training/`, `evaluation/`: the Trainer, and the retrieval metrics and the one evaluation loop.
 - `tuners/`: parameter-efficient fine-tuning (LoRA through peft).
 - `hub/`: Auto-class registration, loading, staging for upload and model cards.
 - `analysis/`: token and FLOP accounting, merge visualisations.
@@ -24,7 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .configuration_tempme import PRESETS, TempMeConfig
-from .hub.auto import REMOTE_CODE_FILES, register_auto_classes
+from .hub.auto import REMOTE_CODE_FILES, register_auto_classes, save_with_pipeline
 from .modeling_tempme import (
     TempMeCLIPModel,
     TempMeOutput,
@@ -32,6 +34,7 @@ from .modeling_tempme import (
     TempMeVideoOutput,
     TempMeVisionOutput,
 )
+from .pipeline_tempme import TempMePipeline
 
 __version__ = "0.1.0"
 
@@ -58,7 +61,11 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "VideoDecodeError": ".video_io",
     "read_video_frames": ".video_io",
     "sample_frame_indices": ".video_io",
-    "TempMeDataCollator": ".data.collator",
+    "VideoTextDataset": ".data.video_text",
+    "GroupedDataset": ".data.video_text",
+    "TooManyBadVideosError": ".data.video_text",
+    "collate_video_text": ".data.video_text",
+    "reversal_groups": ".data.video_text",
     "BENCHMARKS": ".data.retrieval_datasets",
     "MissingVideosError": ".data.retrieval_datasets",
     "MissingVideosWarning": ".data.retrieval_datasets",
@@ -73,11 +80,12 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "text_video_retrieval_metrics": ".evaluation.metrics",
     "pair_accuracy": ".evaluation.metrics",
     "TempMeTrainer": ".training.trainer",
+    "encode_split": ".evaluation.retrieval",
+    "evaluate_retrieval": ".evaluation.retrieval",
 }
 
 if TYPE_CHECKING:
     from .analysis.accounting import FlopCount, count_flops, count_gflops, token_schedule
-    from .data.collator import TempMeDataCollator
     from .data.retrieval_datasets import (
         BENCHMARKS,
         MissingVideosError,
@@ -87,7 +95,15 @@ if TYPE_CHECKING:
     )
     from .data.synthetic_video import load_reversal_pairs, make_synthetic_benchmark, write_video
     from .data.tokenizer import build_clip_tokenizer
+    from .data.video_text import (
+        GroupedDataset,
+        TooManyBadVideosError,
+        VideoTextDataset,
+        collate_video_text,
+        reversal_groups,
+    )
     from .evaluation.metrics import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
+    from .evaluation.retrieval import encode_split, evaluate_retrieval
     from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
     from .hub.loading import adapter_base_model, load_tempme, save_adapter
     from .processing_tempme import TempMeProcessor
@@ -121,5 +137,7 @@ __all__ = [
     "TempMeVideoOutput",
     "TempMeVisionOutput",
     "register_auto_classes",
+    "save_with_pipeline",
+    "TempMePipeline",
     *_LAZY_ATTRIBUTES,
 ]

@@ -1,6 +1,6 @@
 """TempMe configuration: a `CLIPConfig` plus the temporal token-merging schedule.
 
-The schedule fields follow the authors' command-line options (see the project's design notes):
+The schedule fields follow the authors' command-line options:
 
 - ImgMe runs in every vision block before the first ClipMe block and merges `img_merge_r` tokens per frame.
 - ClipMe runs in the 0-indexed blocks `clip_merge_layers`; block `clip_merge_layers[i]` joins

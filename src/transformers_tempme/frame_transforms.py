@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN = tuple(OPENAI_CLIP_MEAN)
+CLIP_STD = tuple(OPENAI_CLIP_STD)
 CLIP_IMAGE_SIZE = 224
 
 

@@ -433,6 +433,8 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
 
         The backbone dimensions come from the CLIP model; the merge schedule from `config_or_preset` (a
         `TempMeConfig` or a preset name such as `"tempme-vit-b-16"`). Only the clip position embeddings are new.
+        A `TempMeCLIPModel` works too (see `with_schedule`): its clip position embeddings carry over where the new
+        schedule has the same ones (same block, same number of clips).
         """
         clip = clip_model_or_path
         if isinstance(clip, str):
@@ -451,13 +453,23 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
         )
         config._attn_implementation = clip.config._attn_implementation
         model = cls(config).to(dtype=clip.dtype, device=clip.device)
-        missing, unexpected = model.load_state_dict(clip.state_dict(), strict=False)
+        shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
+        weights = {
+            name: tensor
+            for name, tensor in clip.state_dict().items()
+            if ".clip_position_embedding." not in name or shapes.get(name) == tensor.shape
+        }
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         new_parameters = [name for name in missing if ".clip_position_embedding." not in name]
         if new_parameters or unexpected:
             raise ValueError(
                 f"The CLIP weights do not match the TempMe model: missing {new_parameters}, unexpected {unexpected}."
             )
         return model
+
+    def with_schedule(self, config_or_preset: TempMeConfig | str) -> "TempMeCLIPModel":
+        """The same weights under another merge schedule (e.g. ToMe beside TempMe), as a new model."""
+        return type(self).from_clip(self, config_or_preset)
 
     # ------------------------------------------------------------------ encoders
 

@@ -6,6 +6,10 @@ Text follows the paper's loader: `[SOT] + BPE tokens` truncated to `max_words - 
 
 The video settings are plain processor attributes stored in `processor_config.json` (there is no separate image
 processor: `transformers`' CLIP image processors need torchvision, and the paper's video pipeline is its own).
+
+This file, `video_io.py` and `frame_transforms.py` are written next to a saved processor as remote code
+(`AutoProcessor.from_pretrained(folder, trust_remote_code=True)`): they import only numpy, PIL, transformers, PyAV
+(optional: needed to read video files, not for frame arrays) and each other.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class TempMeProcessor(ProcessorMixin):
 
     Args:
         tokenizer (`CLIPTokenizer`):
-            OpenAI CLIP's BPE tokenizer (see `build_clip_tokenizer` for building it offline).
+            OpenAI CLIP's BPE tokenizer (the package's `build_clip_tokenizer()` builds it offline).
         num_frames (`int`, *optional*, defaults to 12):
             Frames sampled per video (64 in the paper for ActivityNet and DiDeMo).
         max_words (`int`, *optional*, defaults to 32):
@@ -76,13 +80,6 @@ class TempMeProcessor(ProcessorMixin):
         paper_augmentation = {"num_ops": 4, "magnitude": 7.0, "magnitude_std": 0.5}
         self.train_augmentation = dict(train_augmentation) if train_augmentation is not None else paper_augmentation
         super().__init__(tokenizer, **kwargs)
-
-    @classmethod
-    def from_clip_bpe(cls, cache_dir: str | None = None, **kwargs) -> "TempMeProcessor":
-        """A processor with OpenAI CLIP's tokenizer built offline from the `open-clip-torch` wheel's BPE file."""
-        from .data.tokenizer import build_clip_tokenizer
-
-        return cls(build_clip_tokenizer(cache_dir), **kwargs)
 
     def encode_text(self, text: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, both int64 of shape `(batch, max_words)`, with the paper's truncation."""
@@ -166,3 +163,7 @@ class TempMeProcessor(ProcessorMixin):
 
     def decode(self, *args, **kwargs):
         return self.tokenizer.decode(*args, **kwargs)
+
+
+# `save_pretrained` writes an auto_map for AutoProcessor and copies this file and its relative imports.
+TempMeProcessor.register_for_auto_class("AutoProcessor")

@@ -24,8 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-import av
 import numpy as np
+
+try:
+    import av
+except ImportError:  # Frame arrays need no decoder; `_require_av` says what to install when a file must be read.
+    av = None
 
 VideoSource = str | os.PathLike | BinaryIO | bytes
 SamplingMode = Literal["fps", "uniform"]
@@ -96,11 +100,17 @@ def _describe(source: VideoSource) -> str:
     return f"<file object {name}>" if isinstance(name, str) else f"<{type(source).__name__}>"
 
 
+def _require_av() -> None:
+    if av is None:
+        raise ImportError("Reading video files needs PyAV, which is not installed: pip install av")
+
+
 @contextmanager
 def _open_video_stream(
     source: VideoSource, description: str
 ) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
     """Open `source` and yield its first video stream, translating every PyAV failure into `VideoDecodeError`."""
+    _require_av()
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     elif not isinstance(source, (str, os.PathLike)):

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..configuration_tempme import TempMeConfig
 from ..frame_transforms import CLIP_MEAN, CLIP_STD, center_crop, normalize_frames, resize_shorter_side
 from ..modeling_tempme import TempMeCLIPModel
 
@@ -87,16 +86,6 @@ def prepare_frames(frames: np.ndarray, image_size: int) -> tuple[np.ndarray, tor
     return shown, pixel_values
 
 
-def model_with_schedule(model: TempMeCLIPModel, schedule: TempMeConfig) -> TempMeCLIPModel:
-    """The same CLIP weights under another merge schedule (e.g. ToMe next to a TempMe model)."""
-    config = TempMeConfig.from_dict({**model.config.to_dict(), **schedule.merge_schedule})
-    other = TempMeCLIPModel(config).to(dtype=model.dtype).eval()
-    missing, unexpected = other.load_state_dict(model.state_dict(), strict=False)
-    if any(".clip_position_embedding." not in name for name in [*missing, *unexpected]):
-        raise ValueError(f"Weights do not carry over between schedules: missing {missing}, unexpected {unexpected}.")
-    return other
-
-
 @torch.no_grad()
 def merge_owners(model: TempMeCLIPModel, pixel_values: torch.Tensor) -> tuple[np.ndarray, int]:
     """Owner map `(frames, grid, grid)` of one video, and the number of tokens leaving the vision tower."""
@@ -142,7 +131,6 @@ __all__ = [
     "owner_colours",
     "paint_merges",
     "prepare_frames",
-    "model_with_schedule",
     "merge_owners",
     "merge_figure",
 ]

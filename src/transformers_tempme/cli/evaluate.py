@@ -12,45 +12,28 @@ GFLOPs per video (`count_gflops`), its output tokens per video and the videos/s 
     {"dataset", "split", "model", "command", "text_to_video": {"R@1", "R@5", "R@10", "MdR", "MnR"},
      "video_to_text": {...}, "rsum", "gflops", "output_tokens", "videos_per_s"}
 
-`--model` may be a folder written by `tempme train` (a LoRA adapter with its TempMe config; the adapter is merged
-into `--base-model`, by default the base recorded in the adapter), a saved TempMe model, or a plain CLIP checkpoint
-turned into TempMe with `--preset` (zero-shot).
+`--model` is anything `load_tempme` loads: a folder written by `tempme train` (a LoRA adapter with its TempMe
+config, put on `--base-model` or the base the adapter names), a saved TempMe model, a Hub id, or a plain CLIP
+checkpoint turned into TempMe with `--preset` (zero-shot). `--preset` on a TempMe model evaluates its weights under
+another schedule. `accelerate launch -m transformers_tempme.cli evaluate ...` shards the split over processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
-import torch
-from transformers import AutoTokenizer, PretrainedConfig
-
-from .. import (
-    CLIP_MEAN,
-    CLIP_STD,
-    TempMeCLIPModel,
-    TempMeConfig,
-    TempMeProcessor,
-    build_clip_tokenizer,
-    load_retrieval_dataset,
-)
-from ..evaluation.retrieval import evaluate_retrieval
-from ..hub.integrity import check_weights_in
-from ..data.training_data import VideoTextDataset
 from . import command_parser
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = command_parser("evaluate", __doc__)
     parser.add_argument("--model", required=True, help="model or adapter folder, Hub id, or a CLIP checkpoint")
-    parser.add_argument("--base-model", default=None, help="CLIP weights under a LoRA adapter")
-    parser.add_argument("--preset", default="tempme-vit-b-32", help="preset applied to a plain CLIP checkpoint")
+    parser.add_argument("--base-model", default=None, help="the model under a LoRA adapter (default: the one it names)")
+    parser.add_argument("--preset", default=None, help="merge schedule for a CLIP checkpoint, or to replace the model's")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (default: the model's)")
     parser.add_argument("--dataset", default="msrvtt", help="msrvtt, didemo, activitynet or lsmdc")
     parser.add_argument("--annotations-dir", required=True)
@@ -62,62 +45,60 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu to stay off the GPU (default: Accelerate's choice)")
     parser.add_argument("--output-file", default=None, help="default: <model folder>/retrieval_<split>.json")
     return parser.parse_args(argv)
 
 
-def load_model(args) -> TempMeCLIPModel:
-    path = Path(args.model)
-    check_weights_in(path)  # names a truncated weights file before the loader fails on it
-    if (path / ADAPTER_CONFIG).exists():
-        from peft import PeftModel
+def load_model(args):
+    from ..hub.loading import load_tempme
 
-        adapter = json.loads((path / ADAPTER_CONFIG).read_text())
-        base = args.base_model or adapter.get("base_model_name_or_path")
-        if not base:
-            raise ValueError(f"{path} holds a LoRA adapter without a recorded base; pass --base-model.")
-        config = TempMeConfig.from_pretrained(path)
-        check_weights_in(base)
-        base_type = PretrainedConfig.get_config_dict(base)[0].get("model_type")
-        model = TempMeCLIPModel.from_pretrained(base) if base_type == "tempme" else TempMeCLIPModel.from_clip(base, config)
-        return PeftModel.from_pretrained(model, path).merge_and_unload()
-    if PretrainedConfig.get_config_dict(args.model)[0].get("model_type") == "tempme":
-        return TempMeCLIPModel.from_pretrained(args.model)
-    return TempMeCLIPModel.from_clip(args.model, args.preset)
+    if args.base_model:
+        return load_tempme(args.base_model, adapter=args.model, merge=True, schedule=args.preset)
+    return load_tempme(args.model, merge=True, schedule=args.preset)
 
 
-def load_processor(args, model: TempMeCLIPModel) -> TempMeProcessor:
-    saved = {}
-    processor_file = Path(args.model) / "processor_config.json"
-    if processor_file.exists():
-        saved = json.loads(processor_file.read_text())
-    tokenizer_source = args.tokenizer or args.model
+def load_processor(args, model):
+    """The processor saved with the model (settings on the command line win), else one built from the tokenizer."""
+    from transformers import AutoTokenizer
+
+    from .. import TempMeProcessor, build_clip_tokenizer
+
+    overrides = {
+        key: value
+        for key, value in (("num_frames", args.num_frames), ("max_words", args.max_words),
+                           ("frame_sampling", args.frame_sampling))
+        if value is not None
+    }
+    if (Path(args.model) / "processor_config.json").is_file() and not args.tokenizer:
+        return TempMeProcessor.from_pretrained(args.model, **overrides)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     except (OSError, ValueError):
         tokenizer = build_clip_tokenizer()
-    return TempMeProcessor(
-        tokenizer,
-        num_frames=args.num_frames or saved.get("num_frames", 12),
-        max_words=args.max_words or saved.get("max_words", 32),
-        frame_sampling=args.frame_sampling or saved.get("frame_sampling", "fps"),
-        image_size=model.config.vision_config.image_size,
-        image_mean=saved.get("image_mean", CLIP_MEAN),
-        image_std=saved.get("image_std", CLIP_STD),
-    )
+    defaults = {"num_frames": 12, "max_words": 32, "frame_sampling": "fps"}
+    return TempMeProcessor(tokenizer, image_size=model.config.vision_config.image_size, **{**defaults, **overrides})
 
 
 def evaluate(argv: list[str]) -> dict:
     """Run `tempme evaluate ARGV`: write the metrics JSON and return its content."""
+    from accelerate import Accelerator
+
+    from .. import load_retrieval_dataset
+    from ..data.video_text import VideoTextDataset
+    from ..evaluation.retrieval import evaluate_retrieval
+
     args = parse_args(argv)
-    model = load_model(args).to(args.device).eval()
+    accelerator = Accelerator(cpu=args.device == "cpu")
+    model = load_model(args).to(accelerator.device).eval()
     processor = load_processor(args, model)
     rows = load_retrieval_dataset(args.dataset, args.annotations_dir, args.videos_dir, split=args.split)
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
     dataset = VideoTextDataset(rows, processor)
-    metrics = evaluate_retrieval(model, dataset, batch_size=args.batch_size, num_workers=args.num_workers)
+    metrics = evaluate_retrieval(
+        model, dataset, batch_size=args.batch_size, num_workers=args.num_workers, accelerator=accelerator
+    )
     command = "tempme evaluate " + " ".join(shlex.quote(a) for a in argv)
     results = {
         "dataset": args.dataset,
@@ -130,19 +111,22 @@ def evaluate(argv: list[str]) -> dict:
         "gflops": metrics["gflops"],
         "output_tokens": metrics["output_tokens"],
         "videos_per_s": metrics["videos_per_s"],
-        "num_texts": len(dataset),
-        "num_videos": len(dataset.video_ids),
-        "device": args.device,
+        "num_texts": metrics["num_texts"],
+        "num_videos": metrics["num_videos"],
+        "num_frames": processor.num_frames,
+        "skipped_videos": metrics["skipped_videos"],
+        "device": str(accelerator.device),
     }
     output = Path(args.output_file or Path(args.model) / f"retrieval_{args.split}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
-    t2v, v2t = results["text_to_video"], results["video_to_text"]
-    print(
-        f"text-to-video R@1 {t2v['R@1']:.1f} R@5 {t2v['R@5']:.1f} R@10 {t2v['R@10']:.1f} MdR {t2v['MdR']:.1f} | "
-        f"video-to-text R@1 {v2t['R@1']:.1f} | R-sum {results['rsum']:.1f} | {results['gflops']:.2f} GFLOPs | "
-        f"{results['videos_per_s']:.1f} videos/s -> {output}"
-    )
+    if accelerator.is_main_process:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2))
+        t2v, v2t = results["text_to_video"], results["video_to_text"]
+        print(
+            f"text-to-video R@1 {t2v['R@1']:.1f} R@5 {t2v['R@5']:.1f} R@10 {t2v['R@10']:.1f} MdR {t2v['MdR']:.1f} | "
+            f"video-to-text R@1 {v2t['R@1']:.1f} | R-sum {results['rsum']:.1f} | {results['gflops']:.2f} GFLOPs | "
+            f"{results['videos_per_s'] or 0:.1f} videos/s -> {output}"
+        )
     return results
 
 

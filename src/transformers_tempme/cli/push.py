@@ -5,10 +5,12 @@
         --benchmark-json outputs/benchmark.json [--private] [--revision BRANCH]
 
 A model folder goes up with config.json, safetensors weights and the remote code (configuration_tempme.py,
-modeling_tempme.py, merging.py); an adapter folder with adapter_config.json and adapter_model.safetensors (and the
-TempMe config.json, when it is there); both with the processor and tokenizer files. A `tempme train` output folder
-is taken as it is: the Trainer's state, arguments (training_args.bin) and checkpoints stay behind. The card
-(README.md) is rendered from the JSON files (see transformers_tempme.model_card).
+modeling_tempme.py, merging.py), and with its processor and pipeline when they were saved beside it (what
+`tempme train` and `save_with_pipeline` write), so that AutoProcessor and pipeline() load the repo with
+transformers alone; an adapter folder with adapter_config.json, adapter_model.safetensors (and the TempMe
+config.json, when it is there) and its processor. A `tempme train` output folder is taken as it is: the Trainer's
+state, arguments (training_args.bin) and checkpoints stay behind. The card (README.md) is rendered from the JSON
+files (see transformers_tempme.hub.model_card).
 
 `--dry-run OUTDIR` writes the exact folder that would be uploaded and uploads nothing.
 """

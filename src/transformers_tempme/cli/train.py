@@ -13,13 +13,17 @@ The model: a CLIP checkpoint (`--model`, Hub id or local folder) turned into Tem
 the symmetric InfoNCE over the text and video embeddings of all processes.
 
 Data: `load_retrieval_dataset(--dataset, --annotations-dir, --videos-dir, split)` (see the Data section of the
-README), decoded in the DataLoader workers. Text: `--tokenizer`, else the tokenizer saved with the model, else
-OpenAI CLIP's BPE tokenizer built offline (`build_clip_tokenizer`).
+README) as a `VideoTextDataset`, decoded in the DataLoader workers. The train augmentation draws are keyed on
+(seed, epoch, sample), so a run is reproducible under `--seed` (or `--data-seed`) and a resumed run sees the samples
+the uninterrupted one would. Videos that do not decode are skipped and logged; more than `--max-skipped-videos` stop
+the run. Text: `--tokenizer`, else the tokenizer saved with the model, else OpenAI CLIP's BPE tokenizer built offline
+(`build_clip_tokenizer`).
 
-Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model (full
-fine-tuning, or LoRA on a random initialisation, which no adapter could be loaded onto), the processor,
-`eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe model in `merged/`.
-Rerunning the command resumes from the newest complete `checkpoint-N` there (partial ones are skipped and named).
+Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings and the TempMe config) or the full
+model with its pipeline (full fine-tuning, or LoRA on a random initialisation, which no adapter could be loaded
+onto), the processor, `eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe
+model in `merged/` (with processor and pipeline). Rerunning the command resumes from the newest complete
+`checkpoint-N` there (partial ones are skipped and named).
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ from .. import (
     apply_lora,
     build_clip_tokenizer,
     load_retrieval_dataset,
+    load_tempme,
 )
 from ..configuration_tempme import SCHEDULE_FIELDS, did_you_mean, unknown_names
-from ..tuners.lora import DEFAULT_TARGET_MODULES
+from ..data.video_text import VideoTextDataset, collate_video_text
+from ..hub.auto import save_with_pipeline
 from ..training.checkpoints import resume_checkpoint
 from ..training.trainer import TempMeTrainer, unwrap_tempme
-from ..data.training_data import VideoTextDataset, collate_video_text
+from ..tuners.lora import DEFAULT_TARGET_MODULES
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +102,11 @@ class DataArguments:
     max_words: int = field(default=32)
     frame_sampling: str = field(default="fps", metadata={"help": "fps (the paper) or uniform."})
     augment: bool = field(default=True, metadata={"help": "The processor's video-consistent RandAugment in training."})
+    max_skipped_videos: float = field(
+        default=0.01,
+        metadata={"help": "Videos that do not decode are skipped and logged; more than this many (a count, or a "
+                          "fraction < 1 of the split's videos) stop the run."},
+    )
     global_train_batch_size: int | None = field(
         default=None,
         metadata={"help": "Samples per optimiser step over all processes (the paper: 128); sets the per-device size."},
@@ -184,22 +195,25 @@ def load_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
         config = TempMeConfig.from_preset(model_args.preset, **{**overrides, **schedule_overrides})
         logger.info("Random initialisation of %s", model_args.preset)
         return TempMeCLIPModel(config)
-    base_config = PretrainedConfig.get_config_dict(model_args.model_name_or_path, cache_dir=model_args.cache_dir)[0]
-    if base_config.get("model_type") == "tempme":
-        if schedule_overrides:
-            raise ValueError("schedule_overrides apply to a CLIP checkpoint; this checkpoint is already TempMe.")
-        return TempMeCLIPModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
-    schedule = TempMeConfig.from_preset(model_args.preset, **schedule_overrides)
-    model = TempMeCLIPModel.from_clip(model_args.model_name_or_path, schedule, cache_dir=model_args.cache_dir)
-    model.name_or_path = model_args.model_name_or_path  # recorded as the adapter's base by peft
+    path, kwargs = model_args.model_name_or_path, {"cache_dir": model_args.cache_dir}
+    if PretrainedConfig.get_config_dict(path, **kwargs)[0].get("model_type") == TempMeConfig.model_type:
+        # A saved TempMe model keeps its schedule, unless overrides change some of its fields.
+        schedule = TempMeConfig.from_pretrained(path, **kwargs, **schedule_overrides) if schedule_overrides else None
+    else:
+        schedule = TempMeConfig.from_preset(model_args.preset, **schedule_overrides)
+    model = load_tempme(path, schedule=schedule, **kwargs)
+    model.name_or_path = path  # recorded as the adapter's base by peft
     return model
 
 
-def load_split(data_args: DataArguments, split: str, processor, augment: bool, max_samples: int | None):
+def load_split(data_args: DataArguments, split: str, processor, augment: bool, max_samples: int | None, seed: int):
     rows = load_retrieval_dataset(data_args.dataset_name, data_args.annotations_dir, data_args.videos_dir, split=split)
     if max_samples is not None:
         rows = rows.select(range(min(max_samples, len(rows))))
-    return VideoTextDataset(rows, processor, augment=augment)
+    skipped = data_args.max_skipped_videos
+    return VideoTextDataset(
+        rows, processor, augment=augment, seed=seed, max_skipped_videos=int(skipped) if skipped >= 1 else skipped
+    )
 
 
 def prepare_for_training(model: TempMeCLIPModel, model_args: ModelArguments):
@@ -247,11 +261,16 @@ def train(argv: list[str]) -> dict:
         frame_sampling=data_args.frame_sampling,
         image_size=model.config.vision_config.image_size,
     )
+    # The augmentation draws are keyed on (seed, epoch, sample): the same with any number of workers, and replayed
+    # when a run resumes.
+    data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
     train_dataset = eval_dataset = None
     if training_args.do_train:
-        train_dataset = load_split(data_args, data_args.train_split, processor, data_args.augment, data_args.max_train_samples)
+        train_dataset = load_split(
+            data_args, data_args.train_split, processor, data_args.augment, data_args.max_train_samples, data_seed
+        )
     if training_args.do_eval or training_args.eval_strategy != "no":
-        eval_dataset = load_split(data_args, data_args.eval_split, processor, False, data_args.max_eval_samples)
+        eval_dataset = load_split(data_args, data_args.eval_split, processor, False, data_args.max_eval_samples, data_seed)
 
     model = prepare_for_training(model, model_args)
     trainer = TempMeTrainer(
@@ -272,18 +291,27 @@ def train(argv: list[str]) -> dict:
             logger.warning("Random initialisation: the output is the full model (LoRA folded in), not an adapter.")
             trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         trainer.save_model()  # the LoRA adapter (with the clip position embeddings) or the full model
+        if train_dataset.skipped_video_ids:
+            train_result.metrics["train_skipped_videos"] = len(train_dataset.skipped_video_ids)
+            logger.warning(
+                "%d training videos did not decode and were skipped: %s",
+                len(train_dataset.skipped_video_ids), ", ".join(train_dataset.skipped_video_ids),
+            )
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         results.update(train_result.metrics)
         if trainer.is_world_process_zero():
-            processor.save_pretrained(training_args.output_dir)
-            # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
-            unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
+            if model_args.use_lora and not adapter_without_base:
+                processor.save_pretrained(training_args.output_dir)
+                # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
+                unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
+            else:
+                # With the processor and the pipeline, the folder loads with transformers alone (trust_remote_code).
+                save_with_pipeline(unwrap_tempme(trainer.model), processor, training_args.output_dir)
             if model_args.use_lora and model_args.save_merged_model:
                 merged = trainer.model if adapter_without_base else trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-                merged.save_pretrained(Path(training_args.output_dir) / "merged")
-                processor.save_pretrained(Path(training_args.output_dir) / "merged")
+                save_with_pipeline(merged, processor, Path(training_args.output_dir) / "merged")
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

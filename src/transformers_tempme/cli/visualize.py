@@ -6,7 +6,8 @@ Rows are methods, columns the sampled frames; patches merged into the same final
 outline. ToMe merges within each frame only; TempMe's tokens can span the frames of a clip.
 
 Without `--model` both rows use the same randomly initialised CLIP at the shape of `--preset` (the merges then
-follow raw patch similarity). With `--model`, a trained TempMe folder, both rows use its weights. The ToMe row is
+follow raw patch similarity). With `--model`, a trained TempMe model or adapter (folder or Hub id, anything
+`load_tempme` loads), both rows use its weights. The ToMe row is
 the TempMe schedule without its ClipMe blocks: ImgMe with the same r in every block, as the paper's ToMe rows.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..analysis.visualization import merge_figure, merge_owners, model_with_schedule, prepare_frames
+from ..analysis.visualization import merge_figure, merge_owners, prepare_frames
 from ..configuration_tempme import PRESETS, TempMeConfig
 from ..modeling_tempme import TempMeCLIPModel
 from ..video_io import VideoDecodeError, read_video_frames
@@ -27,19 +28,21 @@ from . import command_parser
 def build_models(model_path: str | None, preset: str, seed: int) -> tuple[TempMeCLIPModel, TempMeCLIPModel]:
     """(ToMe, TempMe) sharing one set of CLIP weights."""
     if model_path:
-        tempme = TempMeCLIPModel.from_pretrained(model_path).eval()
+        from ..hub.loading import load_tempme
+
+        tempme = load_tempme(model_path, merge=True)
     else:
         torch.manual_seed(seed)
         tempme = TempMeCLIPModel(TempMeConfig.from_preset(preset)).eval()
     tome_schedule = TempMeConfig.from_dict({**tempme.config.to_dict(), "clip_merge_layers": [], "clip_merge_groups": []})
-    return model_with_schedule(tempme, tome_schedule), tempme
+    return tempme.with_schedule(tome_schedule).eval(), tempme
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("visualize", __doc__)
     parser.add_argument("video", help="video file (anything PyAV decodes)")
     parser.add_argument("-o", "--output", default="merges.png", help="PNG to write")
-    parser.add_argument("--model", help="trained TempMe model folder (default: random weights at the preset shape)")
+    parser.add_argument("--model", help="trained TempMe model or adapter, folder or Hub id (default: random weights at the preset shape)")
     parser.add_argument(
         "--preset",
         default="tempme-vit-b-32",

@@ -1,1 +1,2 @@
-"""Data: retrieval benchmarks as `datasets`, the training dataset and collator, tokenizers, the synthetic benchmark."""
+"""Data: retrieval benchmarks as `datasets`, the one dataset and collator of training, evaluation and indexing,
+tokenizers, the synthetic benchmark."""

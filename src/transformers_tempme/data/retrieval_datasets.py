@@ -38,6 +38,8 @@ from typing import Literal
 
 import datasets
 
+from ..hub.repo_id import is_repo_id
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".flv")
@@ -298,10 +300,6 @@ def _normalise_name(name: str) -> str:
     return "activitynet" if key == "anet" else key
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not os.path.exists(name)
-
-
 def load_retrieval_dataset(
     name: str,
     annotations_dir: str | os.PathLike | None = None,
@@ -328,7 +326,7 @@ def load_retrieval_dataset(
     """
     benchmark = _normalise_name(name)
     if benchmark not in _RECORD_READERS:
-        if _looks_like_hub_id(name) and annotations_dir is None:
+        if is_repo_id(name, require_owner=True) and annotations_dir is None:
             return _load_from_hub(name, split)
         raise ValueError(f"Unknown benchmark {name!r}; choose from {BENCHMARKS} or give a Hub dataset id owner/name.")
     if annotations_dir is None or videos_dir is None:

@@ -6,7 +6,9 @@ unicode characters, the same characters with the end-of-word marker `</w>`, one 
 that vocabulary and merge list and hands them to `transformers.CLIPTokenizer`, so no Hub access is needed.
 
 The wheel is fetched once with `pip download --no-deps open-clip-torch -d <cache>` (`make setup` does it into
-`.cache/wheels`); only the BPE file is read out of the zip, open_clip itself is never installed.
+`.cache/wheels`, `tempme build-tokenizer --download` into the cache); only the BPE file is read out of the zip,
+open_clip itself is never installed. Building the tokenizer never downloads anything unless asked to
+(`download=True`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from transformers import CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 BPE_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 WHEEL_PATTERN = "open_clip_torch-*.whl"
@@ -27,23 +30,6 @@ WHEEL_CACHE_ENV = "TEMPME_WHEEL_CACHE"
 NUM_MERGES = 49152 - 256 - 2
 START_OF_TEXT, END_OF_TEXT = "<|startoftext|>", "<|endoftext|>"
 CONTEXT_LENGTH = 77
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable unicode characters.
-
-    Printable Latin-1 bytes map to themselves; the remaining bytes (control characters, space, ...) map to the
-    characters from U+0100 upward, so that BPE never sees whitespace or control characters. The dict's order
-    (printable bytes first, then the others) is the order of CLIP's first 256 token ids.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {byte: chr(byte) for byte in printable}
-    next_codepoint = 256
-    for byte in range(256):
-        if byte not in mapping:
-            mapping[byte] = chr(next_codepoint)
-            next_codepoint += 1
-    return mapping
 
 
 def default_wheel_cache() -> Path:
@@ -91,7 +77,7 @@ def clip_vocab_and_merges(merges: list[tuple[str, str]]) -> tuple[dict[str, int]
 
 
 def build_clip_tokenizer(
-    cache_dir: str | os.PathLike | None = None, bpe_path: str | os.PathLike | None = None, download: bool = True
+    cache_dir: str | os.PathLike | None = None, bpe_path: str | os.PathLike | None = None, download: bool = False
 ) -> CLIPTokenizer:
     """Build OpenAI CLIP's tokenizer (ids identical to `openai/clip-vit-base-patch32`) without the Hub.
 
@@ -100,8 +86,8 @@ def build_clip_tokenizer(
             Folder searched for an `open_clip_torch-*.whl`; defaults to `default_wheel_cache()`.
         bpe_path (`str` or `os.PathLike`, *optional*):
             A `bpe_simple_vocab_16e6.txt.gz` or `open_clip_torch` wheel to read instead of searching `cache_dir`.
-        download (`bool`, *optional*, defaults to `True`):
-            Fetch the wheel with `pip download` into `cache_dir` when it is not there.
+        download (`bool`, *optional*, defaults to `False`):
+            Fetch the wheel with `pip download` into `cache_dir` when it is not there (needs the package index).
 
     Returns:
         `CLIPTokenizer` with `model_max_length=77`.
@@ -115,7 +101,8 @@ def build_clip_tokenizer(
         if bpe_path is None:
             raise FileNotFoundError(
                 f"No {WHEEL_PATTERN} in {cache_dir}. Fetch it with "
-                f"`pip download --no-deps open-clip-torch -d {cache_dir}` (or run `make setup`)."
+                f"`pip download --no-deps open-clip-torch -d {cache_dir}`, `tempme build-tokenizer DIR --download`, "
+                "or build_clip_tokenizer(download=True)."
             )
     vocab, merges = clip_vocab_and_merges(read_bpe_merges(bpe_path))
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CONTEXT_LENGTH)

@@ -1,27 +1,28 @@
-"""TempMe LoRA adapters as peft adapters: save them with the name of their base model, load base + adapter at once.
+"""Loading TempMe models: one call for a saved model, a peft adapter, a Hub id or a plain CLIP checkpoint.
 
 An adapter folder is what `PeftModel.save_pretrained` writes: `adapter_config.json` (LoRA rank, target modules,
 `modules_to_save=["clip_position_embedding"]` and `base_model_name_or_path`) and `adapter_model.safetensors`
-(the LoRA matrices and the trained clip position embeddings). `PeftModel.from_pretrained(base, folder)` restores
-the trained model on any copy of the base; `load_tempme` does both steps in one call.
+(the LoRA matrices and the trained clip position embeddings); `tempme train` adds the TempMe `config.json` the
+adapter was trained with. `PeftModel.from_pretrained(base, folder)` restores the trained model on any copy of the
+base; `load_tempme` does every step in one call, and `tempme evaluate`, `tempme visualize` and `tempme train` load
+through it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from peft import PeftConfig, PeftModel
-from transformers import PreTrainedModel
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import CONFIG_NAME, find_adapter_config_file
 
-from ..configuration_tempme import TempMeConfig
-from ..hub.integrity import check_weights_in
-from ..tuners.lora import CLIP_POSITION_EMBEDDING_MODULE
+from ..configuration_tempme import PRESETS, TempMeConfig
+from .integrity import check_weights_in
 from ..modeling_tempme import TempMeCLIPModel
-
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+from ..tuners.lora import CLIP_POSITION_EMBEDDING_MODULE
 
 
 def is_adapter_folder(path: str | os.PathLike) -> bool:
@@ -62,15 +63,53 @@ def _has_clip_position_embeddings(model) -> bool:
     return any(CLIP_POSITION_EMBEDDING_MODULE in name for name, _ in model.named_parameters())
 
 
-def adapter_base_model(adapter_dir: str | os.PathLike) -> str:
-    """The `base_model_name_or_path` an adapter folder names."""
-    config_path = Path(adapter_dir) / ADAPTER_CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{adapter_dir} is not a peft adapter folder: it has no {ADAPTER_CONFIG_NAME}.")
-    base = json.loads(config_path.read_text()).get("base_model_name_or_path")
+def adapter_base_model(adapter: str | os.PathLike) -> str:
+    """The `base_model_name_or_path` an adapter (folder or Hub id) names."""
+    if Path(adapter).exists() and not is_adapter_folder(adapter):
+        raise FileNotFoundError(f"{adapter} is not a peft adapter folder: it has no {ADAPTER_CONFIG_NAME}.")
+    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
     if not base:
-        raise ValueError(f"{config_path} names no base model (base_model_name_or_path); pass the base model yourself.")
+        raise ValueError(
+            f"The adapter {adapter} names no base model (base_model_name_or_path in {ADAPTER_CONFIG_NAME}); pass the "
+            "base model yourself."
+        )
     return base
+
+
+def _is_adapter(name_or_path: str, **hub_kwargs) -> bool:
+    if Path(name_or_path).exists():
+        return is_adapter_folder(name_or_path)
+    return find_adapter_config_file(name_or_path, **hub_kwargs) is not None
+
+
+def _model_type(name_or_path: str, **hub_kwargs) -> str | None:
+    return PretrainedConfig.get_config_dict(name_or_path, **hub_kwargs)[0].get("model_type")
+
+
+def _schedule_of_adapter(adapter: str, **hub_kwargs) -> TempMeConfig | None:
+    """The TempMe config saved beside an adapter (`tempme train` writes it), or `None`."""
+    try:
+        if _model_type(adapter, **hub_kwargs) == TempMeConfig.model_type:
+            return TempMeConfig.from_pretrained(adapter, **hub_kwargs)
+    except OSError:
+        pass
+    return None
+
+
+def _as_schedule(schedule: TempMeConfig | str) -> TempMeConfig:
+    if isinstance(schedule, str):
+        if schedule not in PRESETS:
+            raise ValueError(f"Unknown TempMe preset {schedule!r}. Available presets: {', '.join(PRESETS)}.")
+        return TempMeConfig.from_preset(schedule)
+    return schedule
+
+
+def _same_schedule(config: TempMeConfig, other: TempMeConfig) -> bool:
+    """Whether two configs merge the same way (the init of the clip position embeddings aside)."""
+    ignore = {"clip_position_embedding_init_std"}
+    return {k: v for k, v in config.merge_schedule.items() if k not in ignore} == {
+        k: v for k, v in other.merge_schedule.items() if k not in ignore
+    }
 
 
 def load_tempme(
@@ -80,47 +119,54 @@ def load_tempme(
     schedule: TempMeConfig | str | None = None,
     **from_pretrained_kwargs,
 ) -> TempMeCLIPModel | PeftModel:
-    """Load a TempMe model and, optionally, a peft adapter on top of it, in one call.
+    """Load a TempMe model in one call: a saved model, an adapter on its base, or a plain CLIP checkpoint.
 
     Args:
-        model_or_path: the base model, a folder or a Hub id. Defaults to the base the adapter names.
-        adapter: a peft adapter folder or Hub id (see `save_adapter`).
+        model_or_path: a model object, folder or Hub id: a saved TempMe model, a peft adapter (its base is the one
+            it names), or a plain CLIP checkpoint. With `adapter`, the base to put the adapter on.
+        adapter: a peft adapter folder or Hub id (see `save_adapter`); its base defaults to the one it names.
         merge: fold the LoRA weights and clip position embeddings into the base and return a plain
             `TempMeCLIPModel` (no peft wrapper, no LoRA overhead at inference).
-        schedule: when the base is a plain CLIP checkpoint, the TempMe preset name or config to build on it
-            (`TempMeCLIPModel.from_clip`); leave out for TempMe checkpoints.
-        from_pretrained_kwargs: passed to `from_pretrained` (e.g. `revision`, `dtype`).
+        schedule: a preset name or `TempMeConfig` whose merge schedule the model runs. Needed for a plain CLIP base
+            (`TempMeCLIPModel.from_clip`) unless the adapter folder holds the TempMe config it was trained with; for
+            a TempMe base it replaces the saved schedule (same weights, `TempMeCLIPModel.with_schedule`).
+        from_pretrained_kwargs: passed to `from_pretrained` (e.g. `revision`, `dtype`, `cache_dir`).
 
     Returns:
         The model in eval mode: a `PeftModel` when an adapter is given and `merge=False`, else a `TempMeCLIPModel`.
     """
+    hub_kwargs = {key: from_pretrained_kwargs[key] for key in ("cache_dir", "revision", "token") if key in from_pretrained_kwargs}
+    if adapter is None and isinstance(model_or_path, (str, os.PathLike)) and _is_adapter(str(model_or_path), **hub_kwargs):
+        model_or_path, adapter = None, model_or_path
     if model_or_path is None:
         if adapter is None:
             raise ValueError("Give a base model, an adapter, or both.")
-        model_or_path = _base_of_adapter(adapter)
+        model_or_path = adapter_base_model(adapter)
     for folder in (model_or_path, adapter):
         if isinstance(folder, (str, os.PathLike)):
             check_weights_in(folder)  # a truncated file is named here, not deep inside the loader
+    if schedule is None and adapter is not None:
+        schedule = _schedule_of_adapter(str(adapter), **hub_kwargs)
+    schedule = None if schedule is None else _as_schedule(schedule)
+
     if isinstance(model_or_path, PreTrainedModel):
         model = model_or_path
-    elif schedule is not None:
-        model = TempMeCLIPModel.from_clip(str(model_or_path), schedule, **from_pretrained_kwargs)
-    else:
+    elif _model_type(str(model_or_path), **hub_kwargs) == TempMeConfig.model_type:
         model = TempMeCLIPModel.from_pretrained(model_or_path, **from_pretrained_kwargs)
+    elif schedule is None:
+        raise ValueError(
+            f"{model_or_path} is a plain CLIP checkpoint: give the TempMe schedule to build on it, a preset name "
+            "such as 'tempme-vit-b-32' or a TempMeConfig."
+        )
+    else:
+        model = TempMeCLIPModel.from_clip(str(model_or_path), schedule, **from_pretrained_kwargs)
+    if schedule is not None and isinstance(model, TempMeCLIPModel) and not _same_schedule(model.config, schedule):
+        model = model.with_schedule(schedule)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         if merge:
             model = model.merge_and_unload()
     return model.eval()
-
-
-def _base_of_adapter(adapter: str | os.PathLike) -> str:
-    if Path(adapter).is_dir():
-        return adapter_base_model(adapter)
-    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
-    if not base:
-        raise ValueError(f"The adapter {adapter} names no base model (base_model_name_or_path); pass it yourself.")
-    return base
 
 
 __all__ = [
@@ -130,4 +176,5 @@ __all__ = [
     "is_adapter_folder",
     "ADAPTER_CONFIG_NAME",
     "ADAPTER_WEIGHTS_NAME",
+    "CONFIG_NAME",
 ]

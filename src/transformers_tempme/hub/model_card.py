@@ -37,6 +37,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
+from .repo_id import is_repo_id
+
 RETRIEVAL_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "MdR", "MnR")
 RETRIEVAL_DIRECTIONS: dict[str, str] = {"text_to_video": "Text-to-video", "video_to_text": "Video-to-text"}
 EVAL_REQUIRED_KEYS: tuple[str, ...] = ("dataset", "split", "text_to_video", "video_to_text", "gflops", "output_tokens")
@@ -218,7 +220,7 @@ def render_model_card(
         base_model = None  # trained from scratch: the card says so
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
-        base_model=base_model if base_model and _looks_like_hub_id(base_model) else None,
+        base_model=base_model if base_model and is_repo_id(base_model) else None,  # the Hub rejects paths
         library_name="peft" if adapter_config is not None else "transformers",
         license=license,
         tags=["tempme", "token-merging", "video-text-retrieval", "clip"] + (["lora"] if adapter_config else []),
@@ -242,11 +244,6 @@ def render_model_card(
         directions=RETRIEVAL_DIRECTIONS,
         fmt=format_number,
     )
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    """`owner/name` or `name` that is not a local path (the Hub rejects paths in `base_model`)."""
-    return not os.path.isabs(name) and not os.path.exists(name) and name.count("/") <= 1 and not name.startswith(".")
 
 
 # ---------------------------------------------------------------------------------------------------------------

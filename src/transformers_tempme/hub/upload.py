@@ -1,4 +1,5 @@
-"""Staging a saved TempMe model or adapter folder for the Hub: weights, config, remote code and model card.
+"""Staging a saved TempMe model or adapter folder for the Hub: weights, config, remote code, processor, pipeline and
+model card.
 
 `stage_for_upload` writes the exact folder that `tempme push` uploads with `upload_folder`, so a dry
 run shows what a push would publish. A `tempme train` output folder goes as it is: only the files a model repo
@@ -8,15 +9,18 @@ needs are published (`PUBLISHED_FILES`); the Trainer's state, arguments, metrics
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from ..hub.loading import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, is_adapter_folder
-from ..hub.auto import REMOTE_CODE_FILES
-from ..hub.integrity import check_safetensors
+from .auto import PIPELINE_CODE_FILES, PROCESSOR_CODE_FILES, PROCESSOR_CONFIG_NAME, REMOTE_CODE_FILES
+from .integrity import check_safetensors
+from .loading import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, is_adapter_folder
+
+logger = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 # Pickled weights run code when loaded; only safetensors are published.
@@ -29,7 +33,9 @@ PUBLISHED_FILES = (
     "model.safetensors.index.json",
     ADAPTER_CONFIG_NAME,
     *REMOTE_CODE_FILES,
-    "processor_config.json",
+    *PROCESSOR_CODE_FILES,
+    *PIPELINE_CODE_FILES,
+    PROCESSOR_CONFIG_NAME,
     "preprocessor_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -93,7 +99,40 @@ def files_to_upload(folder: str | os.PathLike) -> list[Path]:
                 f"{folder}/config.json has no auto_map for AutoConfig and AutoModel, so trust_remote_code would not "
                 "find the code. Re-save the model with transformers_tempme imported."
             )
+    check_inference_files(folder, names)
     return files
+
+
+def check_inference_files(folder: Path, names: set[str]) -> None:
+    """A processor goes up with its code and auto_map (AutoProcessor), and a model with a processor with its pipeline
+    (`custom_pipelines` in config.json and `pipeline_tempme.py`); a model without a processor is published alone."""
+    adapter = is_adapter_folder(folder)
+    if PROCESSOR_CONFIG_NAME not in names:
+        logger.warning(
+            "%s has no processor (%s): the Hub repo will not load with AutoProcessor or pipeline(). Save the "
+            "processor beside the %s (TempMeProcessor.save_pretrained, or save_with_pipeline for a model).",
+            folder, PROCESSOR_CONFIG_NAME, "adapter" if adapter else "model",
+        )
+        return
+    fix = "Re-save it with transformers_tempme imported: " + (
+        "processor.save_pretrained(folder)." if adapter else "save_with_pipeline(model, processor, folder)."
+    )
+    missing = [name for name in PROCESSOR_CODE_FILES if name not in names]
+    auto_map = json.loads((folder / PROCESSOR_CONFIG_NAME).read_text()).get("auto_map", {})
+    if missing or "AutoProcessor" not in auto_map:
+        raise ValueError(
+            f"The processor in {folder} lacks its remote code ({missing or 'no AutoProcessor auto_map'}), so "
+            f"AutoProcessor.from_pretrained(..., trust_remote_code=True) would fail. {fix}"
+        )
+    if adapter:
+        return
+    custom_pipelines = json.loads((folder / "config.json").read_text()).get("custom_pipelines", {})
+    missing = [name for name in PIPELINE_CODE_FILES if name not in names]
+    if missing or not custom_pipelines:
+        raise ValueError(
+            f"{folder} has a processor but not the pipeline ({missing or 'no custom_pipelines in config.json'}), so "
+            f"pipeline(model=..., trust_remote_code=True) would fail. {fix}"
+        )
 
 
 def stage_for_upload(folder: str | os.PathLike, card: ModelCard, out_dir: str | os.PathLike) -> list[Path]:
@@ -114,4 +153,11 @@ def files_left_behind(folder: str | os.PathLike) -> list[str]:
     )
 
 
-__all__ = ["files_to_upload", "files_left_behind", "stage_for_upload", "CARD_NAME", "PUBLISHED_FILES"]
+__all__ = [
+    "files_to_upload",
+    "files_left_behind",
+    "check_inference_files",
+    "stage_for_upload",
+    "CARD_NAME",
+    "PUBLISHED_FILES",
+]
