@@ -1,5 +1,9 @@
 """TempMe LoRA adapters as peft adapters: save them with the name of their base model, load base + adapter at once.
 
+The same holds for every peft method (`apply_peft`) and for this package's bottleneck adapters and deep prompts
+(`apply_adapter`, `apply_prompt`), which save the same two files; `load_tempme` loads each kind by the `peft_type`
+of its `adapter_config.json`.
+
 An adapter folder is what `PeftModel.save_pretrained` writes: `adapter_config.json` (LoRA rank, target modules,
 `modules_to_save=["clip_position_embedding"]` and `base_model_name_or_path`) and `adapter_model.safetensors`
 (the LoRA matrices and the trained clip position embeddings). `PeftModel.from_pretrained(base, folder)` restores
@@ -12,11 +16,13 @@ import json
 import os
 from pathlib import Path
 
-from peft import PeftConfig, PeftModel
+from peft import PeftModel
 from transformers import PreTrainedModel
 
 from ..configuration_tempme import TempMeConfig
 from ..tuners.lora import CLIP_POSITION_EMBEDDING_MODULE
+from ..tuners.peft_methods import load_adapter
+from ..tuners.tuner_model import TempMeTunerModel, read_adapter_config
 from ..modeling_tempme import TempMeCLIPModel
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -78,14 +84,15 @@ def load_tempme(
     merge: bool = False,
     schedule: TempMeConfig | str | None = None,
     **from_pretrained_kwargs,
-) -> TempMeCLIPModel | PeftModel:
+) -> TempMeCLIPModel | PeftModel | TempMeTunerModel:
     """Load a TempMe model and, optionally, a peft adapter on top of it, in one call.
 
     Args:
         model_or_path: the base model, a folder or a Hub id. Defaults to the base the adapter names.
         adapter: a peft adapter folder or Hub id (see `save_adapter`).
         merge: fold the LoRA weights and clip position embeddings into the base and return a plain
-            `TempMeCLIPModel` (no peft wrapper, no LoRA overhead at inference).
+            `TempMeCLIPModel` (no peft wrapper, no LoRA overhead at inference). Bottleneck adapters and deep
+            prompts cannot be folded (an error says so).
         schedule: when the base is a plain CLIP checkpoint, the TempMe preset name or config to build on it
             (`TempMeCLIPModel.from_clip`); leave out for TempMe checkpoints.
         from_pretrained_kwargs: passed to `from_pretrained` (e.g. `revision`, `dtype`).
@@ -104,8 +111,8 @@ def load_tempme(
     else:
         model = TempMeCLIPModel.from_pretrained(model_or_path, **from_pretrained_kwargs)
     if adapter is not None:
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-        if merge:
+        model = load_adapter(model, adapter)
+        if merge:  # bottleneck adapters and deep prompts cannot be folded: their merge_and_unload says why
             model = model.merge_and_unload()
     return model.eval()
 
@@ -113,7 +120,7 @@ def load_tempme(
 def _base_of_adapter(adapter: str | os.PathLike) -> str:
     if Path(adapter).is_dir():
         return adapter_base_model(adapter)
-    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    base = read_adapter_config(adapter).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"The adapter {adapter} names no base model (base_model_name_or_path); pass it yourself.")
     return base
