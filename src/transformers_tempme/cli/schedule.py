@@ -44,7 +44,9 @@ def fmt_tokens(counts: tuple[int, int] | None) -> str:
 def print_block_table(preset: str) -> None:
     config = TempMeConfig.from_preset(preset)
     measured = measure_token_counts(config)
-    print(f"{preset}: {config.num_frames} frames, ViT-B/{config.vision_config.patch_size}, random weights\n")
+    vision = config.vision_config
+    size = {768: "B", 1024: "L"}.get(vision.hidden_size, f"{vision.num_hidden_layers}x{vision.hidden_size}")
+    print(f"{preset}: {config.num_frames} frames, ViT-{size}/{vision.patch_size}, random weights\n")
     print("| block | kind | clips/video | tokens in attention | tokens out (analytic) | measured |")
     print("|---:|---|---:|---:|---:|---:|")
     for step, counts in zip(config.merge_plan(), measured):
