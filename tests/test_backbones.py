@@ -129,6 +129,24 @@ def test_vit_l_14_presets_are_openai_clip_large_shapes():
     assert sum(p.numel() for p in clip.parameters()) == 427_616_513
 
 
+@pytest.mark.parametrize(
+    "preset, layers, groups, keep_cross, keep_intra, r",
+    [
+        ("tempme-vit-l-14", [16, 18, 20], [2, 2, 3], 0.6, 0.9, 7),
+        ("tome-vit-l-14", [], [], None, None, 7),
+        ("clip-vit-l-14", [], [], None, None, 0),
+    ],
+)
+def test_vit_l_14_presets(preset, layers, groups, keep_cross, keep_intra, r):
+    config = TempMeConfig.from_preset(preset)
+    vision = config.vision_config
+    assert (vision.patch_size, vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads) == (14, 1024, 24, 16)
+    assert (config.text_config.hidden_size, config.projection_dim, config.num_frames) == (768, 768, 12)
+    assert (config.clip_merge_layers, config.clip_merge_groups, config.img_merge_r) == (layers, groups, r)
+    if layers:
+        assert (config.cross_clip_keep_ratio, config.intra_clip_keep_ratio) == (keep_cross, keep_intra)
+
+
 def test_vit_l_14_schedule_is_scaled_from_b_16_as_b_16_from_b_32():
     """The same share of output tokens and about the same GFLOPs ratio to no merging as the paper's B/16."""
     tempme, tome, clip = (TempMeConfig.from_preset(f"{kind}-vit-l-14") for kind in ("tempme", "tome", "clip"))
