@@ -4,6 +4,7 @@ in a fresh model (same outputs), merge where the method can; the clip position e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,11 +16,13 @@ from transformers_tempme import (
     DeepPromptConfig,
     HoulsbyAdapterConfig,
     TempMeCLIPModel,
+    TempMeConfig,
     TempMeTunerModel,
     apply_peft,
     load_tempme,
     save_adapter,
 )
+from transformers_tempme.cli.train import parse_arguments, peft_config
 from transformers_tempme.tuners.peft_methods import parse_peft_option
 
 # name: (config, whether merge_and_unload folds it into the weights)
@@ -130,3 +133,27 @@ def test_peft_option_from_a_file_and_errors(tmp_path):
         parse_peft_option('{"peft_type": "HOULSBY"}')
     with pytest.raises(ValueError, match="Unknown HOULSBY_ADAPTER settings"):
         parse_peft_option('{"peft_type": "HOULSBY_ADAPTER", "rank": 8}')
+
+
+# ---------------------------------------------------------------------------------------------- Table 13 configs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# Trainable parameters at ViT-B/32 of every Table 13 row (the paper: Prompt 0.08 / 0.08 / 0.09M, Adapter 0.26 / 0.26 /
+# 0.28M, LoRA 0.49 / 0.49 / 0.50M; our LoRA adapts q, k and v separately, see the README); the clip position
+# embeddings (16,128) only exist with TempMe.
+TABLE_13 = {
+    "prompt": {"nomerge": 76_800, "tome": 76_800, "tempme": 92_928},
+    "adapter": {"nomerge": 261_312, "tome": 261_312, "tempme": 277_440},
+    "lora": {"nomerge": 737_280, "tome": 737_280, "tempme": 753_408},
+}
+PRESET_OF = {"nomerge": "clip-vit-b-32", "tome": "tome-vit-b-32", "tempme": "tempme-vit-b-32"}
+
+
+@pytest.mark.parametrize("method, schedule", [(m, s) for m in TABLE_13 for s in TABLE_13[m]])
+def test_table_13_configs(method, schedule):
+    model_args, data_args, training_args = parse_arguments([str(CONFIGS / f"table13_{method}_{schedule}.json")])
+    assert model_args.preset == PRESET_OF[schedule] and model_args.peft == method
+    assert (data_args.dataset_name, data_args.num_frames, training_args.learning_rate) == ("msrvtt", 12, 6e-4)
+    with torch.device("meta"):  # shapes only
+        model = apply_peft(TempMeCLIPModel(TempMeConfig.from_preset(model_args.preset)), peft_config(model_args))
+    assert model.get_nb_trainable_parameters()[0] == TABLE_13[method][schedule]

@@ -12,9 +12,11 @@ GFLOPs per video (`count_gflops`), its output tokens per video and the videos/s 
     {"dataset", "split", "model", "command", "text_to_video": {"R@1", "R@5", "R@10", "MdR", "MnR"},
      "video_to_text": {...}, "rsum", "gflops", "output_tokens", "videos_per_s"}
 
-`--model` may be a folder written by `tempme train` (a LoRA adapter with its TempMe config; the adapter is merged
-into `--base-model`, by default the base recorded in the adapter), a saved TempMe model, or a plain CLIP checkpoint
-turned into TempMe with `--preset` (zero-shot).
+`--model` may be a folder written by `tempme train` (an adapter with its TempMe config, put on `--base-model`, by
+default the base recorded in the adapter; LoRA and the other peft methods are merged into the weights, bottleneck
+adapters and deep prompts run as they are and their cost is in `gflops`), a saved TempMe model, or a plain CLIP
+checkpoint turned into TempMe with `--preset` (zero-shot). `--peft lora|adapter|prompt|<peft config>` names the
+method the adapter must hold (as `tempme train --peft`); an adapter of another kind is an error.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 def parse_args(argv=None) -> argparse.Namespace:
     parser = command_parser("evaluate", __doc__)
     parser.add_argument("--model", required=True, help="model or adapter folder, Hub id, or a CLIP checkpoint")
-    parser.add_argument("--base-model", default=None, help="CLIP weights under a LoRA adapter")
+    parser.add_argument("--base-model", default=None, help="CLIP weights under an adapter")
+    parser.add_argument("--peft", default=None, help="lora, adapter, prompt or a peft config: the method to expect")
     parser.add_argument("--preset", default="tempme-vit-b-32", help="preset applied to a plain CLIP checkpoint")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (default: the model's)")
     parser.add_argument("--dataset", default="msrvtt", help="msrvtt, didemo, activitynet or lsmdc")
@@ -69,19 +72,35 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_model(args) -> TempMeCLIPModel:
     path = Path(args.model)
     if (path / ADAPTER_CONFIG).exists():
-        from peft import PeftModel
+        from ..tuners.peft_methods import can_merge, load_adapter
 
         adapter = json.loads((path / ADAPTER_CONFIG).read_text())
+        check_peft_type(adapter, args.peft)
         base = args.base_model or adapter.get("base_model_name_or_path")
         if not base:
-            raise ValueError(f"{path} holds a LoRA adapter without a recorded base; pass --base-model.")
+            raise ValueError(f"{path} holds an adapter without a recorded base; pass --base-model.")
         config = TempMeConfig.from_pretrained(path)
         base_type = PretrainedConfig.get_config_dict(base)[0].get("model_type")
         model = TempMeCLIPModel.from_pretrained(base) if base_type == "tempme" else TempMeCLIPModel.from_clip(base, config)
-        return PeftModel.from_pretrained(model, path).merge_and_unload()
+        model = load_adapter(model, path)
+        return model.merge_and_unload() if can_merge(model) else model
+    if args.peft is not None:
+        raise ValueError(f"--peft {args.peft}: {path} holds no adapter (no {ADAPTER_CONFIG}).")
     if PretrainedConfig.get_config_dict(args.model)[0].get("model_type") == "tempme":
         return TempMeCLIPModel.from_pretrained(args.model)
     return TempMeCLIPModel.from_clip(args.model, args.preset)
+
+
+def check_peft_type(adapter_config: dict, peft: str | None) -> None:
+    """With `--peft`, the adapter must be of that method (e.g. a sweep over Table 13's rows evaluates the right run)."""
+    if peft is None:
+        return
+    from ..tuners.peft_methods import parse_peft_option
+
+    peft_type = parse_peft_option(peft).peft_type
+    expected = getattr(peft_type, "value", peft_type)  # peft's types are enum members
+    if adapter_config.get("peft_type") != expected:
+        raise ValueError(f"--peft {peft} expects a {expected} adapter, but the adapter is {adapter_config.get('peft_type')}.")
 
 
 def load_processor(args, model: TempMeCLIPModel) -> TempMeProcessor:

@@ -9,15 +9,18 @@ Settings come from a JSON file (its keys are the option names with underscores),
 The model: a CLIP checkpoint (`--model`, Hub id or local folder) turned into TempMe with the merge schedule of
 `--preset` (`clip-vit-b-32` for the frame-independent baseline, `tome-vit-b-32` for ToMe) updated by
 `--schedule-overrides`; a saved TempMe model (loaded as it is); or, without `--model`, a random-weight model from
-`--preset` updated by `--config-overrides`. LoRA by default (`--use-lora false` for full fine-tuning). The loss is
-the symmetric InfoNCE over the text and video embeddings of all processes.
+`--preset` updated by `--config-overrides`. LoRA by default (`--use-lora false` for full fine-tuning); `--peft`
+chooses another method: `adapter` (bottleneck 8) or `prompt` (5 deep prompts), the paper's other rows, or any peft
+method as a JSON file or dict (`'{"peft_type": "LORA", "r": 8, "use_dora": true}'`). The loss is the symmetric
+InfoNCE over the text and video embeddings of all processes.
 
 Data: `load_retrieval_dataset(--dataset, --annotations-dir, --videos-dir, split)` (see the Data section of the
 README), decoded in the DataLoader workers. Text: `--tokenizer`, else the tokenizer saved with the model, else
 OpenAI CLIP's BPE tokenizer built offline (`build_clip_tokenizer`).
 
-Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings) or the full model, the processor,
-`eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe model in `merged/`.
+Outputs in `--output-dir`: the adapter (with the clip position embeddings) or the full model, the processor,
+`eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe model in `merged/` (for
+the methods that can be folded: not adapters or prompts).
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ from .. import (
     TempMeCLIPModel,
     TempMeConfig,
     TempMeProcessor,
-    apply_lora,
     build_clip_tokenizer,
     load_retrieval_dataset,
 )
-from ..tuners.lora import DEFAULT_TARGET_MODULES
+from ..tuners.lora import DEFAULT_TARGET_MODULES, lora_config
+from ..tuners.peft_methods import apply_peft, can_merge, parse_peft_option
+from ..tuners.tuner_model import TempMeTunerModel
 from ..training.trainer import TempMeTrainer, unwrap_tempme
 from ..data.training_data import VideoTextDataset, collate_video_text
 
@@ -73,6 +77,10 @@ class ModelArguments:
         default=None, metadata={"aliases": ["--tokenizer"], "help": "Tokenizer folder or Hub id."}
     )
     use_lora: bool = field(default=True, metadata={"help": "LoRA on q/k/v of both towers; false: full fine-tuning."})
+    peft: str | None = field(
+        default=None,
+        metadata={"help": "lora, adapter, prompt, or a peft config (JSON file or dict with peft_type); over use_lora."},
+    )
     lora_r: int = field(default=8)
     lora_alpha: int | None = field(default=None, metadata={"help": "Defaults to lora_r (scaling 1, as the paper)."})
     lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
@@ -177,14 +185,24 @@ def load_split(data_args: DataArguments, split: str, processor, augment: bool, m
 
 def prepare_for_training(model: TempMeCLIPModel, model_args: ModelArguments):
     model.logit_scale.requires_grad_(not model_args.freeze_logit_scale)
-    if model_args.use_lora:
-        model = apply_lora(model, model_args.lora_r, model_args.lora_target_modules, model_args.lora_alpha)
+    config = peft_config(model_args)
+    if config is not None:
+        model = apply_peft(model, config)
         if not model_args.freeze_logit_scale:
             model.get_base_model().logit_scale.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("Trainable parameters: %d of %d (%.3f%%)", trainable, total, 100 * trainable / total)
     return model
+
+
+def peft_config(model_args: ModelArguments):
+    """The parameter-efficient method to train with, or `None` for full fine-tuning."""
+    if model_args.peft is None and not model_args.use_lora:
+        return None
+    if model_args.peft is None or model_args.peft.lower() == "lora":
+        return lora_config(model_args.lora_r, model_args.lora_target_modules, model_args.lora_alpha)
+    return parse_peft_option(model_args.peft)
 
 
 def set_per_device_batch_size(training_args: TrainingArguments, global_batch_size: int) -> None:
@@ -244,7 +262,10 @@ def train(argv: list[str]) -> dict:
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint or last_checkpoint
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()  # the LoRA adapter (with the clip position embeddings) or the full model
+        if isinstance(trainer.model, TempMeTunerModel):  # not a model class the Trainer saves as an adapter
+            trainer.model.save_pretrained(training_args.output_dir, is_main_process=trainer.is_world_process_zero())
+        else:
+            trainer.save_model()  # the adapter (with the clip position embeddings) or the full model
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
@@ -253,7 +274,9 @@ def train(argv: list[str]) -> dict:
             processor.save_pretrained(training_args.output_dir)
             # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
             unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
-            if model_args.use_lora and model_args.save_merged_model:
+            if model_args.save_merged_model and not can_merge(trainer.model):
+                logger.warning("--save-merged-model: full fine-tuning, adapters and prompts have nothing to fold in.")
+            elif model_args.save_merged_model:
                 merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
                 merged.save_pretrained(Path(training_args.output_dir) / "merged")
                 processor.save_pretrained(Path(training_args.output_dir) / "merged")

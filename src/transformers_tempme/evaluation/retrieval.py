@@ -116,7 +116,7 @@ def evaluate_retrieval(
     config = model.config
     num_frames = dataset[0]["pixel_values"].shape[0]
     clips, tokens = token_schedule(config, num_frames)[-1]
-    results["gflops"] = count_gflops(config, num_frames)
+    results["gflops"] = count_gflops(model, num_frames)  # with the cost of adapters or prompts
     results["output_tokens"] = clips * tokens
     results["videos_per_s"] = len(encoded.video_embeds) / encoded.video_seconds if encoded.video_seconds > 0 else None
     if partner_of_video is not None:
