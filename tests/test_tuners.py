@@ -327,3 +327,18 @@ def test_flop_count_of_a_tuned_model_is_what_it_computes(schedule, apply):
     expected = count_flops(model)
     assert counter.get_total_flops() // 2 == expected.matmul + expected.matching
     assert expected.total > count_flops(config).total
+
+
+@pytest.mark.parametrize("apply, says", [(apply_adapter, "a bottleneck of width 8"), (apply_prompt, "5 learned prompts")])
+def test_adapter_folders_push_with_a_card_that_names_the_method(tmp_path, apply, says):
+    from transformers_tempme.cli import main
+
+    tiny_model().save_pretrained(tmp_path / "base")
+    save_adapter(apply(TempMeCLIPModel.from_pretrained(tmp_path / "base")), tmp_path / "adapter")
+    assert main(["push", str(tmp_path / "adapter"), "--repo-id", "owner/tuned", "--dry-run", str(tmp_path / "staged")]) == 0
+    assert sorted(path.name for path in (tmp_path / "staged").iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors"
+    ]
+    card = (tmp_path / "staged" / "README.md").read_text()
+    assert says in card and 'load_tempme(adapter="owner/tuned")' in card
+    assert "LoRA" not in card and "PeftModel" not in card and "library_name" not in card
