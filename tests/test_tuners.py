@@ -342,3 +342,27 @@ def test_adapter_folders_push_with_a_card_that_names_the_method(tmp_path, apply,
     card = (tmp_path / "staged" / "README.md").read_text()
     assert says in card and 'load_tempme(adapter="owner/tuned")' in card
     assert "LoRA" not in card and "PeftModel" not in card and "library_name" not in card
+
+
+@pytest.mark.parametrize("apply", [apply_adapter, apply_prompt])
+def test_gradient_checkpointing_gives_the_same_gradients(apply):
+    gradients = []
+    for checkpointing in (False, True):
+        model = apply(tiny_model()).train()
+        perturb_trainable(model)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model(**tiny_inputs(model.config), return_loss=True).loss.backward()
+        gradients.append({name: p.grad for name, p in model.named_parameters() if p.requires_grad})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_schedule_command_prints_the_cost_of_each_tuner(capsys):
+    from transformers_tempme.cli import main
+
+    assert main(["schedule", "--tuners"]) == 0
+    table = capsys.readouterr().out
+    assert "| Prompt, 5 prompts run as tokens (the paper's convention) | 58.18 | 45.37 | 40.01 |" in table
+    assert "| Adapter, bottleneck 8 | 53.05 | 40.24 | 34.82 |" in table
