@@ -12,7 +12,7 @@ real tokens only through attention, as extra keys and values:
   prompting discards, are not.
 - text tower (HF's `CLIPTextModel`, unchanged): the prompts are prepended to each block's input, where the causal
   mask lets every word see them, and removed from its output. Positions and the end-of-text pooling stay as they
-  are.
+  are; the per-block hidden states of `output_hidden_states=True` are the blocks' inputs, prompts first.
 
 Parameters: `num_prompts x hidden_size` per block. With 5 prompts at ViT-B/32 that is
 12 x 5 x 768 + 12 x 5 x 512 = 76,800 (the paper's 0.08M), and 92,928 with TempMe's clip position embeddings (0.09M).
