@@ -268,9 +268,9 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
             sizes: `(batch * clips_in, step.tokens_in, 1)` patches per token, `None` before any merge.
             step: this block's counts, from the model's merge plan.
             sources: `(batch * clips_in, step.tokens_in, frames * tokens_per_frame)` or `None` (not tracked).
-            prompt: `(p, hidden_size)` deep prompts of this block, one set per frame (e.g. from
-                `transformers_tempme.apply_prompt`), or `None`. Every token attends to them; they are never merged
-                and are dropped at the end of the block.
+            prompt: `(p, hidden_size)` deep prompts of this block, one set per frame (`apply_prompt` of the
+                transformers-tempme package), or `None`. Every token attends to them; they are never merged and
+                are dropped at the end of the block.
 
         Returns:
             Tokens `(batch * step.clips, step.tokens_out, hidden_size)`, their sizes and sources.

@@ -99,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-measure", action="store_true", help="with --all: analytic counts only (fast)")
     parser.add_argument("--tuners", action="store_true", help="GFLOPs with adapters and prompts, for the backbone of --preset")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    if args.tuners:
-        print_tuner_table(args.preset)
-    elif args.all:
-        print_summary_table(measure=not args.no_measure)
-    else:
-        print_block_table(args.preset)
+    with torch.no_grad():  # not set_grad_enabled(False): callers in the same process keep their grad mode
+        if args.tuners:
+            print_tuner_table(args.preset)
+        elif args.all:
+            print_summary_table(measure=not args.no_measure)
+        else:
+            print_block_table(args.preset)
     return 0
 
