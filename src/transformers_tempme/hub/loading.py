@@ -36,10 +36,10 @@ def is_adapter_folder(path: str | os.PathLike) -> bool:
 def save_adapter(
     peft_model: PeftModel, adapter_dir: str | os.PathLike, base_model_name_or_path: str | None = None
 ) -> Path:
-    """Save a LoRA-wrapped TempMe model as a peft adapter folder (safetensors) that names its base model.
+    """Save a LoRA-wrapped (or otherwise tuned) TempMe model as an adapter folder (safetensors) that names its base.
 
     Args:
-        peft_model: the result of `apply_lora(model)` after training.
+        peft_model: the result of `apply_lora(model)` (or `apply_peft`, `apply_adapter`, `apply_prompt`) after training.
         adapter_dir: folder to write.
         base_model_name_or_path: the Hub id or folder of the base model to record in `adapter_config.json`;
             defaults to where the base model was loaded from. Give a Hub id when the adapter will be published.
