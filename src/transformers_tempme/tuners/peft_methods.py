@@ -115,8 +115,6 @@ def load_adapter(
 
 def can_merge(model: nn.Module) -> bool:
     """Whether `model.merge_and_unload()` folds its method into the weights (peft's methods; not adapters, prompts)."""
-    if isinstance(model, TempMeTunerModel):
-        return model.tuner_config.cannot_merge_reason is None
     return isinstance(model, PeftModel)
 
 

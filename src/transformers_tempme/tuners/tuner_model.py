@@ -54,8 +54,8 @@ class TunerConfig:
     modules_to_save: list[str] = dataclasses.field(default_factory=lambda: [CLIP_POSITION_EMBEDDING_MODULE])
     base_model_name_or_path: str | None = None
 
-    # Subclasses name what folding the tuner into the weights would need, when it cannot be done.
-    cannot_merge_reason: ClassVar[str | None] = None
+    # Why the tuner cannot be folded into the frozen weights (set by each tuner).
+    cannot_merge_reason: ClassVar[str]
 
     def __post_init__(self):
         self.towers = list(self.towers)
@@ -110,7 +110,7 @@ def replace_module(parent: nn.Module, name: str, module: nn.Module) -> None:
 class TempMeTunerModel(PushToHubMixin, nn.Module):
     """A `TempMeCLIPModel` with a tuner peft does not have, answering the calls of a `PeftModel`.
 
-    Everything but the tuner's parameters and `config.modules_to_save` is frozen (`logit_scale` included, as in
+    Everything but the tuner's parameters and `tuner_config.modules_to_save` is frozen (`logit_scale` included, as in
     the paper). Calls the wrapper does not define (`encode_video`, `get_text_features`, `config`, ...) go to the
     base model.
     """
@@ -165,15 +165,12 @@ class TempMeTunerModel(PushToHubMixin, nn.Module):
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
 
     def merge_and_unload(self, **kwargs) -> nn.Module:
-        """Fold the tuner into the weights and return the plain model, for the tuners that can be folded."""
-        reason = self.tuner_config.cannot_merge_reason
-        if reason is not None:
-            raise NotImplementedError(
-                f"{self.tuner_config.peft_type} cannot be merged into the weights: {reason} Use the tuned model as it "
-                "is (it runs like the base model plus the tuner's cost, see count_gflops(model)), or unload() to drop "
-                "the tuner."
-            )
-        raise NotImplementedError(f"{self.tuner_config.peft_type} does not implement merging.")
+        """peft's call to fold a method into the weights: neither bottleneck adapters nor prompts can be, it says why."""
+        raise NotImplementedError(
+            f"{self.tuner_config.peft_type} cannot be merged into the weights: {self.tuner_config.cannot_merge_reason} "
+            "Use the tuned model as it is (it costs the base model's GFLOPs plus the tuner's: count_gflops(model)), "
+            "or unload() to drop the tuner."
+        )
 
     def unload(self) -> nn.Module:
         """The base model without the tuner (the clip position embeddings keep their trained values)."""
