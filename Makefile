@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WHEEL_CACHE := .cache/wheels
 WHEELS_STAMP := $(WHEEL_CACHE)/.downloaded
 
-.PHONY: setup demo test wheels
+.PHONY: setup demo demo-peft test wheels
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,3 +29,6 @@ demo: $(STAMP)
 
 test: $(STAMP) $(WHEELS_STAMP)
 	$(PY) -m pytest -q
+
+demo-peft: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) examples/demo.py --peft lora adapter prompt --output-dir demo_output_peft

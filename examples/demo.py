@@ -16,6 +16,11 @@ Each model trains in a subprocess of its own, so that its peak memory is its own
 side with one CPU thread each (`--sequential`: one after the other with all cores). Captions are tokenised word by
 word (see `word_tokenizer.py`): the models train from scratch on a vocabulary of about 40 words, where CLIP's
 49,408-token BPE table would only add untrained rows and optimiser work.
+
+`--peft lora adapter prompt` (or `make demo-peft`) trains TempMe with parameter-efficient methods instead, as the
+paper does on a pretrained CLIP: the frame-independent baseline is trained first and stands in for the pretrained
+image model, then each method fine-tunes TempMe on top of it (the baseline's weights frozen, the method's parameters
+and the clip position embeddings trained, the same steps and learning rate as the baseline).
 """
 
 from __future__ import annotations
@@ -41,8 +46,13 @@ from transformers_tempme.data.word_tokenizer import build_word_level_tokenizer
 from transformers_tempme.evaluation.retrieval import evaluate_retrieval
 from transformers_tempme.training.trainer import TempMeTrainer
 
-VARIANTS = ("baseline", "tempme")
-VARIANT_LABELS = {"baseline": "CLIP, frame-independent (mean over frames)", "tempme": "TempMe (ImgMe + ClipMe)"}
+PEFT_METHODS = {"lora": "LoRA", "adapter": "Adapter", "prompt": "Prompt"}
+VARIANTS = ("baseline", "tempme", *(f"tempme-{method}" for method in PEFT_METHODS))
+VARIANT_LABELS = {
+    "baseline": "CLIP, frame-independent (mean over frames)",
+    "tempme": "TempMe (ImgMe + ClipMe)",
+    **{f"tempme-{method}": f"{name} + TempMe, on the trained baseline" for method, name in PEFT_METHODS.items()},
+}
 NUM_FRAMES, IMAGE_SIZE, PATCH_SIZE, MAX_WORDS = 8, 32, 8, 16
 
 
@@ -73,7 +83,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="train one model after the other with all cores (default: side by side, one core each)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads per training process")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["baseline", "tempme"], choices=VARIANTS)
+    parser.add_argument(
+        "--peft",
+        nargs="+",
+        choices=list(PEFT_METHODS),
+        help="train TempMe with these methods on the trained baseline (the baseline and these instead of --variants)",
+    )
     parser.add_argument("--train-one", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one training run
     return parser.parse_args(argv)
 
@@ -137,6 +153,20 @@ def demo_config(
         },
         **schedule,
     )
+
+
+def build_peft_model(method: str, tokenizer, args, work: Path):
+    """TempMe on the trained baseline's weights (its stand-in for a pretrained CLIP), tuned with `method`."""
+    from transformers_tempme import DeepPromptConfig, HoulsbyAdapterConfig, apply_peft, lora_config
+
+    config = demo_config("tempme", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, args.hidden_size,
+                         args.clip_position_std, args.clip_merge_layers)
+    model = TempMeCLIPModel(config)
+    baseline = TempMeCLIPModel.from_pretrained(work / "models" / "baseline")
+    missing, unexpected = model.load_state_dict(baseline.state_dict(), strict=False)
+    assert not unexpected and all(".clip_position_embedding." in name for name in missing)
+    methods = {"lora": lora_config, "adapter": HoulsbyAdapterConfig, "prompt": DeepPromptConfig}
+    return apply_peft(model, methods[method]())
 
 
 def build_model(variant: str, tokenizer, args, seed: int) -> TempMeCLIPModel:
@@ -300,7 +330,10 @@ def train_one(args, variant: str) -> dict:
     pairs = GroupedDataset(train, reversal_groups(train.video_ids, partner_of))
     test_partners = [test.video_ids.index(partner_of[v]) for v in test.video_ids]
 
-    model = build_model(variant, tokenizer, args, args.seed if args.model_seed is None else args.model_seed)
+    if variant.startswith("tempme-"):
+        model = build_peft_model(variant.removeprefix("tempme-"), tokenizer, args, work)
+    else:
+        model = build_model(variant, tokenizer, args, args.seed if args.model_seed is None else args.model_seed)
     order_cosine = word_order_cosine(model, processor)
     training_args = TrainingArguments(
         output_dir=str(work / "runs" / variant),
@@ -337,6 +370,8 @@ def train_one(args, variant: str) -> dict:
     trainer.add_callback(timer)
     train_output = trainer.train()
     peak, peak_kind = peak_memory_mib()
+    if variant == "baseline":  # what the parameter-efficient variants start from
+        model.save_pretrained(work / "models" / "baseline")
 
     results = evaluate_retrieval(model, test, batch_size=64, partner_of_video=partner_of, progress=False)
     history = [
@@ -348,6 +383,7 @@ def train_one(args, variant: str) -> dict:
         label=VARIANT_LABELS[variant],
         steps=train_output.global_step,
         train_seconds=train_output.metrics["train_runtime"],
+        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         seconds_per_step=timer.wall / timer.steps,
         cpu_seconds_per_step=timer.cpu / timer.steps,
         peak_memory_mib=peak,
@@ -365,9 +401,11 @@ def train_one(args, variant: str) -> dict:
 
 
 def results_table(results: list[dict]) -> str:
+    peft = any(r["variant"].startswith("tempme-") for r in results)  # then the table counts trained parameters
     header = (
         "| model | t2v R@1 | t2v R@5 | t2v R@10 | v2t R@1 | v2t R@5 | v2t R@10 | R-sum | pair accuracy | GFLOPs/video "
-        "| s/step (wall) | s/step (CPU) | peak memory (MiB) |"
+        + ("| trained parameters " if peft else "")
+        + "| s/step (wall) | s/step (CPU) | peak memory (MiB) |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
@@ -375,7 +413,8 @@ def results_table(results: list[dict]) -> str:
         lines.append(
             f"| {r['label']} | {t2v['R@1']:.1f} | {t2v['R@5']:.1f} | {t2v['R@10']:.1f} | {v2t['R@1']:.1f} | "
             f"{v2t['R@5']:.1f} | {v2t['R@10']:.1f} | {r['rsum']:.1f} | {r['pair_accuracy']:.3f} | {r['gflops']:.4f} | "
-            f"{r['seconds_per_step']:.3f} | {r['cpu_seconds_per_step']:.3f} | {r['peak_memory_mib']:.0f} |"
+            + (f"{r['trainable_parameters']:,} | " if peft else "")
+            + f"{r['seconds_per_step']:.3f} | {r['cpu_seconds_per_step']:.3f} | {r['peak_memory_mib']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -390,7 +429,7 @@ def plot_r1_vs_gflops(results: list[dict], path: Path) -> bool:
         print("matplotlib is not installed (pip install 'transformers-tempme[demo]'): no plot written.")
         return False
     figure, axis = plt.subplots(figsize=(5, 3.6))
-    for r, marker in zip(results, "os^"):
+    for r, marker in zip(results, "os^Dv"):
         axis.scatter(r["gflops"], r["text_to_video"]["R@1"], s=80, marker=marker, label=r["label"])
     axis.set_xlabel("vision GFLOPs per video")
     axis.set_ylabel("text-to-video R@1 (%)")
@@ -404,6 +443,27 @@ def plot_r1_vs_gflops(results: list[dict], path: Path) -> bool:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return True
+
+
+def train_side_by_side(variants: list[str], command: list[str], args, work: Path) -> None:
+    """Train `variants`, each in its own process: side by side, or one after the other with `--sequential`."""
+    processes = []
+    for variant in variants:
+        print(f"\n=== Training {VARIANT_LABELS[variant]} for {args.max_steps} steps ===", flush=True)
+        if args.sequential:
+            if subprocess.Popen([*command, "--train-one", variant]).wait() != 0:
+                raise SystemExit(f"Training {variant} failed.")
+            continue
+        # Side by side, one core each: the last run draws its progress bar, the others log to a file.
+        log = None if variant == variants[-1] else open(work / f"train_{variant}.log", "w")
+        if log is not None:
+            print(f"(in the background, log in {log.name})", flush=True)
+        processes.append((variant, subprocess.Popen([*command, "--train-one", variant], stdout=log, stderr=log)))
+    for variant, process in reversed(processes):  # the one drawing its progress bar first
+        if process.poll() is None and process is not processes[-1][1]:
+            print(f"Waiting for {VARIANT_LABELS[variant]} to finish training ...", flush=True)
+        if process.wait() != 0:
+            raise SystemExit(f"Training {variant} failed; see {work / f'train_{variant}.log'}.")
 
 
 def main(argv=None) -> None:
@@ -436,23 +496,12 @@ def main(argv=None) -> None:
         sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
         "--model-seed", str(model_seed),
     ]
-    processes = []
-    for variant in args.variants:
-        print(f"\n=== Training {VARIANT_LABELS[variant]} for {args.max_steps} steps ===", flush=True)
-        if args.sequential:
-            if subprocess.Popen([*command, "--train-one", variant]).wait() != 0:
-                raise SystemExit(f"Training {variant} failed.")
-            continue
-        # Side by side, one core each: the last run draws its progress bar, the others log to a file.
-        log = None if variant == args.variants[-1] else open(work / f"train_{variant}.log", "w")
-        if log is not None:
-            print(f"(in the background, log in {log.name})", flush=True)
-        processes.append((variant, subprocess.Popen([*command, "--train-one", variant], stdout=log, stderr=log)))
-    for variant, process in reversed(processes):  # the one drawing its progress bar first
-        if process.poll() is None and process is not processes[-1][1]:
-            print(f"Waiting for {VARIANT_LABELS[variant]} to finish training ...", flush=True)
-        if process.wait() != 0:
-            raise SystemExit(f"Training {variant} failed; see {work / f'train_{variant}.log'}.")
+    if args.peft:
+        args.variants = ["baseline", *(f"tempme-{method}" for method in args.peft)]
+    # The parameter-efficient variants start from the trained baseline: they train after it.
+    first = [variant for variant in args.variants if not variant.startswith("tempme-")]
+    for phase in (first, [variant for variant in args.variants if variant not in first]):
+        train_side_by_side(phase, command, args, work)
 
     results = [json.loads((work / f"result_{variant}.json").read_text()) for variant in args.variants]
     table = results_table(results)
@@ -463,7 +512,8 @@ def main(argv=None) -> None:
         f"{2 * args.pairs_per_batch} videos, {NUM_FRAMES} frames of {IMAGE_SIZE}x{IMAGE_SIZE}. Cosine of the text "
         f"embeddings of 'from left to right' vs 'from right to left' captions at initialisation: "
         f"{results[0]['text_word_order_cosine_at_init']:.3f}. Peak memory: {results[0]['peak_memory_kind']}. "
-        f"The models trained {'one after the other' if args.sequential else 'side by side, one CPU thread each'}. "
+        f"The models trained {'one after the other' if args.sequential else 'side by side, one CPU thread each'}"
+        f"{' (the baseline first: the parameter-efficient variants start from it)' if args.peft else ''}. "
         f"Wall time of the whole demo: {total / 60:.1f} min."
     )
     markdown = f"Command: `{command_line.strip()}`\n\n{table}\n\n{notes}\n"

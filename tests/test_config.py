@@ -31,7 +31,8 @@ def test_presets(preset, patch, frames, layers, groups, keep_cross, keep_intra, 
 
 
 def test_every_preset_is_listed():
-    assert set(PRESETS) == {row[0] for row in PRESET_SHAPES}
+    vit_l = {preset for preset in PRESETS if preset.endswith("vit-l-14")}  # tested in test_backbones.py
+    assert set(PRESETS) - vit_l == {row[0] for row in PRESET_SHAPES}
 
 
 def test_preset_overrides_merge_sub_configs():
@@ -52,7 +53,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="tempme-vit-b-32"):
-        TempMeConfig.from_preset("tempme-vit-l-14")
+        TempMeConfig.from_preset("tempme-vit-h-14")
 
 
 INVALID_SCHEDULES = [

@@ -14,7 +14,7 @@ Layout:
 - `data/`: retrieval datasets, the one dataset and collator of training, evaluation and indexing, tokenizers, the
   synthetic benchmark.
 - `training/`, `evaluation/`: the Trainer, and the retrieval metrics and the one evaluation loop.
-- `tuners/`: parameter-efficient fine-tuning (LoRA through peft).
+- `tuners/`: parameter-efficient fine-tuning (any peft method; bottleneck adapters and deep prompts).
 - `hub/`: Auto-class registration, loading, staging for upload and model cards.
 - `analysis/`: token and FLOP accounting, merge visualisations.
 - `cli/`: the `tempme` command.
@@ -48,6 +48,12 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     # parameter-efficient fine-tuning and the Hub
     "apply_lora": ".tuners.lora",
     "lora_config": ".tuners.lora",
+    "apply_peft": ".tuners.peft_methods",
+    "apply_adapter": ".tuners.adapter",
+    "HoulsbyAdapterConfig": ".tuners.adapter",
+    "apply_prompt": ".tuners.prompt",
+    "DeepPromptConfig": ".tuners.prompt",
+    "TempMeTunerModel": ".tuners.tuner_model",
     "save_adapter": ".hub.loading",
     "load_tempme": ".hub.loading",
     "adapter_base_model": ".hub.loading",
@@ -108,7 +114,11 @@ if TYPE_CHECKING:
     from .hub.loading import adapter_base_model, load_tempme, save_adapter
     from .processing_tempme import TempMeProcessor
     from .training.trainer import TempMeTrainer
+    from .tuners.adapter import HoulsbyAdapterConfig, apply_adapter
     from .tuners.lora import apply_lora, lora_config
+    from .tuners.peft_methods import apply_peft
+    from .tuners.prompt import DeepPromptConfig, apply_prompt
+    from .tuners.tuner_model import TempMeTunerModel
     from .video_io import VideoDecodeError, read_video_frames, sample_frame_indices
 
 

@@ -27,11 +27,23 @@ from .merging import MergeStep, plan_merges
 
 logger = logging.get_logger(__name__)
 
-# The two OpenAI CLIP backbones used in the paper. Everything not listed takes `CLIPConfig`'s defaults,
-# which are the OpenAI ViT-B text tower (width 512, 12 layers) and a ViT-B vision tower (width 768, 12 layers).
+# The two OpenAI CLIP backbones used in the paper, and ViT-L/14. Everything not listed takes `CLIPConfig`'s
+# defaults, which are the OpenAI ViT-B text tower (width 512, 12 layers) and a ViT-B vision tower (width 768, 12 layers).
 _BACKBONES: dict[str, dict[str, Any]] = {
     "vit-b-32": {"vision_config": {"patch_size": 32}},
     "vit-b-16": {"vision_config": {"patch_size": 16}},
+    # openai/clip-vit-large-patch14: 24 vision blocks of width 1024 on 14x14 patches (257 tokens per frame).
+    "vit-l-14": {
+        "vision_config": {
+            "patch_size": 14,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+        },
+        "text_config": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12},
+        "projection_dim": 768,
+    },
 }
 
 # Merge schedules of the paper (Tables 1, 4, 5), written in this config's field names.
@@ -65,12 +77,30 @@ _SCHEDULES: dict[str, dict[str, Any]] = {
         "cross_clip_keep_ratio": 0.7,
         "intra_clip_keep_ratio": 0.9,
     },
+    # ViT-L/14 (not in the paper), scaled from B/16 as the paper scales B/32 to B/16: with more tokens, merge more.
+    # Each B/16 block stands for two L/14 blocks (24 instead of 12) and a frame has 256 patches instead of 196:
+    # - ImgMe in the first 2/3 of the blocks (0-15) merges 7 tokens per block (10 x 256/196 / 2 = 6.5, rounded):
+    #   112 of 256 patches per frame (44%), as B/16 merges 80 of 196 (41%);
+    # - ClipMe at the same depths as B/16's 8, 9, 10: blocks 16, 18, 20, groups 2-2-3, R_C = 0.6;
+    # - intra-clip merging runs in twice as many blocks (16-23), so R_I = 0.9, about sqrt(0.8) per block.
+    # 12 frames then leave the encoder as 1 x 166 tokens, 5.4% of 12 x 257, as B/16's 127 are of 12 x 197.
+    "tempme-vit-l-14": {
+        "backbone": "vit-l-14",
+        "num_frames": 12,
+        "img_merge_r": 7,
+        "clip_merge_layers": [16, 18, 20],
+        "clip_merge_groups": [2, 2, 3],
+        "cross_clip_keep_ratio": 0.6,
+        "intra_clip_keep_ratio": 0.9,
+    },
     # ToMe as the paper's tables use it: ImgMe in all 12 blocks, no ClipMe.
     "tome-vit-b-32": {"backbone": "vit-b-32", "num_frames": 12, **_NO_MERGE, "img_merge_r": 2},
     "tome-vit-b-16": {"backbone": "vit-b-16", "num_frames": 12, **_NO_MERGE, "img_merge_r": 10},
+    "tome-vit-l-14": {"backbone": "vit-l-14", "num_frames": 12, **_NO_MERGE, "img_merge_r": 7},
     # No merging: frame-independent CLIP with a mean over frames (CLIP4Clip meanP / the paper's LoRA row).
     "clip-vit-b-32": {"backbone": "vit-b-32", "num_frames": 12, **_NO_MERGE},
     "clip-vit-b-16": {"backbone": "vit-b-16", "num_frames": 12, **_NO_MERGE},
+    "clip-vit-l-14": {"backbone": "vit-l-14", "num_frames": 12, **_NO_MERGE},
 }
 
 PRESETS: tuple[str, ...] = tuple(_SCHEDULES)
@@ -222,7 +252,7 @@ class TempMeConfig(CLIPConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TempMeConfig":
-        """Build one of the paper's configurations (random-weight shapes of OpenAI CLIP ViT-B/32 or B/16).
+        """Build one of the paper's configurations (random-weight shapes of OpenAI CLIP ViT-B/32, B/16 or L/14).
 
         `overrides` replace schedule fields or, as dicts, update `vision_config` / `text_config` key by key, e.g.
         `TempMeConfig.from_preset("tempme-vit-b-32", vision_config={"num_hidden_layers": 4})`.

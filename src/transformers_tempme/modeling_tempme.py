@@ -17,6 +17,7 @@ and its two siblings.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -142,7 +143,9 @@ def symmetric_contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
 class TempMeVisionAttention(CLIPAttention):
     """CLIP attention that takes an additive bias (proportional attention) and can return its mean key.
 
-    The mean of the keys over heads is the similarity metric for merging after attention (ToMe).
+    The mean of the keys over heads is the similarity metric for merging after attention (ToMe). Deep prompts
+    (`prompt_states`) are extra keys and values that every token attends to; they are not tokens of the sequence,
+    so they are never merged and produce no output.
     """
 
     def __init__(self, config: TempMeConfig):
@@ -156,12 +159,16 @@ class TempMeVisionAttention(CLIPAttention):
         hidden_states: torch.Tensor,
         attention_bias: torch.Tensor | None = None,
         return_key_metric: bool = False,
+        prompt_states: torch.Tensor | None = None,
+        prompt_copies: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             hidden_states: `(n, t, hidden_size)`.
             attention_bias: `(n, 1, 1, t)` added to every query's logits, or `None`.
             return_key_metric: also return the keys averaged over heads, `(n, t, head_dim)`.
+            prompt_states: `(p, hidden_size)` layer-normed deep prompts shared by every sequence, or `None`.
+            prompt_copies: how many copies of the prompts each sequence holds (one per frame of a clip).
         """
         n, t, _ = hidden_states.shape
         head_shape = (n, t, self.num_heads, self.head_dim)
@@ -169,6 +176,8 @@ class TempMeVisionAttention(CLIPAttention):
         keys = self.k_proj(hidden_states).view(head_shape)
         values = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
         key_metric = keys.mean(dim=2) if return_key_metric else None
+        if prompt_states is not None:
+            keys, values, attention_bias = self.append_prompts(keys, values, attention_bias, prompt_states, prompt_copies)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.model_config._attn_implementation, eager_attention_forward
@@ -184,6 +193,29 @@ class TempMeVisionAttention(CLIPAttention):
         )
         attn_output = self.out_proj(attn_output.reshape(n, t, -1))
         return attn_output, key_metric
+
+    def append_prompts(
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_bias: torch.Tensor | None,
+        prompt_states: torch.Tensor,
+        prompt_copies: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Append the prompts' keys `(n, p, heads, head_dim)` and values `(n, heads, p, head_dim)` to a sequence's.
+
+        The prompts are the same for every sequence, so they are projected once. `c` identical copies of a key get
+        `c` times its attention weight: one copy with log(c) added to its logits is the same attention.
+        """
+        n, p = keys.shape[0], prompt_states.shape[0]
+        prompt_shape = (1, p, self.num_heads, self.head_dim)
+        prompt_keys = self.k_proj(prompt_states).view(prompt_shape).expand(n, -1, -1, -1)
+        prompt_values = self.v_proj(prompt_states).view(prompt_shape).transpose(1, 2).expand(n, -1, -1, -1)
+        if attention_bias is not None or prompt_copies > 1:
+            token_bias = attention_bias if attention_bias is not None else keys.new_zeros(n, 1, 1, keys.shape[1])
+            prompt_bias = token_bias.new_full((n, 1, 1, p), math.log(prompt_copies))
+            attention_bias = torch.cat([token_bias, prompt_bias], dim=-1)
+        return torch.cat([keys, prompt_keys], dim=1), torch.cat([values, prompt_values], dim=2), attention_bias
 
 
 class ClipPositionEmbedding(nn.Module):
@@ -228,6 +260,7 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
         sizes: torch.Tensor | None,
         step: MergeStep,
         sources: torch.Tensor | None = None,
+        prompt: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """
         Args:
@@ -235,6 +268,9 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
             sizes: `(batch * clips_in, step.tokens_in, 1)` patches per token, `None` before any merge.
             step: this block's counts, from the model's merge plan.
             sources: `(batch * clips_in, step.tokens_in, frames * tokens_per_frame)` or `None` (not tracked).
+            prompt: `(p, hidden_size)` deep prompts of this block, one set per frame (`apply_prompt` of the
+                transformers-tempme package), or `None`. Every token attends to them; they are never merged and
+                are dropped at the end of the block.
 
         Returns:
             Tokens `(batch * step.clips, step.tokens_out, hidden_size)`, their sizes and sources.
@@ -245,7 +281,11 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
         residual = hidden_states
         bias = proportional_attention_bias(sizes, hidden_states.dtype) if self.proportional_attention else None
         hidden_states, key_metric = self.self_attn(
-            self.layer_norm1(hidden_states), attention_bias=bias, return_key_metric=step.intra_merge > 0
+            self.layer_norm1(hidden_states),
+            attention_bias=bias,
+            return_key_metric=step.intra_merge > 0,
+            prompt_states=None if prompt is None else self.layer_norm1(prompt),
+            prompt_copies=step.num_cls,  # one set of prompts per frame, as one CLS token per frame
         )
         hidden_states = residual + hidden_states
 

@@ -12,10 +12,13 @@ GFLOPs per video (`count_gflops`), its output tokens per video and the videos/s 
     {"dataset", "split", "model", "command", "text_to_video": {"R@1", "R@5", "R@10", "MdR", "MnR"},
      "video_to_text": {...}, "rsum", "gflops", "output_tokens", "videos_per_s"}
 
-`--model` is anything `load_tempme` loads: a folder written by `tempme train` (a LoRA adapter with its TempMe
-config, put on `--base-model` or the base the adapter names), a saved TempMe model, a Hub id, or a plain CLIP
-checkpoint turned into TempMe with `--preset` (zero-shot). `--preset` on a TempMe model evaluates its weights under
-another schedule. `accelerate launch -m transformers_tempme.cli evaluate ...` shards the split over processes.
+`--model` is anything `load_tempme` loads: a folder written by `tempme train` (an adapter with its TempMe config,
+put on `--base-model` or the base the adapter names; LoRA and the other peft methods are merged into the weights,
+bottleneck adapters and deep prompts run as they are and their cost is in `gflops`), a saved TempMe model, a Hub
+id, or a plain CLIP checkpoint turned into TempMe with `--preset` (zero-shot). `--preset` on a TempMe model
+evaluates its weights under another schedule. `--peft lora|adapter|prompt|<peft config>` names the method the
+adapter must hold (as `tempme train --peft`); an adapter of another kind is an error.
+`accelerate launch -m transformers_tempme.cli evaluate ...` shards the split over processes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from . import command_parser
 def parse_args(argv=None) -> argparse.Namespace:
     parser = command_parser("evaluate", __doc__)
     parser.add_argument("--model", required=True, help="model or adapter folder, Hub id, or a CLIP checkpoint")
-    parser.add_argument("--base-model", default=None, help="the model under a LoRA adapter (default: the one it names)")
+    parser.add_argument("--base-model", default=None, help="the model under an adapter (default: the one it names)")
+    parser.add_argument("--peft", default=None, help="lora, adapter, prompt or a peft config: the method to expect")
     parser.add_argument("--preset", default=None, help="merge schedule for a CLIP checkpoint, or to replace the model's")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (default: the model's)")
     parser.add_argument("--dataset", default="msrvtt", help="msrvtt, didemo, activitynet or lsmdc")
@@ -52,10 +56,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_model(args):
     from ..hub.loading import load_tempme
+    from ..tuners.peft_methods import can_merge
 
     if args.base_model:
-        return load_tempme(args.base_model, adapter=args.model, merge=True, schedule=args.preset)
-    return load_tempme(args.model, merge=True, schedule=args.preset)
+        model = load_tempme(args.base_model, adapter=args.model, schedule=args.preset)
+    else:
+        model = load_tempme(args.model, schedule=args.preset)
+    check_peft_type(model, args.peft)
+    # peft's methods fold into the weights; bottleneck adapters and deep prompts run as they are.
+    return model.merge_and_unload() if can_merge(model) else model
+
+
+def check_peft_type(model, peft: str | None) -> None:
+    """With `--peft`, the adapter must be of that method (e.g. a sweep over Table 13's rows evaluates the right run)."""
+    if peft is None:
+        return
+    from ..tuners.peft_methods import parse_peft_option
+
+    if not hasattr(model, "peft_config"):
+        raise ValueError(f"--peft {peft}: the model holds no adapter (no adapter_config.json).")
+    expected = parse_peft_option(peft).peft_type
+    found = model.peft_config[model.active_adapter].peft_type
+    value = lambda peft_type: getattr(peft_type, "value", peft_type)  # noqa: E731 (peft's types are enum members)
+    if value(found) != value(expected):
+        raise ValueError(f"--peft {peft} expects a {value(expected)} adapter, but the adapter is {value(found)}.")
 
 
 def load_processor(args, model):

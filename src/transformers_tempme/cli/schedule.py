@@ -3,6 +3,7 @@ schedule and GFLOPs next to the paper's.
 
     tempme schedule --preset tempme-vit-b-32      # one model, block by block
     tempme schedule --all                         # every preset, one summary table
+    tempme schedule --tuners --preset tempme-vit-b-16   # GFLOPs with each tuner (Table 13's methods), B/16
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def fmt_tokens(counts: tuple[int, int] | None) -> str:
 def print_block_table(preset: str) -> None:
     config = TempMeConfig.from_preset(preset)
     measured = measure_token_counts(config)
-    print(f"{preset}: {config.num_frames} frames, ViT-B/{config.vision_config.patch_size}, random weights\n")
+    vision = config.vision_config
+    size = {768: "B", 1024: "L"}.get(vision.hidden_size, f"{vision.num_hidden_layers}x{vision.hidden_size}")
+    print(f"{preset}: {config.num_frames} frames, ViT-{size}/{vision.patch_size}, random weights\n")
     print("| block | kind | clips/video | tokens in attention | tokens out (analytic) | measured |")
     print("|---:|---|---:|---:|---:|---:|")
     for step, counts in zip(config.merge_plan(), measured):
@@ -69,16 +72,39 @@ def print_summary_table(measure: bool) -> None:
               f"{paper_gflops if paper_gflops else '-'} | {ratio} |")
 
 
+# Rows of the tuner table: (label, count_gflops keyword arguments).
+TUNER_ROWS = [
+    ("LoRA (folded)", {}),
+    ("Adapter, bottleneck 8", {"adapter_bottleneck": 8}),
+    ("Prompt, 5 prompts, as computed here", {"num_prompts": 5}),
+    ("Prompt, 5 prompts run as tokens (the paper's convention)", {"num_prompts": 5, "prompts_as_tokens": True}),
+]
+
+
+def print_tuner_table(preset: str) -> None:
+    """GFLOPs per video of each parameter-efficient method, without merging, with ToMe and with TempMe."""
+    backbone = preset.split("-", 1)[1]
+    kinds = [kind for kind in ("clip", "tome", "tempme") if f"{kind}-{backbone}" in PRESETS]
+    configs = [TempMeConfig.from_preset(f"{kind}-{backbone}") for kind in kinds]
+    print(f"| {backbone}, {configs[0].num_frames} frames | " + " | ".join(f"{kind}-{backbone}" for kind in kinds) + " |")
+    print("|---|" + "---:|" * len(kinds))
+    for label, tuning in TUNER_ROWS:
+        print(f"| {label} | " + " | ".join(f"{count_gflops(config, **tuning):.2f}" for config in configs) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("schedule", __doc__)
     parser.add_argument("--preset", default="tempme-vit-b-32", choices=PRESETS)
     parser.add_argument("--all", action="store_true", help="summary table over every preset")
     parser.add_argument("--no-measure", action="store_true", help="with --all: analytic counts only (fast)")
+    parser.add_argument("--tuners", action="store_true", help="GFLOPs with adapters and prompts, for the backbone of --preset")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    if args.all:
-        print_summary_table(measure=not args.no_measure)
-    else:
-        print_block_table(args.preset)
+    with torch.no_grad():  # not set_grad_enabled(False): callers in the same process keep their grad mode
+        if args.tuners:
+            print_tuner_table(args.preset)
+        elif args.all:
+            print_summary_table(measure=not args.no_measure)
+        else:
+            print_block_table(args.preset)
     return 0
 

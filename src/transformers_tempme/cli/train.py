@@ -9,8 +9,10 @@ Settings come from a JSON file (its keys are the option names with underscores),
 The model: a CLIP checkpoint (`--model`, Hub id or local folder) turned into TempMe with the merge schedule of
 `--preset` (`clip-vit-b-32` for the frame-independent baseline, `tome-vit-b-32` for ToMe) updated by
 `--schedule-overrides`; a saved TempMe model (loaded as it is); or, without `--model`, a random-weight model from
-`--preset` updated by `--config-overrides`. LoRA by default (`--use-lora false` for full fine-tuning). The loss is
-the symmetric InfoNCE over the text and video embeddings of all processes.
+`--preset` updated by `--config-overrides`. LoRA by default (`--use-lora false` for full fine-tuning); `--peft`
+chooses another method: `adapter` (bottleneck 8) or `prompt` (5 deep prompts), the paper's other rows, or any peft
+method as a JSON file or dict (`'{"peft_type": "LORA", "r": 8, "use_dora": true}'`). The loss is the symmetric
+InfoNCE over the text and video embeddings of all processes.
 
 Data: `load_retrieval_dataset(--dataset, --annotations-dir, --videos-dir, split)` (see the Data section of the
 README) as a `VideoTextDataset`, decoded in the DataLoader workers. The train augmentation draws are keyed on
@@ -19,11 +21,12 @@ the uninterrupted one would. Videos that do not decode are skipped and logged; m
 the run. Text: `--tokenizer`, else the tokenizer saved with the model, else OpenAI CLIP's BPE tokenizer built offline
 (`build_clip_tokenizer`).
 
-Outputs in `--output-dir`: the LoRA adapter (with the clip position embeddings and the TempMe config) or the full
-model with its pipeline (full fine-tuning, or LoRA on a random initialisation, which no adapter could be loaded
-onto), the processor, `eval_results.json`, and with `--save-merged-model` the adapter folded into a plain TempMe
-model in `merged/` (with processor and pipeline). Rerunning the command resumes from the newest complete
-`checkpoint-N` there (partial ones are skipped and named).
+Outputs in `--output-dir`: the adapter (with the clip position embeddings and the TempMe config) or the full model
+with its pipeline (full fine-tuning, or a peft method on a random initialisation, which no adapter could be loaded
+onto: the method is folded into the weights), the processor, `eval_results.json`, and with `--save-merged-model` the
+adapter folded into a plain TempMe model in `merged/` (with processor and pipeline; for the methods that can be
+folded, not bottleneck adapters or deep prompts, which therefore need a base checkpoint, `--model`). Rerunning the
+command resumes from the newest complete `checkpoint-N` there (partial ones are skipped and named).
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
+from peft import PeftModel
 from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
 
 from .. import (
     TempMeCLIPModel,
     TempMeConfig,
     TempMeProcessor,
-    apply_lora,
     build_clip_tokenizer,
     load_retrieval_dataset,
     load_tempme,
@@ -52,7 +55,9 @@ from ..data.video_text import VideoTextDataset, collate_video_text
 from ..hub.auto import save_with_pipeline
 from ..training.checkpoints import resume_checkpoint
 from ..training.trainer import TempMeTrainer, unwrap_tempme
-from ..tuners.lora import DEFAULT_TARGET_MODULES
+from ..tuners.lora import DEFAULT_TARGET_MODULES, lora_config
+from ..tuners.peft_methods import apply_peft, can_merge, parse_peft_option
+from ..tuners.tuner_model import TempMeTunerModel, TunerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,10 @@ class ModelArguments:
         default=None, metadata={"aliases": ["--tokenizer"], "help": "Tokenizer folder or Hub id."}
     )
     use_lora: bool = field(default=True, metadata={"help": "LoRA on q/k/v of both towers; false: full fine-tuning."})
+    peft: str | None = field(
+        default=None,
+        metadata={"help": "lora, adapter, prompt, or a peft config (JSON file or dict with peft_type); over use_lora."},
+    )
     lora_r: int = field(default=8)
     lora_alpha: int | None = field(default=None, metadata={"help": "Defaults to lora_r (scaling 1, as the paper)."})
     lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
@@ -218,14 +227,36 @@ def load_split(data_args: DataArguments, split: str, processor, augment: bool, m
 
 def prepare_for_training(model: TempMeCLIPModel, model_args: ModelArguments):
     model.logit_scale.requires_grad_(not model_args.freeze_logit_scale)
-    if model_args.use_lora:
-        model = apply_lora(model, model_args.lora_r, model_args.lora_target_modules, model_args.lora_alpha)
+    config = peft_config(model_args)
+    if config is not None:
+        model = apply_peft(model, config)
         if not model_args.freeze_logit_scale:
             model.get_base_model().logit_scale.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("Trainable parameters: %d of %d (%.3f%%)", trainable, total, 100 * trainable / total)
     return model
+
+
+def peft_config(model_args: ModelArguments):
+    """The parameter-efficient method to train with, or `None` for full fine-tuning."""
+    if model_args.peft is None and not model_args.use_lora:
+        return None
+    if model_args.peft is None or model_args.peft.lower() == "lora":
+        return lora_config(model_args.lora_r, model_args.lora_target_modules, model_args.lora_alpha)
+    return parse_peft_option(model_args.peft)
+
+
+def check_base_for_method(model_args: ModelArguments) -> None:
+    """Bottleneck adapters and deep prompts cannot be folded into the weights, so what they are trained on must be a
+    checkpoint their adapter folder can name: refuse a random initialisation before any training is spent."""
+    if model_args.model_name_or_path is None and isinstance(peft_config(model_args), TunerConfig):
+        raise ValueError(
+            f"--peft {model_args.peft} on a random initialisation: the adapter could not be loaded again, since it "
+            "cannot be folded into the weights and its base is saved nowhere. Train from a checkpoint (--model "
+            "FOLDER, e.g. a model saved by an earlier run), or use LoRA or full fine-tuning, which are saved as a "
+            "full model."
+        )
 
 
 def set_per_device_batch_size(training_args: TrainingArguments, global_batch_size: int) -> None:
@@ -249,6 +280,7 @@ def train(argv: list[str]) -> dict:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     logger.info("Training arguments: %s", training_args)
 
+    check_base_for_method(model_args)
     checkpoint = resume_checkpoint(training_args)  # the newest complete checkpoint; partial ones are skipped
     set_seed(training_args.seed)
 
@@ -285,12 +317,16 @@ def train(argv: list[str]) -> dict:
     results = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        # An adapter needs a base to load onto, and a random initialisation is none: save the full model.
-        adapter_without_base = model_args.use_lora and model_args.model_name_or_path is None
-        if adapter_without_base:
-            logger.warning("Random initialisation: the output is the full model (LoRA folded in), not an adapter.")
+        # An adapter needs a base to load onto, and a random initialisation is none: fold the method in and save
+        # the full model (methods that cannot be folded are refused before training, see check_base_for_method).
+        fold_into_weights = model_args.model_name_or_path is None and can_merge(trainer.model)
+        if fold_into_weights:
+            logger.warning("Random initialisation: the output is the full model (the adapter folded in), not an adapter.")
             trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        trainer.save_model()  # the LoRA adapter (with the clip position embeddings) or the full model
+        if isinstance(trainer.model, TempMeTunerModel):  # not a model class the Trainer saves as an adapter
+            trainer.model.save_pretrained(training_args.output_dir, is_main_process=trainer.is_world_process_zero())
+        else:
+            trainer.save_model()  # the adapter (with the clip position embeddings) or the full model
         if train_dataset.skipped_video_ids:
             train_result.metrics["train_skipped_videos"] = len(train_dataset.skipped_video_ids)
             logger.warning(
@@ -302,16 +338,22 @@ def train(argv: list[str]) -> dict:
         trainer.save_state()
         results.update(train_result.metrics)
         if trainer.is_world_process_zero():
-            if model_args.use_lora and not adapter_without_base:
+            tuned = isinstance(trainer.model, (PeftModel, TempMeTunerModel))
+            if tuned:
                 processor.save_pretrained(training_args.output_dir)
                 # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
                 unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
             else:
                 # With the processor and the pipeline, the folder loads with transformers alone (trust_remote_code).
                 save_with_pipeline(unwrap_tempme(trainer.model), processor, training_args.output_dir)
-            if model_args.use_lora and model_args.save_merged_model:
-                merged = trainer.model if adapter_without_base else trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-                save_with_pipeline(merged, processor, Path(training_args.output_dir) / "merged")
+            if model_args.save_merged_model:
+                if fold_into_weights:
+                    save_with_pipeline(trainer.model, processor, Path(training_args.output_dir) / "merged")
+                elif can_merge(trainer.model):
+                    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+                    save_with_pipeline(merged, processor, Path(training_args.output_dir) / "merged")
+                else:
+                    logger.warning("--save-merged-model: full fine-tuning, adapters and prompts have nothing to fold in.")
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

@@ -173,7 +173,7 @@ def evaluate_retrieval(
     config = model.config
     num_frames = dataset.processor.num_frames
     clips, tokens = token_schedule(config, num_frames)[-1]
-    results["gflops"] = count_gflops(config, num_frames)
+    results["gflops"] = count_gflops(model, num_frames)  # with the cost of adapters or prompts
     results["output_tokens"] = clips * tokens
     results["videos_per_s"] = len(encoded.video_embeds) / encoded.video_seconds if encoded.video_seconds > 0 else None
     results["num_texts"], results["num_videos"] = len(encoded.text_embeds), len(encoded.video_embeds)

@@ -1,5 +1,9 @@
 """Loading TempMe models: one call for a saved model, a peft adapter, a Hub id or a plain CLIP checkpoint.
 
+The same holds for every peft method (`apply_peft`) and for this package's bottleneck adapters and deep prompts
+(`apply_adapter`, `apply_prompt`), which save the same two files; `load_tempme` loads each kind by the `peft_type`
+of its `adapter_config.json`.
+
 An adapter folder is what `PeftModel.save_pretrained` writes: `adapter_config.json` (LoRA rank, target modules,
 `modules_to_save=["clip_position_embedding"]` and `base_model_name_or_path`) and `adapter_model.safetensors`
 (the LoRA matrices and the trained clip position embeddings); `tempme train` adds the TempMe `config.json` the
@@ -13,16 +17,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from peft import PeftConfig, PeftModel
+from peft import PeftModel
 from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import CONFIG_NAME, find_adapter_config_file
 
 from ..configuration_tempme import PRESETS, TempMeConfig
-from .integrity import check_weights_in
 from ..modeling_tempme import TempMeCLIPModel
 from ..tuners.lora import CLIP_POSITION_EMBEDDING_MODULE
+from ..tuners.peft_methods import load_adapter
+from ..tuners.tuner_model import TempMeTunerModel, read_adapter_config
+from .integrity import check_weights_in
 
 
 def is_adapter_folder(path: str | os.PathLike) -> bool:
@@ -32,10 +38,10 @@ def is_adapter_folder(path: str | os.PathLike) -> bool:
 def save_adapter(
     peft_model: PeftModel, adapter_dir: str | os.PathLike, base_model_name_or_path: str | None = None
 ) -> Path:
-    """Save a LoRA-wrapped TempMe model as a peft adapter folder (safetensors) that names its base model.
+    """Save a LoRA-wrapped (or otherwise tuned) TempMe model as an adapter folder (safetensors) that names its base.
 
     Args:
-        peft_model: the result of `apply_lora(model)` after training.
+        peft_model: the result of `apply_lora(model)` (or `apply_peft`, `apply_adapter`, `apply_prompt`) after training.
         adapter_dir: folder to write.
         base_model_name_or_path: the Hub id or folder of the base model to record in `adapter_config.json`;
             defaults to where the base model was loaded from. Give a Hub id when the adapter will be published.
@@ -67,7 +73,8 @@ def adapter_base_model(adapter: str | os.PathLike) -> str:
     """The `base_model_name_or_path` an adapter (folder or Hub id) names."""
     if Path(adapter).exists() and not is_adapter_folder(adapter):
         raise FileNotFoundError(f"{adapter} is not a peft adapter folder: it has no {ADAPTER_CONFIG_NAME}.")
-    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    # Read as JSON: peft's own config classes do not know this package's tuners (bottleneck adapters, deep prompts).
+    base = read_adapter_config(adapter).get("base_model_name_or_path")
     if not base:
         raise ValueError(
             f"The adapter {adapter} names no base model (base_model_name_or_path in {ADAPTER_CONFIG_NAME}); pass the "
@@ -118,7 +125,7 @@ def load_tempme(
     merge: bool = False,
     schedule: TempMeConfig | str | None = None,
     **from_pretrained_kwargs,
-) -> TempMeCLIPModel | PeftModel:
+) -> TempMeCLIPModel | PeftModel | TempMeTunerModel:
     """Load a TempMe model in one call: a saved model, an adapter on its base, or a plain CLIP checkpoint.
 
     Args:
@@ -126,14 +133,16 @@ def load_tempme(
             it names), or a plain CLIP checkpoint. With `adapter`, the base to put the adapter on.
         adapter: a peft adapter folder or Hub id (see `save_adapter`); its base defaults to the one it names.
         merge: fold the LoRA weights and clip position embeddings into the base and return a plain
-            `TempMeCLIPModel` (no peft wrapper, no LoRA overhead at inference).
+            `TempMeCLIPModel` (no peft wrapper, no LoRA overhead at inference). Bottleneck adapters and deep
+            prompts cannot be folded (an error says so).
         schedule: a preset name or `TempMeConfig` whose merge schedule the model runs. Needed for a plain CLIP base
             (`TempMeCLIPModel.from_clip`) unless the adapter folder holds the TempMe config it was trained with; for
             a TempMe base it replaces the saved schedule (same weights, `TempMeCLIPModel.with_schedule`).
         from_pretrained_kwargs: passed to `from_pretrained` (e.g. `revision`, `dtype`, `cache_dir`).
 
     Returns:
-        The model in eval mode: a `PeftModel` when an adapter is given and `merge=False`, else a `TempMeCLIPModel`.
+        The model in eval mode: with an adapter and `merge=False`, a `PeftModel` (peft's methods) or a
+        `TempMeTunerModel` (bottleneck adapters, deep prompts); else a `TempMeCLIPModel`.
     """
     hub_kwargs = {key: from_pretrained_kwargs[key] for key in ("cache_dir", "revision", "token") if key in from_pretrained_kwargs}
     if adapter is None and isinstance(model_or_path, (str, os.PathLike)) and _is_adapter(str(model_or_path), **hub_kwargs):
@@ -163,8 +172,8 @@ def load_tempme(
     if schedule is not None and isinstance(model, TempMeCLIPModel) and not _same_schedule(model.config, schedule):
         model = model.with_schedule(schedule)
     if adapter is not None:
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-        if merge:
+        model = load_adapter(model, adapter)
+        if merge:  # bottleneck adapters and deep prompts cannot be folded: their merge_and_unload says why
             model = model.merge_and_unload()
     return model.eval()
 

@@ -173,6 +173,13 @@ def eval_results(evaluation: dict[str, Any]) -> list[EvalResult]:
 NO_BASE_MODEL = "none"
 
 
+def _library_name(adapter_config: dict[str, Any] | None) -> str | None:
+    """transformers for a model; peft for a peft adapter; none for this package's adapters and prompts."""
+    if adapter_config is None:
+        return "transformers"
+    return None if adapter_config.get("peft_type") in ("HOULSBY_ADAPTER", "DEEP_PROMPT") else "peft"
+
+
 def render_model_card(
     config: dict[str, Any],
     *,
@@ -221,9 +228,10 @@ def render_model_card(
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         base_model=base_model if base_model and is_repo_id(base_model) else None,  # the Hub rejects paths
-        library_name="peft" if adapter_config is not None else "transformers",
+        library_name=_library_name(adapter_config),
         license=license,
-        tags=["tempme", "token-merging", "video-text-retrieval", "clip"] + (["lora"] if adapter_config else []),
+        tags=["tempme", "token-merging", "video-text-retrieval", "clip"]
+        + ([str(adapter_config.get("peft_type", "lora")).lower()] if adapter_config else []),
         eval_results=[result for evaluation in evaluations for result in eval_results(evaluation)] or None,
         datasets=sorted({str(e.get("dataset_type") or e["dataset"]) for e in evaluations}) or None,
     )

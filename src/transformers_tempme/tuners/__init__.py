@@ -1,1 +1,2 @@
-"""Parameter-efficient fine-tuning of TempMe (LoRA through peft)."""
+"""Parameter-efficient fine-tuning of TempMe: any peft method (`apply_peft`, `apply_lora`), and the bottleneck
+adapters and deep prompts peft has no method for (`apply_adapter`, `apply_prompt`, as peft-style adapters)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel
 from torch import nn
 
-DEFAULT_TARGET_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
-CLIP_POSITION_EMBEDDING_MODULE = "clip_position_embedding"
+from .peft_methods import DEFAULT_TARGET_MODULES, apply_peft
+from .tuner_model import CLIP_POSITION_EMBEDDING_MODULE
 
 
 def lora_config(
@@ -48,7 +48,7 @@ def apply_lora(
     Call `print_trainable_parameters()` or `get_nb_trainable_parameters()` on the result for the count, and
     `merge_and_unload()` to fold the adapters back into a plain `TempMeCLIPModel`.
     """
-    return get_peft_model(model, lora_config(r, target_modules, lora_alpha, lora_dropout))
+    return apply_peft(model, lora_config(r, target_modules, lora_alpha, lora_dropout))
 
 
-__all__ = ["apply_lora", "lora_config", "DEFAULT_TARGET_MODULES"]
+__all__ = ["apply_lora", "lora_config", "DEFAULT_TARGET_MODULES", "CLIP_POSITION_EMBEDDING_MODULE"]
