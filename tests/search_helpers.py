@@ -101,3 +101,39 @@ def make_video_folder(root: Path) -> Path:
 
 VIDEOS = ["green_clip", "long.mp4", "red_left.mp4", "red_right.mp4", "sub/blue_right.mp4"]
 BAD_FILES = ["empty.mp4", "notes.mp4", "thumbnail.png"]
+
+
+def make_many_videos(root: Path, count: int, seconds: int = 25) -> Path:
+    """`count` videos of `seconds` seconds, each with its own colour order and direction."""
+    names = list(COLOURS)
+    for i in range(count):
+        parts = [moving_square(names[(i + j) % len(names)], 10 * FPS, reverse=bool((i + j) % 2))
+                 for j in range((seconds + 9) // 10)]
+        write_clip(root / f"part{i % 3}" / f"video{i:02d}.mp4", np.concatenate(parts)[: seconds * FPS])
+    return root
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of `tempme` subprocesses: offline, one thread, this checkout's sources first."""
+    root = Path(__file__).resolve().parents[1]
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
+def stored_rows(index) -> tuple[list[tuple], np.ndarray]:
+    """Every stored row's (path, segment, start, end, duration, size, mtime_ns, sha256), sorted, and the embeddings in
+    that order."""
+    dataset = index.to_dataset()
+    columns = ("path", "segment", "start", "end", "duration", "size", "mtime_ns", "sha256")
+    keys = list(zip(*(dataset[name] for name in columns)))
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    embeddings = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
+    return [keys[i] for i in order], embeddings[order]

@@ -28,9 +28,11 @@ class ProcessGroup:
     def __init__(self):
         self._state = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch
             from accelerate import PartialState
 
-            self._state = PartialState(timeout=COLLECTIVE_TIMEOUT)
+            # Without GPUs, Accelerate joins the processes over gloo only when told to run on the CPU.
+            self._state = PartialState(cpu=not torch.cuda.is_available(), timeout=COLLECTIVE_TIMEOUT)
 
     @property
     def rank(self) -> int:

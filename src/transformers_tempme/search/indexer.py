@@ -323,6 +323,7 @@ def _commit(index_dir: Path, plan: _Plan, options: IndexingOptions, processes: i
         segments_encoded=sum(t.num_rows for t in tables),
         seconds=time.perf_counter() - started,
         processes=processes,
+        resumed=plan.resumed,
     )
     report_file = f"report-{generation:05d}.json"
     write_json_atomically(index_dir / report_file, report.to_dict())

@@ -50,6 +50,8 @@ class IndexingReport:
         segments_encoded (`int`): segments encoded by this run.
         seconds (`float`): wall time of the run.
         processes (`int`): processes that shared the work.
+        resumed (`int`): files of this update finished by an earlier, interrupted run of it (taken from its work
+            shards, not encoded again).
     """
 
     added: list[str] = field(default_factory=list)
@@ -61,6 +63,7 @@ class IndexingReport:
     segments_encoded: int = 0
     seconds: float = 0.0
     processes: int = 1
+    resumed: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -75,6 +78,8 @@ class IndexingReport:
     def summary(self, max_failures: int = 5) -> str:
         """One line of counts, then the first `max_failures` failures with their reasons."""
         lines = [", ".join(f"{name} {count}" for name, count in self.counts.items())]
+        if self.resumed:
+            lines[0] += f" ({self.resumed} finished by an interrupted run)"
         for failure in self.failed[:max_failures]:
             lines.append(f"  failed: {failure.path}: {failure.reason}")
         if len(self.failed) > max_failures:

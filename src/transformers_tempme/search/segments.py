@@ -15,6 +15,7 @@ DEFAULT_SEGMENT_SECONDS = 10.0
 
 # Times are rounded to the microsecond so that windows compare equal across runs and processes.
 _TIME_DECIMALS = 6
+_NEGLIGIBLE_SECONDS = 1e-3
 
 
 def check_segment_settings(segment_seconds: float, overlap_seconds: float) -> None:
@@ -42,8 +43,8 @@ def segment_windows(
     if duration <= segment_seconds:
         return [(0.0, round(duration, _TIME_DECIMALS))]
     stride = segment_seconds - overlap_seconds
-    # Windows needed to reach the end; the small tolerance keeps 20.0000001 s from adding a window.
-    count = math.ceil((duration - segment_seconds) / stride - 1e-9) + 1
+    # Windows needed to reach the end; less than a millisecond left over adds no window.
+    count = math.ceil((duration - segment_seconds - _NEGLIGIBLE_SECONDS) / stride) + 1
     windows = []
     for i in range(count):
         start = min(i * stride, duration - segment_seconds)
