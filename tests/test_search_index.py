@@ -277,3 +277,21 @@ def test_an_empty_folder_gives_an_empty_index(tmp_path, encoder):
     (tmp_path / "videos").mkdir()
     index = build(tmp_path / "videos", tmp_path / "index", encoder)
     assert len(index) == 0 and index.search("anything", k=3) == []
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_an_update_that_only_adds_videos_extends_the_vector_index(videos, tmp_path, encoder, monkeypatch, kind):
+    settings = VectorIndexSettings(kind, hnsw_m=8)
+    index = build(videos, tmp_path / "index", encoder, vector_index=settings)
+    write_clip(videos / "zz_yellow.mp4", moving_square("yellow", 3 * FPS))
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the vector index was rebuilt from scratch")
+
+    monkeypatch.setattr(indexer_module, "build_vector_index", no_rebuild)
+    assert index.update(**FAST).added == ["zz_yellow.mp4"]
+    monkeypatch.undo()
+    fresh = build(videos, tmp_path / "fresh", encoder, vector_index=settings)
+    query = "a yellow square moves from left to right"
+    assert [(h.path, h.start, round(h.score, 5)) for h in index.search(query, k=8)] == \
+        [(h.path, h.start, round(h.score, 5)) for h in fresh.search(query, k=8)]

@@ -40,7 +40,7 @@ from .results import FailedFile, IndexingReport
 from .segment_batches import SegmentBatches
 from .segments import DEFAULT_SEGMENT_SECONDS, check_segment_settings
 from .table import METADATA_COLUMNS, embedding_matrix, read_shards, segment_features, write_shard
-from .vectors import VectorIndexSettings, build_vector_index, save_vector_index
+from .vectors import VectorIndexSettings, build_vector_index, load_vector_index, save_vector_index
 from .work_shards import WORK_DIR, WorkShardWriter, find_work_shards
 
 SEGMENTS_DIR = "segments"
@@ -141,7 +141,8 @@ def _new_manifest(video_dir: Path, model_info: dict, processor, embedding_dim: i
         frame_sampling=processor.frame_sampling,
         segment_seconds=float(segment_seconds),
         segment_overlap=float(overlap),
-        vector_index=vectors.to_dict(),
+        # The current vector file stays named so that an update that only adds rows can extend it.
+        vector_index={**vectors.to_dict(), "file": keep.vector_index.get("file") if keep else None},
         shards=list(keep.shards) if keep else [],
         report=keep.report if keep else None,
         counts=dict(keep.counts) if keep else {"videos": 0, "segments": 0, "failed": 0},
@@ -304,12 +305,7 @@ def _commit(index_dir: Path, plan: _Plan, options: IndexingOptions, processes: i
             shards.append(name)
 
     vector_settings = VectorIndexSettings(**{k: v for k, v in manifest.vector_index.items() if k != "file"})
-    vectors = build_vector_index(np.zeros((0, manifest.embedding_dim), np.float32), vector_settings)
-    paths = []
-    for name in shards:  # one shard at a time, so that memory holds the vectors once
-        table = pq.read_table(index_dir / name, columns=["path", "embedding"])
-        vectors.add(embedding_matrix(table))
-        paths.extend(table.column("path").to_pylist())
+    vectors, paths = _vectors_for(index_dir, manifest, vector_settings, shards)
     vector_file = f"vectors-{generation:05d}.faiss"
     save_vector_index(vectors, index_dir / vector_file)
 
@@ -340,6 +336,40 @@ def _commit(index_dir: Path, plan: _Plan, options: IndexingOptions, processes: i
     write_manifest(index_dir, manifest)
     _delete_unreferenced(index_dir, manifest)
     return report
+
+
+def _vectors_for(index_dir: Path, manifest: IndexManifest, settings: VectorIndexSettings, shards: list[str]):
+    """The vector index of `shards` (vector `i` = row `i`) and the path of every row.
+
+    When every shard of the current generation is kept as it is and in front (an update that only added videos) and
+    the vector index settings did not change, the current vector index is loaded and only the new rows are added:
+    no full rebuild (which for HNSW on a large library takes long). Otherwise it is built from all rows, one shard
+    at a time so that memory holds the vectors once."""
+    previous_file = manifest.vector_index.get("file")
+    build_time_fields = ("kind", "hnsw_m", "ef_construction")  # ef_search only matters when searching
+    reuse = (
+        previous_file is not None
+        and all(manifest.vector_index.get(name) == getattr(settings, name) for name in build_time_fields)
+        and shards[: len(manifest.shards)] == manifest.shards
+        and (index_dir / previous_file).is_file()
+    )
+    if reuse:
+        vectors = load_vector_index(index_dir / previous_file, settings)
+        new_shards = shards[len(manifest.shards) :]
+    else:
+        vectors = build_vector_index(np.zeros((0, manifest.embedding_dim), np.float32), settings)
+        new_shards = shards
+    paths = []
+    for name in shards:
+        if name in new_shards:
+            table = pq.read_table(index_dir / name, columns=["path", "embedding"])
+            vectors.add(embedding_matrix(table))
+        else:
+            table = pq.read_table(index_dir / name, columns=["path"])
+        paths.extend(table.column("path").to_pylist())
+    if vectors.ntotal != len(paths):
+        raise RuntimeError(f"The vector index holds {vectors.ntotal} vectors for {len(paths)} rows; nothing committed.")
+    return vectors, paths
 
 
 def _delete_unreferenced(index_dir: Path, manifest: IndexManifest) -> None:
