@@ -118,9 +118,24 @@ def chromium_path() -> str:
     return path
 
 
-def search_in_browser(url: str, query: str, screenshot: Path | None = None, k: int = 8) -> dict:
-    """Open the page, type `query`, press Search; returns the hits shown (path, start, the video's currentTime
-    once its metadata loaded) and every request that left 127.0.0.1 (blocked)."""
+def shown_hits(page) -> list[dict]:
+    """The hit cards on the page, once every video's metadata has loaded: path, start, text, playhead, duration."""
+    page.wait_for_selector(".hit video", timeout=60_000)
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('.hit video')).every(v => v.readyState >= 1)", timeout=60_000
+    )
+    return page.evaluate(
+        """Array.from(document.querySelectorAll('.hit')).map(card => ({
+            path: card.dataset.path, start: parseFloat(card.dataset.start),
+            text: card.querySelector('.meta').innerText,
+            currentTime: card.querySelector('video').currentTime,
+            duration: card.querySelector('video').duration}))"""
+    )
+
+
+def search_in_browser(url: str, query: str, screenshot: Path | None = None, k: int = 8, like: Path | None = None) -> dict:
+    """Open the page, type `query`, press Search; returns the hits shown (see `shown_hits`), the hits of an upload
+    of the clip `like` when given, and every request that left 127.0.0.1 (blocked)."""
     from playwright.sync_api import sync_playwright
 
     outside = []
@@ -143,29 +158,28 @@ def search_in_browser(url: str, query: str, screenshot: Path | None = None, k: i
             slider.press("Enter")
             page.locator("#query textarea, #query input").first.fill(query)
             page.locator("#search-button").click()
-            page.wait_for_selector(".hit video", timeout=60_000)
-            page.wait_for_function(
-                "Array.from(document.querySelectorAll('.hit video')).every(v => v.readyState >= 1)", timeout=60_000
-            )
-            hits = page.evaluate(
-                """Array.from(document.querySelectorAll('.hit')).map(card => ({
-                    path: card.dataset.path, start: parseFloat(card.dataset.start),
-                    text: card.querySelector('.meta').innerText,
-                    currentTime: card.querySelector('video').currentTime,
-                    duration: card.querySelector('video').duration}))"""
-            )
+            hits = shown_hits(page)
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
+            like_hits = None
+            if like is not None:
+                before = page.locator(".hits").inner_html()
+                page.get_by_text("Search by an example clip").click()
+                page.locator("input[type=file]").set_input_files(str(like))
+                page.wait_for_function("old => document.querySelector('.hits').innerHTML !== old", arg=before,
+                                       timeout=60_000)
+                like_hits = shown_hits(page)
         finally:
             browser.close()
-    return {"hits": hits, "outside": outside}
+    return {"hits": hits, "like_hits": like_hits, "outside": outside}
 
 
 @pytest.mark.slow
 def test_the_page_in_a_real_browser(served, tmp_path):
-    server, index, _ = served
-    shown = search_in_browser(server.url, QUERY, tmp_path / "search_page.png", k=7)
+    server, index, root = served
+    clip = root / "videos" / "sub" / "blue_right.mp4"
+    shown = search_in_browser(server.url, QUERY, tmp_path / "search_page.png", k=7, like=clip)
     expected = index.search(QUERY, k=7)
     assert [hit["path"] for hit in shown["hits"]] == [hit.path for hit in expected]
     for card, hit in zip(shown["hits"], expected):
@@ -176,6 +190,9 @@ def test_the_page_in_a_real_browser(served, tmp_path):
         assert card["duration"] > 0
     assert {card["start"] for card in shown["hits"] if card["path"] == "long.mp4"} == {0.0, 10.0, 15.0}
     assert (tmp_path / "search_page.png").stat().st_size > 10_000
+    # Uploading a clip searches by example: the clip's own file comes first.
+    assert [hit["path"] for hit in shown["like_hits"]] == [hit.path for hit in index.search_like(clip, k=7)]
+    assert shown["like_hits"][0]["path"] == "sub/blue_right.mp4"
     assert shown["outside"] == []  # the page asks for nothing beyond this machine
 
 

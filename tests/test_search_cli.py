@@ -72,11 +72,12 @@ def test_search_like_an_example_clip(indexed, capsys):
     assert json.loads(capsys.readouterr().out)[0]["path"] == "long.mp4"
 
 
-def test_search_with_another_model_is_refused(indexed, tmp_path):
+def test_search_with_another_model_is_refused(indexed, tmp_path, capsys):
     _, _, index_dir = indexed
     other = save_tiny_search_model(tmp_path / "other", seed=3)
-    with pytest.raises(ValueError, match="different model"):
-        main(["search", str(index_dir), QUERY, "--model", str(other)])
+    assert main(["search", str(index_dir), QUERY, "--model", str(other)]) == 2
+    error = capsys.readouterr().err
+    assert "error: The index" in error and "different model" in error and "Traceback" not in error
 
 
 def test_bad_command_lines_are_errors(indexed, tmp_path, capsys):
@@ -86,6 +87,13 @@ def test_bad_command_lines_are_errors(indexed, tmp_path, capsys):
     assert exit_info.value.code == 2 and "QUERY or --like" in capsys.readouterr().err
     assert main(["index", str(videos), "--index", str(tmp_path / "new")]) == 2
     assert "pass --model" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "nothing"), QUERY]) == 2
+    assert "is not a video index" in capsys.readouterr().err
+    assert main(["search", str(index_dir), "--like", str(videos / "notes.mp4")]) == 2
+    assert "Cannot decode video" in capsys.readouterr().err
+    model_dir, _, _ = indexed
+    assert main(["index", str(videos), "--index", str(index_dir), "--segment-seconds", "5"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_an_adapter_folder_is_a_model(tmp_path, capsys):

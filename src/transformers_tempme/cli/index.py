@@ -47,6 +47,26 @@ def load_model_from_arguments(args):
     return None
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by the command line or the files it names: reported in one line, exit code 2."""
+    from ..search.fingerprint import EmbeddingSpaceMismatchError
+    from ..search.indexer import IndexLockedError
+    from ..search.manifest import IndexNotFoundError, IndexSettingsError
+    from ..video_io import VideoDecodeError
+
+    return (EmbeddingSpaceMismatchError, IndexNotFoundError, IndexSettingsError, IndexLockedError,
+            NotADirectoryError, VideoDecodeError)
+
+
+def run_reporting_user_errors(command, args) -> int:
+    """`command(args)`, with the errors of `user_errors` printed as `error: ...` (exit code 2), not as tracebacks."""
+    try:
+        return command(args)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
 def default_device(requested: str | None) -> str:
     import torch
 
@@ -79,7 +99,10 @@ def parse_args(argv=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_reporting_user_errors(index_videos, parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def index_videos(args) -> int:
     from ..search import IndexingOptions, VectorIndexSettings, VideoSearchIndex
     from ..search.manifest import manifest_exists, read_manifest
 

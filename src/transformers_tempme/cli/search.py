@@ -16,7 +16,7 @@ import json
 import sys
 
 from . import command_parser
-from .index import add_model_arguments, default_device, load_model_from_arguments
+from .index import add_model_arguments, default_device, load_model_from_arguments, run_reporting_user_errors
 
 
 def parse_args(argv=None):
@@ -44,7 +44,10 @@ def format_hits(hits) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_reporting_user_errors(search_index, parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def search_index(args) -> int:
     from ..search import VideoSearchIndex
 
     index = VideoSearchIndex.open(args.index, device=default_device(args.device))

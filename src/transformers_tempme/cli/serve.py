@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from . import command_parser
-from .index import add_model_arguments, default_device, load_model_from_arguments
+from .index import add_model_arguments, default_device, load_model_from_arguments, run_reporting_user_errors
 
 
 def parse_args(argv=None):
@@ -30,7 +30,10 @@ def parse_args(argv=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_reporting_user_errors(serve_index, parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def serve_index(args) -> int:
     from ..search import VideoSearchIndex
     from ..search.app import serve
 

@@ -131,6 +131,12 @@ class VideoSearchIndex:
         from .model_loading import load_search_model
 
         info = self.manifest.model
+        if not info.get("name_or_path"):
+            raise ValueError(
+                f"The index {self.index_dir} was built with a model held in memory, so it cannot load it by itself: "
+                "pass it with VideoSearchIndex.open(index_dir, model, processor), or save the model and build the "
+                "index with model_info={'name_or_path': folder}."
+            )
         model, processor, _ = load_search_model(
             info["name_or_path"], from_clip=info.get("from_clip", False), preset=info.get("preset") or "tempme-vit-b-32",
             revision=info.get("revision") if not Path(info["name_or_path"]).exists() else None,

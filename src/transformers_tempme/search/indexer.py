@@ -34,7 +34,7 @@ from .atomic import remove_temporary_files, write_json_atomically
 from .discovery import VideoFile, list_files
 from .distributed import ProcessGroup, split_by_size
 from .fingerprint import check_fingerprint
-from .manifest import IndexManifest, manifest_exists, read_manifest, write_manifest
+from .manifest import IndexManifest, IndexSettingsError, manifest_exists, read_manifest, write_manifest
 from .planning import UpdatePlan, indexed_videos, plan_update
 from .results import FailedFile, IndexingReport
 from .segment_batches import SegmentBatches
@@ -83,6 +83,10 @@ class IndexingOptions:
     timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
 
 
+class IndexLockedError(RuntimeError):
+    """Another update holds the index's lock."""
+
+
 class IndexLock:
     """An exclusive lock on the index folder for the length of an update (released by the OS if the run dies)."""
 
@@ -101,7 +105,7 @@ class IndexLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise RuntimeError(
+            raise IndexLockedError(
                 f"Another `tempme index` run is updating {self.path.parent}; wait for it to finish (an index is "
                 "updated by one run at a time; `accelerate launch` shares one run among processes)."
             ) from None
@@ -153,7 +157,7 @@ def _new_manifest(video_dir: Path, model_info: dict, processor, embedding_dim: i
 def _check_compatible(previous: IndexManifest, new: IndexManifest, index_dir: Path) -> None:
     check_fingerprint(previous.model["fingerprint"], new.model["fingerprint"], index_dir, previous.model["name_or_path"])
     if previous.segment_settings != new.segment_settings:
-        raise ValueError(
+        raise IndexSettingsError(
             f"The index {index_dir} cuts videos with {previous.segment_settings}; this run asks for "
             f"{new.segment_settings}. Use the index's settings, or pass --overwrite to re-encode every video."
         )
@@ -469,4 +473,4 @@ def _plan_summary(plan: _Plan, video_dir: Path, processes: int) -> str:
     return text
 
 
-__all__ = ["IndexingOptions", "IndexLock", "run_update", "SEGMENTS_DIR"]
+__all__ = ["IndexingOptions", "IndexLock", "IndexLockedError", "run_update", "SEGMENTS_DIR"]

@@ -33,6 +33,10 @@ class IndexNotFoundError(FileNotFoundError):
     """The folder holds no index (no `index.json`)."""
 
 
+class IndexSettingsError(ValueError):
+    """An update asks for segment settings other than the index's (they need `overwrite`)."""
+
+
 @dataclass
 class IndexManifest:
     """The content of `index.json` (see the module docstring for an example)."""
@@ -91,5 +95,5 @@ def write_manifest(index_dir: str | os.PathLike, manifest: IndexManifest) -> Non
     write_json_atomically(Path(index_dir) / MANIFEST_NAME, manifest.to_dict())
 
 
-__all__ = ["MANIFEST_NAME", "FORMAT_VERSION", "IndexManifest", "IndexNotFoundError", "read_manifest",
-           "manifest_exists", "write_manifest"]
+__all__ = ["MANIFEST_NAME", "FORMAT_VERSION", "IndexManifest", "IndexNotFoundError", "IndexSettingsError",
+           "read_manifest", "manifest_exists", "write_manifest"]

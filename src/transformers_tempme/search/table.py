@@ -27,16 +27,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Features, List, Value
-
 from .atomic import write_atomically
 
 METADATA_KEY = b"tempme"
 METADATA_COLUMNS = ("path", "segment", "start", "end", "duration", "size", "mtime_ns", "sha256")
 
 
-def segment_features(embedding_dim: int) -> Features:
-    """The `datasets` features of the segment table for embeddings of `embedding_dim` values."""
+def segment_features(embedding_dim: int):
+    """The `datasets.Features` of the segment table for embeddings of `embedding_dim` values."""
+    from datasets import Features, List, Value  # imported here: searching an index does not need `datasets`
+
     return Features(
         {
             "path": Value("string"),
