@@ -429,6 +429,18 @@ def save_for_search(model: TempMeCLIPModel, processor: TempMeProcessor, folder: 
     processor.save_pretrained(folder)
 
 
+def held_out_query_pairs(captions) -> list[str]:
+    """Two order-dependent queries of scenes that are in the held-out set, each with its reversal: the first
+    left/right motion and the first growing shape, background left out ("a blue square moves from left to right")."""
+    queries = []
+    for event, reverse in ((" moves from left to right", " moves from right to left"), (" grows", " shrinks")):
+        caption = next((c for c in sorted(captions) if event in c and " on a " in c), None)
+        if caption is not None:
+            query = caption.split(" on a ")[0]
+            queries += [query, query.replace(event, reverse)]
+    return queries
+
+
 def search_demo(args) -> None:
     """Index the held-out test videos with the trained TempMe and search them by text, order of events included."""
     from transformers_tempme import VideoSearchIndex
@@ -454,7 +466,7 @@ def search_demo(args) -> None:
                                    model_info={"name_or_path": str(model_dir.resolve())}, num_workers=0, progress=False)
     print(index.last_report.summary())
     queries = ["a red circle moves from left to right", "a red circle moves from right to left",
-               "a blue square grows", "a blue square shrinks"]
+               *held_out_query_pairs(caption_of.values())]
     for query in queries:
         print(f'\n"{query}"')
         for hit in index.search(query, k=3):

@@ -119,10 +119,11 @@ def chromium_path() -> str:
 
 
 def shown_hits(page) -> list[dict]:
-    """The hit cards on the page, once every video's metadata has loaded: path, start, text, playhead, duration."""
+    """The hit cards on the page, once every video shows its frame at the playhead: path, start, text, playhead,
+    duration."""
     page.wait_for_selector(".hit video", timeout=60_000)
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('.hit video')).every(v => v.readyState >= 1)", timeout=60_000
+    page.wait_for_function(  # HAVE_CURRENT_DATA: metadata loaded, playhead placed, its frame decoded
+        "Array.from(document.querySelectorAll('.hit video')).every(v => v.readyState >= 2)", timeout=60_000
     )
     return page.evaluate(
         """Array.from(document.querySelectorAll('.hit')).map(card => ({
@@ -160,6 +161,7 @@ def search_in_browser(url: str, query: str, screenshot: Path | None = None, k: i
             page.locator("#search-button").click()
             hits = shown_hits(page)
             if screenshot is not None:
+                page.wait_for_timeout(1500)  # let the players drop their loading indicators
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
             like_hits = None

@@ -66,6 +66,12 @@ def hits_html(hits: list[SearchHit]) -> str:
     return "<div class='hits'>" + "".join(cards) + "</div>"
 
 
+def _short_path(path: str | os.PathLike) -> str:
+    """`path` relative to the working directory when it lies inside it, else as it is."""
+    relative = os.path.relpath(path) if os.path.isabs(path) else str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def _indexed_file(index: VideoSearchIndex, indexed: frozenset[str], requested: str) -> Path | None:
     """The file to serve for `/media/<requested>`, or None when it is not a video of the index."""
     if requested not in indexed:
@@ -95,11 +101,11 @@ def build_blocks(index: VideoSearchIndex, k: int = 8):
         return hits_html(hits)
 
     counts = index.manifest.counts
-    model_name = index.manifest.model.get("name_or_path") or "(model built in memory)"
+    model_name = _short_path(index.manifest.model.get("name_or_path") or "(model built in memory)")
     with gr.Blocks(title="TempMe video search") as blocks:
         gr.Markdown(
             f"## TempMe video search\n{counts['videos']} videos, {counts['segments']} segments of up to "
-            f"{index.manifest.segment_seconds:g} s in `{index.video_dir}` — model `{model_name}`"
+            f"{index.manifest.segment_seconds:g} s in `{_short_path(index.video_dir)}` — model `{model_name}`"
         )
         with gr.Row():
             query = gr.Textbox(label="Describe a moment", placeholder="a dog catches a frisbee", scale=4,
