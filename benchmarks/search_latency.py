@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=40)
     parser.add_argument("--ef-search", default="128,256,512,1024", help="HNSW efSearch values, comma-separated")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and faiss threads (default: torch's default, all cores); on a busy shared machine "
+                        "1 thread avoids OpenMP threads spinning against other processes")
     parser.add_argument("--work-dir", default=None, help="where the index folders go (default: a temporary folder)")
     parser.add_argument("--output", default="outputs/search_latency.json")
     parser.add_argument("--markdown", default="outputs/search_latency.md")
@@ -160,20 +163,23 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
 
     flat = VectorIndexSettings("flat")
     save_vector_index(build_vector_index(vectors, flat), folder / "vectors-flat.faiss")
+    point_manifest(folder, shards, "vectors-flat.faiss", flat, count, fingerprint, model_info)
+    index, memory = open_index(folder, model, processor)
+    result["exact"] = {**time_queries(index, texts, args.k), **memory}
+    print(f"  exact: search p50 {result['exact']['search']['p50_ms']:.1f} ms, p95 {result['exact']['search']['p95_ms']:.1f} ms",
+          flush=True)
+    query_embeddings = index.encode_text(texts)
+    _, exact_ids = search_vectors(index._vectors, query_embeddings, args.k, flat)
+    del index
+    gc.collect()
+
     start = time.perf_counter()
     hnsw_settings = VectorIndexSettings("hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
     hnsw = build_vector_index(vectors, hnsw_settings)
     result["hnsw_build_seconds"] = time.perf_counter() - start
+    print(f"  HNSW built in {result['hnsw_build_seconds']:.0f} s", flush=True)
     save_vector_index(hnsw, folder / "vectors-hnsw.faiss")
     del hnsw, vectors
-    gc.collect()
-
-    point_manifest(folder, shards, "vectors-flat.faiss", flat, count, fingerprint, model_info)
-    index, memory = open_index(folder, model, processor)
-    result["exact"] = {**time_queries(index, texts, args.k), **memory}
-    query_embeddings = index.encode_text(texts)
-    _, exact_ids = search_vectors(index._vectors, query_embeddings, args.k, flat)
-    del index
     gc.collect()
 
     result["hnsw"] = []
@@ -221,6 +227,11 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        import faiss
+
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     model, processor = text_encoder()
     fingerprint = model_fingerprint(model, processor)
     texts = queries(args.queries)
@@ -233,6 +244,8 @@ def main(argv=None) -> None:
         print(f"{count:,} segments ...", flush=True)
         results["sizes"].append(benchmark_size(count, args, model, processor, fingerprint, texts, work))
         print(markdown({**results, "sizes": results["sizes"][-1:]}), flush=True)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")  # what is done so far
     results["machine"]["load_average_end"] = load_average()
     for path, text in ((args.output, json.dumps(results, indent=2)), (args.markdown, markdown(results))):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
