@@ -205,3 +205,43 @@ if __name__ == "__main__":
     for card in result["hits"]:
         print(card["text"])
     print(f"Screenshot: {screenshot}")
+
+
+def test_serve_binds_this_machine_only_by_default():
+    from transformers_tempme.cli.serve import parse_args
+
+    assert parse_args(["some.index"]).host == "127.0.0.1"
+
+
+@pytest.mark.slow
+def test_tempme_serve_runs_the_page(served):
+    import subprocess
+    import urllib.request
+
+    from search_helpers import subprocess_env
+
+    _, index, _ = served
+    model_dir = index.index_dir.parent / "serve_model"
+    index.model.save_pretrained(model_dir)
+    index.processor.save_pretrained(model_dir)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "transformers_tempme.cli", "serve", str(index.index_dir), "--model", str(model_dir),
+         "--port", str(port)], env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200 and b"gradio" in response.read().lower()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "tempme serve did not answer"
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/media/red_right.mp4", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

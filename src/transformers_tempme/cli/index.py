@@ -47,6 +47,20 @@ def load_model_from_arguments(args):
     return None
 
 
+def open_index_from_arguments(args):
+    """The index at `args.index`, with the model of --model / --from-clip when given (checked against the index's
+    fingerprint), else the index's own model, loaded now."""
+    from ..search import VideoSearchIndex
+
+    index = VideoSearchIndex.open(args.index, device=default_device(args.device))
+    loaded = load_model_from_arguments(args)
+    if loaded is not None:
+        index.set_model(loaded[0], loaded[1])
+    else:
+        index.model  # noqa: B018 - loads the index's model
+    return index
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by the command line or the files it names: reported in one line, exit code 2."""
     from ..search.fingerprint import EmbeddingSpaceMismatchError

@@ -16,7 +16,7 @@ import json
 import sys
 
 from . import command_parser
-from .index import add_model_arguments, default_device, load_model_from_arguments, run_reporting_user_errors
+from .index import add_model_arguments, open_index_from_arguments, run_reporting_user_errors
 
 
 def parse_args(argv=None):
@@ -48,12 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def search_index(args) -> int:
-    from ..search import VideoSearchIndex
-
-    index = VideoSearchIndex.open(args.index, device=default_device(args.device))
-    loaded = load_model_from_arguments(args)
-    if loaded is not None:
-        index.set_model(loaded[0], loaded[1])
+    index = open_index_from_arguments(args)
     if args.like is not None:
         hits = index.search_like(args.like, k=args.top_k, max_per_video=args.max_per_video)
     else:

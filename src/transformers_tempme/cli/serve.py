@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from . import command_parser
-from .index import add_model_arguments, default_device, load_model_from_arguments, run_reporting_user_errors
+from .index import add_model_arguments, open_index_from_arguments, run_reporting_user_errors
 
 
 def parse_args(argv=None):
@@ -34,15 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_index(args) -> int:
-    from ..search import VideoSearchIndex
     from ..search.app import serve
 
-    index = VideoSearchIndex.open(args.index, device=default_device(args.device))
-    loaded = load_model_from_arguments(args)
-    if loaded is not None:
-        index.set_model(loaded[0], loaded[1])
-    else:
-        index.model  # load it now, not on the first query
+    index = open_index_from_arguments(args)
     print(f"Serving {index.manifest.counts['videos']} videos ({len(index)} segments) on http://{args.host}:{args.port}",
           flush=True)
     serve(index, host=args.host, port=args.port, k=args.top_k)
