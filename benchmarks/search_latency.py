@@ -7,7 +7,14 @@ real CLIP BPE tokenizer), and `VideoSearchIndex.search(query, k=10)` is timed en
 different captions: text encoding + vector search + building the typed hits. The two parts are also timed apart.
 
 HNSW (`IndexHNSWFlat`, inner product) is built on the same vectors; its recall@10 is the share of the exact top-10
-it returns, over the same queries, at several `efSearch` values. Memory per stored segment is what an open index
+it returns, over the same queries, at several `efSearch` values.
+
+`--data random` (default) stores uniformly random unit vectors and scores the text queries' embeddings against
+them: the hardest case for an approximate index, since nothing in the data is near anything else and the exact
+top-10 are barely ahead of the next hundred. `--data clustered` stores vectors drawn around `segments / 100`
+random centres (cosine about 0.7 to their centre, as segments of one scene or topic sit together) and, for the
+vector-search timings and the recall, asks queries drawn near stored vectors (a query with relevant segments);
+the end-to-end timings still encode the text queries. Memory per stored segment is what an open index
 holds for it: the vector index (faiss keeps in memory what its file stores: the vector, plus the HNSW links) and
 the metadata columns searching needs (path, start, end: Arrow buffers). The Parquet table's bytes per segment on
 disk are given too.
@@ -54,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=40)
     parser.add_argument("--ef-search", default="128,256,512,1024", help="HNSW efSearch values, comma-separated")
+    parser.add_argument("--data", choices=("random", "clustered"), default="random", help="see the module docstring")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and faiss threads (default: torch's default, all cores); on a busy shared machine "
                         "1 thread avoids OpenMP threads spinning against other processes")
@@ -90,6 +98,27 @@ def random_unit_vectors(count: int, seed: int, chunk: int = 100_000) -> np.ndarr
     return vectors
 
 
+def clustered_unit_vectors(count: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+    """`(count, DIM)` unit vectors around `count // 100` random centres, each at cosine about 0.7 to its centre."""
+    rng = np.random.default_rng(seed)
+    centres = random_unit_vectors(max(1, count // 100), seed + 1)
+    vectors = np.empty((count, DIM), dtype=np.float32)
+    for start in range(0, count, chunk):
+        size = min(chunk, count - start)
+        block = centres[rng.integers(len(centres), size=size)]
+        block = block + rng.standard_normal((size, DIM), dtype=np.float32) / np.sqrt(DIM)
+        vectors[start : start + size] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return vectors
+
+
+def queries_near(vectors: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` unit vectors near randomly chosen stored vectors (cosine about 0.9)."""
+    rng = np.random.default_rng(seed)
+    near = vectors[rng.integers(len(vectors), size=count)]
+    near = near + 0.5 * rng.standard_normal(near.shape, dtype=np.float32) / np.sqrt(DIM)
+    return near / np.linalg.norm(near, axis=1, keepdims=True)
+
+
 def write_index(folder: Path, vectors: np.ndarray, fingerprint: str, model_info: dict) -> tuple[list[str], float]:
     """Segment shards of `vectors` (fake paths and times) and a manifest; returns the shard names and bytes."""
     shards = []
@@ -124,18 +153,22 @@ def percentiles(seconds: list[float]) -> dict:
             "mean_ms": float(ms.mean())}
 
 
-def time_queries(index: VideoSearchIndex, texts: list[str], k: int) -> dict:
-    """End-to-end search latency, and its text-encoding and vector-search parts, over `texts` (after a warm-up)."""
+def time_queries(index: VideoSearchIndex, texts: list[str], k: int, query_vectors: np.ndarray | None = None) -> dict:
+    """End-to-end search latency, and its text-encoding and vector-search parts, over `texts` (after a warm-up).
+
+    The vector search is timed with `query_vectors` when given, else with the texts' embeddings."""
     for text in texts[:3]:
         index.search(text, k=k)
     total, encode, vector = [], [], []
-    for text in texts:
+    for i, text in enumerate(texts):
         start = time.perf_counter()
         index.search(text, k=k)
         total.append(time.perf_counter() - start)
         start = time.perf_counter()
         embedding = index.encode_text(text)[0]
         encode.append(time.perf_counter() - start)
+        if query_vectors is not None:
+            embedding = query_vectors[i]
         start = time.perf_counter()
         index.search_embedding(embedding, k=k)
         vector.append(time.perf_counter() - start)
@@ -157,7 +190,8 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
     shutil.rmtree(folder, ignore_errors=True)
     model_info = {"name_or_path": "random ViT-B/32-shaped TempMe (benchmark)", "revision": None, "from_clip": False,
                   "preset": None, "schedule": model.config.merge_schedule}
-    vectors = random_unit_vectors(count, seed=count)
+    vectors = (clustered_unit_vectors if args.data == "clustered" else random_unit_vectors)(count, seed=count)
+    near = queries_near(vectors, len(texts), seed=count + 7) if args.data == "clustered" else None
     shards, table_bytes = write_index(folder, vectors, fingerprint, model_info)
     result = {"segments": count, "table_bytes_per_segment": table_bytes / count, "load_average_before": load_average()}
 
@@ -165,10 +199,10 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
     save_vector_index(build_vector_index(vectors, flat), folder / "vectors-flat.faiss")
     point_manifest(folder, shards, "vectors-flat.faiss", flat, count, fingerprint, model_info)
     index, memory = open_index(folder, model, processor)
-    result["exact"] = {**time_queries(index, texts, args.k), **memory}
+    result["exact"] = {**time_queries(index, texts, args.k, near), **memory}
     print(f"  exact: search p50 {result['exact']['search']['p50_ms']:.1f} ms, p95 {result['exact']['search']['p95_ms']:.1f} ms",
           flush=True)
-    query_embeddings = index.encode_text(texts)
+    query_embeddings = near if near is not None else index.encode_text(texts)
     _, exact_ids = search_vectors(index._vectors, query_embeddings, args.k, flat)
     del index
     gc.collect()
@@ -190,7 +224,7 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
         _, ids = search_vectors(index._vectors, query_embeddings, args.k, settings)
         recall = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids, exact_ids)]))
         result["hnsw"].append({
-            "ef_search": ef_search, "recall_at_10": recall, **time_queries(index, texts, args.k), **memory,
+            "ef_search": ef_search, "recall_at_10": recall, **time_queries(index, texts, args.k, near), **memory,
         })
         del index
         gc.collect()
@@ -219,7 +253,8 @@ def markdown(results: dict) -> str:
             )
     builds = ", ".join(f"{s['segments']:,}: {s['hnsw_build_seconds']:.0f} s" for s in results["sizes"])
     lines.append("")
-    lines.append(f"HNSW M={results['hnsw_m']}, efConstruction={results['ef_construction']}; build time {builds}. "
+    lines.append(f"Data: {results.get('data', 'random')}. HNSW M={results['hnsw_m']}, "
+                 f"efConstruction={results['ef_construction']}; build time {builds}. "
                  f"Table (Parquet) bytes per segment: "
                  + ", ".join(f"{s['table_bytes_per_segment']:.0f}" for s in results["sizes"]) + ".")
     return "\n".join(lines)
@@ -236,7 +271,7 @@ def main(argv=None) -> None:
     fingerprint = model_fingerprint(model, processor)
     texts = queries(args.queries)
     results = {"command": "python benchmarks/search_latency.py " + " ".join(argv or []), "machine": machine(),
-               "k": args.k, "queries": args.queries, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
+               "data": args.data, "k": args.k, "queries": args.queries, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
                "sizes": []}
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="search_latency_"))
     work.mkdir(parents=True, exist_ok=True)
