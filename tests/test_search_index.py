@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from search_helpers import BAD_FILES, FPS, VIDEOS, moving_square, save_tiny_search_model, tiny_search_model, write_clip
 
 from transformers_tempme import (
     EmbeddingSpaceMismatchError,
-    IndexingOptions,
     SearchHit,
     TempMeCLIPModel,
     TempMeProcessor,
@@ -72,7 +69,7 @@ def test_build_indexes_every_video_and_reports_bad_files(videos, tmp_path, encod
 
 def test_the_index_folder_is_open_data(videos, tmp_path, encoder):
     model, processor = encoder
-    index = build(videos, tmp_path / "index", encoder)
+    build(videos, tmp_path / "index", encoder)
     manifest = json.loads((tmp_path / "index" / "index.json").read_text())
     assert manifest["embedding_dim"] == model.config.projection_dim == 16
     assert manifest["num_frames"] == processor.num_frames and manifest["frame_sampling"] == "fps"
