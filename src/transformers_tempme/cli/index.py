@@ -99,7 +99,7 @@ def parse_args(argv=None):
     vectors.add_argument("--ann", choices=("flat", "hnsw"), default=None,
                          help="flat: exact (default); hnsw: approximate, for large libraries")
     vectors.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per vector")
-    vectors.add_argument("--ef-construction", type=int, default=80, help="HNSW candidate list while building")
+    vectors.add_argument("--ef-construction", type=int, default=40, help="HNSW candidate list while building")
     vectors.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
     run = parser.add_argument_group("run")
     run.add_argument("--verify", action="store_true", help="detect changed files by content hash, not size and time")

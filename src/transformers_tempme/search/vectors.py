@@ -44,7 +44,7 @@ class VectorIndexSettings:
 
     kind: str = "flat"
     hnsw_m: int = 32
-    ef_construction: int = 80
+    ef_construction: int = 40
     ef_search: int = 128
 
     def __post_init__(self):
