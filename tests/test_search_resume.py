@@ -26,7 +26,7 @@ def index_command(videos: Path, model: Path, index: Path) -> list[str]:
             "--no-progress"]
 
 
-VIDEOS = 14
+VIDEOS = 10
 
 
 def build_in_process(videos: Path, model: Path, index: Path) -> None:
