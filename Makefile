@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 WHEEL_CACHE := .cache/wheels
 WHEELS_STAMP := $(WHEEL_CACHE)/.downloaded
 
-.PHONY: setup demo demo-peft test wheels
+.PHONY: setup demo demo-peft test wheels browser
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,demo]"
+	$(PY) -m pip install -q -e ".[dev,demo,search]"
 	touch $(STAMP)
 
 $(WHEELS_STAMP): $(STAMP)
@@ -26,6 +26,10 @@ setup: $(STAMP) $(WHEELS_STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) examples/demo.py
+
+# The search page's browser test drives Debian's chromium (playwright cannot download its own browsers here).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test: $(STAMP) $(WHEELS_STAMP)
 	$(PY) -m pytest -q

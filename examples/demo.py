@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -394,6 +395,8 @@ def train_one(args, variant: str) -> dict:
         history=[e for e in history if len(e) > 1],
     )
     (work / f"result_{variant}.json").write_text(json.dumps(results, indent=2))
+    if variant == "tempme":
+        save_for_search(model, processor, work / SEARCH_MODEL_DIR)
     return results
 
 
@@ -466,6 +469,63 @@ def train_side_by_side(variants: list[str], command: list[str], args, work: Path
             raise SystemExit(f"Training {variant} failed; see {work / f'train_{variant}.log'}.")
 
 
+# ---------------------------------------------------------------------------------------------- video search
+
+SEARCH_MODEL_DIR, SEARCH_VIDEOS_DIR, SEARCH_INDEX_DIR = "model", "search_videos", "search.index"
+
+
+def save_for_search(model: TempMeCLIPModel, processor: TempMeProcessor, folder: Path) -> None:
+    """The trained TempMe as `--model` takes it: weights (safetensors), remote code and the processor in one folder."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def held_out_query_pairs(captions) -> list[str]:
+    """Two order-dependent queries of scenes that are in the held-out set, each with its reversal: the first
+    left/right motion and the first growing shape, background left out ("a blue square moves from left to right")."""
+    queries = []
+    for event, reverse in ((" moves from left to right", " moves from right to left"), (" grows", " shrinks")):
+        caption = next((c for c in sorted(captions) if event in c and " on a " in c), None)
+        if caption is not None:
+            query = caption.split(" on a ")[0]
+            queries += [query, query.replace(event, reverse)]
+    return queries
+
+
+def search_demo(args) -> None:
+    """Index the held-out test videos with the trained TempMe and search them by text, order of events included."""
+    from transformers_tempme import VideoSearchIndex
+
+    work = Path(args.output_dir)
+    model_dir = work / SEARCH_MODEL_DIR
+    if not (model_dir / "config.json").is_file():
+        print("\nNo trained TempMe in this run (--variants without tempme): skipping the video search demo.")
+        return
+    annotations = work / "benchmark" / "annotations"
+    test_rows = one_row_per_video(load_retrieval_dataset("msrvtt", annotations, work / "benchmark" / "videos", split="test"))
+    videos = work / SEARCH_VIDEOS_DIR
+    videos.mkdir(parents=True, exist_ok=True)
+    caption_of = {}
+    for row in test_rows:  # a folder of the held-out videos only: nothing the model trained on
+        name = Path(row["video_path"]).name
+        if not (videos / name).exists():
+            shutil.copy2(row["video_path"], videos / name)
+        caption_of[name] = row["caption"]
+    print(f"\n=== Video search: indexing the {len(test_rows)} held-out test videos with the trained TempMe ===")
+    model, processor = TempMeCLIPModel.from_pretrained(model_dir), TempMeProcessor.from_pretrained(model_dir)
+    index = VideoSearchIndex.build(videos, work / SEARCH_INDEX_DIR, model, processor,
+                                   model_info={"name_or_path": str(model_dir.resolve())}, num_workers=0, progress=False)
+    print(index.last_report.summary())
+    queries = ["a red circle moves from left to right", "a red circle moves from right to left",
+               *held_out_query_pairs(caption_of.values())]
+    for query in queries:
+        print(f'\n"{query}"')
+        for hit in index.search(query, k=3):
+            print(f"  {hit.rank}. {hit.score:.3f}  {hit.path:<14} {caption_of.get(hit.path, '')}")
+    print(f"\nTry it: tempme search {work / SEARCH_INDEX_DIR} \"a green triangle moves from top to bottom\" -k 5\n"
+          f"        tempme serve {work / SEARCH_INDEX_DIR}     (a web page on http://127.0.0.1:7860)")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -524,6 +584,7 @@ def main(argv=None) -> None:
     plotted = plot_r1_vs_gflops(results, work / "r1_vs_gflops.png")
     print("\n" + table + "\n\n" + notes)
     print(f"Wrote {work / 'results.md'}, {work / 'results.json'}" + (f", {work / 'r1_vs_gflops.png'}" if plotted else ""))
+    search_demo(args)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Layout:
 - `tuners/`: parameter-efficient fine-tuning (any peft method; bottleneck adapters and deep prompts).
 - `hub/`: Auto-class registration, loading, staging for upload and model cards.
 - `analysis/`: token and FLOP accounting, merge visualisations.
+- `search/`: video search (index a folder of videos, find moments by text; the search page).
 - `cli/`: the `tempme` command.
 """
 
@@ -88,6 +89,14 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "TempMeTrainer": ".training.trainer",
     "encode_split": ".evaluation.retrieval",
     "evaluate_retrieval": ".evaluation.retrieval",
+    # video search
+    "VideoSearchIndex": ".search",
+    "IndexingOptions": ".search",
+    "IndexingReport": ".search",
+    "SearchHit": ".search",
+    "VectorIndexSettings": ".search",
+    "EmbeddingSpaceMismatchError": ".search",
+    "load_search_model": ".search",
 }
 
 if TYPE_CHECKING:
@@ -113,6 +122,15 @@ if TYPE_CHECKING:
     from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
     from .hub.loading import adapter_base_model, load_tempme, save_adapter
     from .processing_tempme import TempMeProcessor
+    from .search import (
+        EmbeddingSpaceMismatchError,
+        IndexingOptions,
+        IndexingReport,
+        SearchHit,
+        VectorIndexSettings,
+        VideoSearchIndex,
+        load_search_model,
+    )
     from .training.trainer import TempMeTrainer
     from .tuners.adapter import HoulsbyAdapterConfig, apply_adapter
     from .tuners.lora import apply_lora, lora_config

@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedule": ("schedule", "token counts and GFLOPs of the presets, block by block or as one table"),
     "make-synthetic": ("make_synthetic", "write the synthetic temporal benchmark (mp4 files + annotations)"),
     "build-tokenizer": ("build_tokenizer", "save OpenAI CLIP's tokenizer, built offline, to a folder"),
+    "index": ("index", "index a folder of videos for search by text (or update an index)"),
+    "search": ("search", "find the moments of indexed videos that match a text query"),
+    "serve": ("serve", "a web page to search an index, hits playing from the matching moment"),
 }
 
 EXAMPLES = """\
@@ -34,6 +37,8 @@ examples:
   tempme train configs/msrvtt_vit_b32.json --output-dir runs/msrvtt --max-steps 100
   tempme evaluate --model runs/msrvtt --dataset msrvtt --annotations-dir data/msrvtt --videos-dir data/msrvtt/videos
   tempme push runs/msrvtt --repo-id you/tempme-msrvtt --eval-json runs/msrvtt/retrieval_test.json --dry-run staged/
+  tempme index videos/ --model runs/msrvtt --index videos.index
+  tempme search videos.index "a dog catches a frisbee" -k 5
 
 Run `tempme COMMAND --help` for a command's options. Several processes:
   accelerate launch -m transformers_tempme.cli train CONFIG.json ...

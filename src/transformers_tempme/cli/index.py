@@ -1,0 +1,152 @@
+"""Index a folder of videos for search by text, or bring an existing index up to date.
+
+    tempme index videos/ --model path/to/tempme-model --index videos.index
+    tempme index videos/ --index videos.index                      # later: encode only what changed
+    tempme index videos/ --from-clip openai/clip-vit-base-patch32 --preset tempme-vit-b-32 --index videos.index
+    accelerate launch -m transformers_tempme.cli index videos/ --model ... --index videos.index
+
+Every file under VIDEO_DIR is probed; videos longer than --segment-seconds are cut into windows, each sampled to
+the model's frame count as in training. Files that cannot be decoded are skipped and listed (with the reason) at
+the end and in the index's report. A run that is interrupted (even killed) resumes where it stopped when run again.
+
+--model takes a folder written by `TempMeCLIPModel.save_pretrained` (with the processor saved next to it), a Hub
+id, or a LoRA adapter folder; --from-clip a plain CLIP checkpoint turned into zero-shot TempMe with --preset.
+Without either, an existing index uses the model it was built with.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import command_parser
+
+DEFAULT_NUM_WORKERS = 2
+
+
+def add_model_arguments(parser, required_help: str) -> None:
+    """--model / --from-clip / --preset / --revision, shared by `tempme index`, `search` and `serve`."""
+    group = parser.add_argument_group("model")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--model", default=None, help=f"TempMe model folder, Hub id or adapter folder ({required_help})")
+    choice.add_argument("--from-clip", default=None, metavar="CLIP_ID",
+                        help="a plain CLIP checkpoint (folder or Hub id), turned into TempMe with --preset")
+    group.add_argument("--preset", default="tempme-vit-b-32", help="TempMe schedule applied with --from-clip")
+    group.add_argument("--revision", default=None, help="Hub revision of the model")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: GPU if available)")
+
+
+def load_model_from_arguments(args):
+    """`(model, processor, model_info)` from --model / --from-clip, or `None` when neither is given."""
+    from ..search import load_search_model
+
+    if args.from_clip:
+        return load_search_model(args.from_clip, from_clip=True, preset=args.preset, revision=args.revision)
+    if args.model:
+        return load_search_model(args.model, revision=args.revision)
+    return None
+
+
+def open_index_from_arguments(args):
+    """The index at `args.index`, with the model of --model / --from-clip when given (checked against the index's
+    fingerprint), else the index's own model, loaded now."""
+    from ..search import VideoSearchIndex
+
+    index = VideoSearchIndex.open(args.index, device=default_device(args.device))
+    loaded = load_model_from_arguments(args)
+    if loaded is not None:
+        index.set_model(loaded[0], loaded[1])
+    else:
+        index.model  # noqa: B018 - loads the index's model
+    return index
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by the command line or the files it names: reported in one line, exit code 2."""
+    from ..search.fingerprint import EmbeddingSpaceMismatchError
+    from ..search.indexer import IndexLockedError
+    from ..search.manifest import IndexNotFoundError, IndexSettingsError
+    from ..video_io import VideoDecodeError
+
+    return (EmbeddingSpaceMismatchError, IndexNotFoundError, IndexSettingsError, IndexLockedError,
+            NotADirectoryError, VideoDecodeError)
+
+
+def run_reporting_user_errors(command, args) -> int:
+    """`command(args)`, with the errors of `user_errors` printed as `error: ...` (exit code 2), not as tracebacks."""
+    try:
+        return command(args)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def default_device(requested: str | None) -> str:
+    import torch
+
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_args(argv=None):
+    parser = command_parser("index", __doc__)
+    parser.add_argument("video_dir", metavar="VIDEO_DIR", help="folder of videos (searched recursively)")
+    parser.add_argument("--index", required=True, metavar="INDEX_DIR", help="index folder to create or update")
+    add_model_arguments(parser, "required for a new index")
+    segments = parser.add_argument_group("segments")
+    segments.add_argument("--segment-seconds", type=float, default=None, help="window length (default 10, or the index's)")
+    segments.add_argument("--segment-overlap", type=float, default=None, help="seconds shared by consecutive windows (default 0)")
+    vectors = parser.add_argument_group("vector index")
+    vectors.add_argument("--ann", choices=("flat", "hnsw"), default=None,
+                         help="flat: exact (default); hnsw: approximate, for large libraries")
+    vectors.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per vector")
+    vectors.add_argument("--ef-construction", type=int, default=40, help="HNSW candidate list while building")
+    vectors.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
+    run = parser.add_argument_group("run")
+    run.add_argument("--verify", action="store_true", help="detect changed files by content hash, not size and time")
+    run.add_argument("--overwrite", action="store_true", help="re-encode every video (other model or settings)")
+    run.add_argument("--batch-size", type=int, default=16, help="segments per forward pass")
+    run.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS, help="decoding processes")
+    run.add_argument("--shard-rows", type=int, default=1024, help="segments per work shard (the most a kill can lose)")
+    run.add_argument("--commit-seconds", type=float, default=60.0, help="write finished videos at least this often")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_user_errors(index_videos, parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def index_videos(args) -> int:
+    from ..search import IndexingOptions, VectorIndexSettings, VideoSearchIndex
+    from ..search.manifest import manifest_exists, read_manifest
+
+    loaded = load_model_from_arguments(args)
+    if loaded is None:
+        if not manifest_exists(args.index):
+            print(f"error: {args.index} holds no index yet: pass --model (or --from-clip) to build one.", file=sys.stderr)
+            return 2
+        from ..search import load_search_model
+
+        info = read_manifest(args.index).model
+        loaded = load_search_model(info["name_or_path"], from_clip=info.get("from_clip", False),
+                                   preset=info.get("preset") or args.preset, revision=info.get("revision"))
+    model, processor, model_info = loaded
+    vector_index = None
+    if args.ann is not None:
+        vector_index = VectorIndexSettings(args.ann, args.hnsw_m, args.ef_construction, args.ef_search)
+    options = IndexingOptions(
+        segment_seconds=args.segment_seconds, segment_overlap=args.segment_overlap, vector_index=vector_index,
+        verify=args.verify, overwrite=args.overwrite, batch_size=args.batch_size, num_workers=args.num_workers,
+        shard_rows=args.shard_rows, commit_seconds=args.commit_seconds, device=default_device(args.device),
+        progress=not args.no_progress,
+    )
+    index = VideoSearchIndex.build(args.video_dir, args.index, model, processor, model_info=model_info, options=options)
+    from ..search.distributed import ProcessGroup
+
+    if ProcessGroup().is_main:
+        report = index.last_report
+        print(f"Index {Path(args.index)}: {len(index.videos)} videos, {len(index)} segments "
+              f"({report.segments_encoded} encoded in {report.seconds:.1f} s)")
+        print(report.summary())
+        print(f"Report: {Path(args.index) / index.manifest.report}")
+    return 0

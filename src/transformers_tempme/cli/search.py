@@ -1,0 +1,57 @@
+"""Find the moments of an indexed video folder that match a text query (or an example clip).
+
+    tempme search videos.index "a dog catches a frisbee" -k 10
+    tempme search videos.index "a dog catches a frisbee" --json
+    tempme search videos.index --like clip.mp4 -k 5
+
+Prints rank, score (cosine similarity), path (relative to the indexed folder) and the segment's start-end time.
+`--json` prints a JSON list, best first, of objects with `rank`, `path`, `start`, `end` (seconds), `score` and
+`video_path` (absolute). The model the index was built with is loaded from the index's manifest unless --model /
+--from-clip names it (it must be the same model: another one is refused).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from . import command_parser
+from .index import add_model_arguments, open_index_from_arguments, run_reporting_user_errors
+
+
+def parse_args(argv=None):
+    parser = command_parser("search", __doc__)
+    parser.add_argument("index", metavar="INDEX_DIR", help="index folder written by `tempme index`")
+    parser.add_argument("query", nargs="?", default=None, help="what happens in the moment you are looking for")
+    parser.add_argument("--like", default=None, metavar="VIDEO", help="search by an example video clip instead")
+    parser.add_argument("-k", "--top-k", type=int, default=10, help="hits to show (default 10)")
+    parser.add_argument("--max-per-video", type=int, default=None, help="at most this many hits from one video")
+    parser.add_argument("--json", action="store_true", help="print the hits as a JSON list")
+    add_model_arguments(parser, "default: the index's")
+    args = parser.parse_args(argv)
+    if (args.query is None) == (args.like is None):
+        parser.error("give a text QUERY or --like VIDEO (one of them)")
+    return args
+
+
+def format_hits(hits) -> str:
+    from ..search.app import _clock
+
+    lines = [f"{'rank':>4}  {'score':>6}  {'time':<17}  path"]
+    for hit in hits:
+        lines.append(f"{hit.rank:>4}  {hit.score:6.3f}  {_clock(hit.start) + '-' + _clock(hit.end):<17}  {hit.path}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_user_errors(search_index, parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def search_index(args) -> int:
+    index = open_index_from_arguments(args)
+    if args.like is not None:
+        hits = index.search_like(args.like, k=args.top_k, max_per_video=args.max_per_video)
+    else:
+        hits = index.search(args.query, k=args.top_k, max_per_video=args.max_per_video)
+    print(json.dumps([hit.to_dict() for hit in hits], indent=2) if args.json else format_hits(hits))
+    return 0

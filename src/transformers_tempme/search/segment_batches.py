@@ -1,0 +1,143 @@
+"""Decoding videos into batches of model-ready segments, in DataLoader worker processes.
+
+`SegmentBatches` is an `IterableDataset`: each DataLoader worker takes every `num_workers`-th video of the list,
+cuts it into windows (`segment_windows`), decodes each window's frames (`read_window_frames`; a video that is one
+window goes through `read_video_frames`, the path training and evaluation use) and preprocesses them with the
+model's `TempMeProcessor`. Segments of consecutive videos are packed into batches of `batch_size`, so that the model
+always encodes full batches while the workers decode the next ones.
+
+Each yielded batch is a dict:
+
+    pixel_values  (segments, frames, 3, size, size) float32, or None when the batch holds no segment
+    video_mask    (segments, frames) int64, or None
+    segments      [(path, segment number, start s, end s)] for every row of pixel_values
+    videos        [video record] for every video whose last segment is in this batch or an earlier one
+
+A video record is a dict with `path`, `size`, `mtime_ns`, `sha256`, `duration`, `segments` (how many were yielded),
+`error` (the reason the video is skipped, or None) and `warnings` (windows left out). A video never stops the
+run: any error while reading it becomes its record's `error`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, read_video_frames, read_window_frames
+from .discovery import VideoFile, file_sha256, probe_video
+from .segments import segment_windows
+
+
+class SegmentBatches(IterableDataset):
+    """Batches of decoded, preprocessed segments of `files` (see the module docstring for their layout).
+
+    Args:
+        files (`Sequence[VideoFile]`): videos to read, paths relative to `video_dir`.
+        video_dir: the folder the paths are relative to.
+        processor (`TempMeProcessor`): frame count, sampling and CLIP preprocessing of the model.
+        segment_seconds (`float`), overlap_seconds (`float`): the windows (`segment_windows`).
+        batch_size (`int`): segments per batch.
+        timeout_s (`float`): limit for reading one window.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[VideoFile],
+        video_dir: str | os.PathLike,
+        processor,
+        segment_seconds: float,
+        overlap_seconds: float = 0.0,
+        batch_size: int = 16,
+        timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        self.files = list(files)
+        self.video_dir = Path(video_dir)
+        self.processor = processor
+        self.segment_seconds = segment_seconds
+        self.overlap_seconds = overlap_seconds
+        self.batch_size = batch_size
+        self.timeout_s = timeout_s
+
+    def _my_files(self) -> list[VideoFile]:
+        worker = get_worker_info()
+        if worker is None:
+            return self.files
+        return self.files[worker.id :: worker.num_workers]
+
+    def _read_segments(self, file: VideoFile, record: dict) -> Iterator[tuple[tuple, torch.Tensor, torch.Tensor]]:
+        """`((path, number, start, end), pixel_values, video_mask)` of every window of one video that decodes."""
+        full_path = self.video_dir / file.path
+        record["sha256"] = file_sha256(full_path)
+        timeline = probe_video(full_path, timeout_s=self.timeout_s)
+        record["duration"] = timeline.duration
+        windows = segment_windows(timeline.duration, self.segment_seconds, self.overlap_seconds)
+        num_frames, sampling = self.processor.num_frames, self.processor.frame_sampling
+        number = 0
+        for start, end in windows:
+            try:
+                if len(windows) == 1:
+                    frames, _ = read_video_frames(full_path, num_frames, sampling, timeout_s=self.timeout_s)
+                else:
+                    frames, _ = read_window_frames(
+                        full_path, timeline, start, end, num_frames, sampling, timeout_s=self.timeout_s
+                    )
+            except VideoDecodeError as error:
+                if len(windows) == 1:
+                    raise
+                record["warnings"].append(f"{file.path}: window {start:.1f}-{end:.1f} s left out ({error.reason})")
+                continue
+            pixel_values, video_mask = self.processor.preprocess_videos([frames])
+            yield (file.path, number, start, end), torch.from_numpy(pixel_values[0]), torch.from_numpy(video_mask[0])
+            number += 1
+
+    def __iter__(self) -> Iterator[dict]:
+        pixels, masks, segments, videos = [], [], [], []
+
+        def batch() -> dict:
+            packed = {
+                "pixel_values": torch.stack(pixels) if pixels else None,
+                "video_mask": torch.stack(masks) if masks else None,
+                "segments": list(segments),
+                "videos": list(videos),
+            }
+            pixels.clear(), masks.clear(), segments.clear(), videos.clear()
+            return packed
+
+        for file in self._my_files():
+            record = {
+                "path": file.path, "size": file.size, "mtime_ns": file.mtime_ns, "sha256": "", "duration": 0.0,
+                "segments": 0, "error": None, "warnings": [],
+            }
+            try:
+                for segment, pixel_values, video_mask in self._read_segments(file, record):
+                    segments.append(segment)
+                    pixels.append(pixel_values)
+                    masks.append(video_mask)
+                    record["segments"] += 1
+                    if len(segments) == self.batch_size:
+                        yield batch()
+                if record["segments"] == 0:
+                    raise VideoDecodeError(file.path, "none of its windows decodes")
+            except VideoDecodeError as error:
+                record["error"] = error.reason
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop an indexing run
+                record["error"] = f"{type(error).__name__}: {error}"
+            if record["error"] is not None and record["segments"]:
+                # Segments of this video already sit in the batch being filled: take them back out.
+                kept = [i for i, segment in enumerate(segments) if segment[0] != file.path]
+                pixels[:] = [pixels[i] for i in kept]
+                masks[:] = [masks[i] for i in kept]
+                segments[:] = [segments[i] for i in kept]
+                record["segments"] = 0
+            videos.append(record)
+        if segments or videos:
+            yield batch()
+
+
+__all__ = ["SegmentBatches"]

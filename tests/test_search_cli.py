@@ -1,0 +1,129 @@
+"""`tempme index`, `tempme search` (table and --json) and the model choices: a saved TempMe folder, an adapter
+folder and a plain CLIP checkpoint with a preset (zero-shot)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from data_helpers import wheel_cache_dir
+from search_helpers import BAD_FILES, VIDEOS, make_video_folder, save_tiny_search_model
+from transformers import CLIPConfig, CLIPModel
+
+from transformers_tempme.cli import main
+
+QUERY = "a red square moves from left to right"
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A saved model folder, a video folder and the index `tempme index` made of it."""
+    root = tmp_path_factory.mktemp("search_cli")
+    model_dir = save_tiny_search_model(root / "model")
+    videos = make_video_folder(root / "videos")
+    index_dir = root / "videos.index"
+    assert main(["index", str(videos), "--model", str(model_dir), "--index", str(index_dir), "--num-workers", "1",
+                 "--no-progress"]) == 0
+    return model_dir, videos, index_dir
+
+
+def test_index_prints_a_summary_with_the_failures(tmp_path, capsys):
+    model_dir = save_tiny_search_model(tmp_path / "model")
+    videos = make_video_folder(tmp_path / "videos")
+    assert main(["index", str(videos), "--model", str(model_dir), "--index", str(tmp_path / "idx"),
+                 "--num-workers", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "5 videos, 7 segments" in out
+    assert "added 5, updated 0, removed 0, unchanged 0, failed 3" in out
+    for name in BAD_FILES:
+        assert f"failed: {name}: " in out
+    # Run again without --model: the index's model is used and nothing is re-encoded.
+    assert main(["index", str(videos), "--index", str(tmp_path / "idx"), "--no-progress"]) == 0
+    assert "added 0, updated 0, removed 0, unchanged 5, failed 3" in capsys.readouterr().out
+
+
+def test_search_prints_rank_score_path_and_time(indexed, capsys):
+    _, _, index_dir = indexed
+    assert main(["search", str(index_dir), QUERY, "-k", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["rank", "score", "time", "path"]
+    rows = [line.split() for line in lines[1:]]
+    assert [int(row[0]) for row in rows] == [1, 2, 3, 4]
+    assert all(row[3] in VIDEOS for row in rows)
+    assert all("-" in row[2] and ":" in row[2] for row in rows)
+
+
+def test_search_json_lists_hits_best_first(indexed, capsys):
+    _, videos, index_dir = indexed
+    assert main(["search", str(index_dir), QUERY, "-k", "10", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 7  # every segment of the index
+    assert {"path", "start", "end", "score"} <= set(hits[0])
+    assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits), reverse=True)
+    assert sorted({hit["path"] for hit in hits}) == sorted(VIDEOS)
+    long_windows = sorted((hit["start"], hit["end"]) for hit in hits if hit["path"] == "long.mp4")
+    assert long_windows == [(0.0, 10.0), (10.0, 20.0), (15.0, 25.0)]
+    assert all(hit["video_path"] == str(videos / hit["path"]) for hit in hits)
+
+
+def test_search_like_an_example_clip(indexed, capsys):
+    _, videos, index_dir = indexed
+    assert main(["search", str(index_dir), "--like", str(videos / "long.mp4"), "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["path"] == "long.mp4"
+
+
+def test_search_with_another_model_is_refused(indexed, tmp_path, capsys):
+    _, _, index_dir = indexed
+    other = save_tiny_search_model(tmp_path / "other", seed=3)
+    assert main(["search", str(index_dir), QUERY, "--model", str(other)]) == 2
+    error = capsys.readouterr().err
+    assert "error: The index" in error and "different model" in error and "Traceback" not in error
+
+
+def test_bad_command_lines_are_errors(indexed, tmp_path, capsys):
+    _, videos, index_dir = indexed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(index_dir)])
+    assert exit_info.value.code == 2 and "QUERY or --like" in capsys.readouterr().err
+    assert main(["index", str(videos), "--index", str(tmp_path / "new")]) == 2
+    assert "pass --model" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "nothing"), QUERY]) == 2
+    assert "is not a video index" in capsys.readouterr().err
+    assert main(["search", str(index_dir), "--like", str(videos / "notes.mp4")]) == 2
+    assert "Cannot decode video" in capsys.readouterr().err
+    model_dir, _, _ = indexed
+    assert main(["index", str(videos), "--index", str(index_dir), "--segment-seconds", "5"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_an_adapter_folder_is_a_model(tmp_path, capsys):
+    from transformers_tempme import TempMeCLIPModel, apply_lora, save_adapter
+
+    base = save_tiny_search_model(tmp_path / "base")
+    adapter = tmp_path / "adapter"
+    save_adapter(apply_lora(TempMeCLIPModel.from_pretrained(base)), adapter, base_model_name_or_path=str(base))
+    videos = make_video_folder(tmp_path / "videos")
+    assert main(["index", str(videos), "--model", str(adapter), "--index", str(tmp_path / "idx"),
+                 "--num-workers", "0", "--no-progress"]) == 0
+    assert "5 videos, 7 segments" in capsys.readouterr().out
+
+
+def test_from_clip_builds_zero_shot_tempme_on_a_clip_checkpoint(tmp_path, capsys, monkeypatch):
+    # A CLIP with ViT-B/32's depth, patch size and input size but a tiny width, saved as a plain CLIP checkpoint.
+    monkeypatch.setenv("TEMPME_WHEEL_CACHE", str(wheel_cache_dir()))  # the CLIP tokenizer, built offline
+    config = CLIPConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 12, "num_attention_heads": 2,
+                       "image_size": 224, "patch_size": 32},
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(tmp_path / "clip")
+    videos = make_video_folder(tmp_path / "videos")
+    assert main(["index", str(videos), "--from-clip", str(tmp_path / "clip"), "--preset", "tempme-vit-b-32",
+                 "--index", str(tmp_path / "idx"), "--num-workers", "0", "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert manifest["model"]["from_clip"] and manifest["model"]["preset"] == "tempme-vit-b-32"
+    assert manifest["num_frames"] == 12 and manifest["model"]["schedule"]["clip_merge_layers"] == [8, 9, 10]
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), QUERY, "-k", "2", "--json"]) == 0  # the manifest's model
+    assert len(json.loads(capsys.readouterr().out)) == 2
