@@ -73,6 +73,10 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "text_video_retrieval_metrics": ".evaluation.metrics",
     "pair_accuracy": ".evaluation.metrics",
     "TempMeTrainer": ".training.trainer",
+    # inference
+    "optimize_for_inference": ".inference.model",
+    "TempMeInferenceModel": ".inference.model",
+    "cpu_features": ".inference.cpu_features",
 }
 
 if TYPE_CHECKING:
@@ -90,6 +94,8 @@ if TYPE_CHECKING:
     from .evaluation.metrics import pair_accuracy, retrieval_metrics, text_video_retrieval_metrics
     from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
     from .hub.loading import adapter_base_model, load_tempme, save_adapter
+    from .inference.cpu_features import cpu_features
+    from .inference.model import TempMeInferenceModel, optimize_for_inference
     from .processing_tempme import TempMeProcessor
     from .training.trainer import TempMeTrainer
     from .tuners.lora import apply_lora, lora_config

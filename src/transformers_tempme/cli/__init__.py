@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedule": ("schedule", "token counts and GFLOPs of the presets, block by block or as one table"),
     "make-synthetic": ("make_synthetic", "write the synthetic temporal benchmark (mp4 files + annotations)"),
     "build-tokenizer": ("build_tokenizer", "save OpenAI CLIP's tokenizer, built offline, to a folder"),
+    "export-onnx": ("export_onnx", "export the video and text encoders to ONNX (merges included), checked with onnxruntime"),
 }
 
 EXAMPLES = """\
