@@ -421,7 +421,7 @@ def prepare_path(model: TempMeCLIPModel, path: str, args: argparse.Namespace, wo
         print(f"  exporting to ONNX in {folder} (minutes for ViT-B) ...", file=sys.stderr, flush=True)
         export_onnx(model, folder, quantize=True)
     session = OnnxTempMe(folder, int8=path == "ort-int8", threads=torch.get_num_threads())
-    return session.encode_video
+    return lambda pixel_values: session.encode_video(pixel_values).video_embeds
 
 
 def prepare_authors(model: TempMeCLIPModel, args: argparse.Namespace, pixel_values: torch.Tensor):

@@ -4,8 +4,8 @@
 
     export_onnx(model, "onnx/", quantize=True)          # or: tempme export-onnx MODEL onnx/ --quantize
     onnx_model = OnnxTempMe("onnx/", int8=True)
-    video_embeds = onnx_model.encode_video(pixel_values)
-    text_embeds = onnx_model.encode_text(input_ids, attention_mask)
+    video_embeds = onnx_model.encode_video(pixel_values).video_embeds
+    text_embeds = onnx_model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
 
 The folder holds
 
@@ -36,7 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..modeling_tempme import TempMeCLIPModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from ..configuration_tempme import TempMeConfig
+from ..modeling_tempme import TempMeCLIPModel, TempMeVideoOutput
 
 DEFAULT_OPSET = 18
 VISION_FILE, TEXT_FILE, MANIFEST_FILE = "vision.onnx", "text.onnx", "onnx_export.json"
@@ -201,20 +204,21 @@ def compare_with_pytorch(model: TempMeCLIPModel, output_dir: str | os.PathLike) 
         pixel_values, video_mask = example_video(config, batch, seed=batch)
         video_mask[-1, -1] = 0  # a padded frame
         ours = model.encode_video(pixel_values, video_mask)
-        theirs = onnx_model.encode_video(pixel_values, video_mask, return_frames=True)
-        diffs[f"video_embeds_batch{batch}"] = float((ours.video_embeds - theirs[0]).abs().max())
-        diffs[f"frame_embeds_batch{batch}"] = float((ours.frame_embeds - theirs[1]).abs().max())
+        theirs = onnx_model.encode_video(pixel_values, video_mask)
+        diffs[f"video_embeds_batch{batch}"] = float((ours.video_embeds - theirs.video_embeds).abs().max())
+        diffs[f"frame_embeds_batch{batch}"] = float((ours.frame_embeds - theirs.frame_embeds).abs().max())
         words = min(4 + 3 * batch, config.text_config.max_position_embeddings)
         input_ids, attention_mask = example_text(config, batch + 1, words, seed=batch)
         text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-        diffs[f"text_embeds_batch{batch + 1}_words{words}"] = float(
-            (text - onnx_model.encode_text(input_ids, attention_mask)).abs().max()
-        )
+        theirs = onnx_model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        diffs[f"text_embeds_batch{batch + 1}_words{words}"] = float((text - theirs).abs().max())
     return diffs
 
 
 class OnnxTempMe:
-    """The exported encoders run by onnxruntime (CPU execution provider), with torch tensors in and out.
+    """The exported encoders run by onnxruntime (CPU execution provider), with the model's encoder API: torch
+    tensors in, `encode_video` -> `TempMeVideoOutput` (`video_embeds`, `frame_embeds`) and `get_text_features` ->
+    `.pooler_output`.
 
     Args:
         folder: a folder written by `export_onnx`.
@@ -226,6 +230,8 @@ class OnnxTempMe:
         import onnxruntime
 
         folder = Path(folder)
+        self.config = TempMeConfig.from_pretrained(folder)
+        self.precision = "int8" if int8 else "fp32"
         suffix = INT8_SUFFIX if int8 else ""
         options = onnxruntime.SessionOptions()
         if threads is not None:
@@ -242,10 +248,8 @@ class OnnxTempMe:
                 str(path), options, providers=["CPUExecutionProvider"]
             )
 
-    def encode_video(
-        self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None, return_frames: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Video embeddings `(batch, projection_dim)` (and frame embeddings with `return_frames`)."""
+    def encode_video(self, pixel_values: torch.Tensor, video_mask: torch.Tensor | None = None) -> TempMeVideoOutput:
+        """`(batch, frames, 3, H, W)` -> video embeddings `(batch, projection_dim)` and frame embeddings."""
         if video_mask is None:
             video_mask = torch.ones(pixel_values.shape[:2], dtype=torch.long)
         video_embeds, frame_embeds = self.sessions["vision"].run(
@@ -255,11 +259,12 @@ class OnnxTempMe:
                 "video_mask": video_mask.detach().cpu().numpy().astype(np.int64),
             },
         )
-        video_embeds = torch.from_numpy(video_embeds)
-        return (video_embeds, torch.from_numpy(frame_embeds)) if return_frames else video_embeds
+        return TempMeVideoOutput(video_embeds=torch.from_numpy(video_embeds), frame_embeds=torch.from_numpy(frame_embeds))
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Text embeddings `(batch, projection_dim)`, projected and not normalised (as `get_text_features`)."""
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> BaseModelOutputWithPooling:
+        """Text embeddings `(batch, projection_dim)` in `pooler_output`, projected, not normalised (as the model's)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         (text_embeds,) = self.sessions["text"].run(
@@ -269,7 +274,7 @@ class OnnxTempMe:
                 "attention_mask": attention_mask.detach().cpu().numpy().astype(np.int64),
             },
         )
-        return torch.from_numpy(text_embeds)
+        return BaseModelOutputWithPooling(pooler_output=torch.from_numpy(text_embeds))
 
 
 __all__ = ["OnnxExport", "OnnxTempMe", "compare_with_pytorch", "export_onnx", "quantize_int8"]
