@@ -50,9 +50,8 @@ class InferencePatchEmbeddings(nn.Module):
         self.image_size, self.patch_size = embeddings.image_size, embeddings.patch_size
         self.class_embedding, self.position_embedding = embeddings.class_embedding, embeddings.position_embedding
         weight = embeddings.patch_embedding.weight.detach()
-        # Pixels are not worth quantizing (the patch embedding is 4% of the FLOPs): int8 keeps this one in float32.
-        self.precision = "fp32" if precision == "int8" else precision
-        self.projection = InferenceLinear(weight.flatten(1), embeddings.patch_embedding.bias, self.precision)
+        self.precision = precision
+        self.projection = InferenceLinear(weight.flatten(1), embeddings.patch_embedding.bias, precision)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(images, 3, H, W)` -> float32 `(images, 1 + patches, hidden)`: CLS, then patches row by row."""
