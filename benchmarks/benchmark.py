@@ -18,7 +18,8 @@ pages, not tensors, it is also reported with `saved_activation_mb`: the bytes of
 saves for the backward pass (exact and independent of the allocator), which is what merging reduces.
 
 Inference paths (`--paths`, for the methods in `--path-methods`, TempMe by default) run beside the models as they
-are ("eager"), interleaved in the same rounds: `optimize_for_inference` at `fp32`, `bf16` and `int8`, and the
+are ("eager"), interleaved in the same rounds: the model under `torch.compile` ("compile", compiled during the
+warm-up round), `optimize_for_inference` at `fp32`, `bf16` and `int8`, and the
 exported ONNX graphs in onnxruntime (`ort`, `ort-int8`; the export takes minutes for ViT-B). Each row records
 the min and mean cosine of its video embeddings to the eager float32 ones on the same inputs. With
 `--authors-code PATH` (a checkout of the authors' TempMe code, not a dependency; skipped with a warning when the
@@ -76,7 +77,7 @@ from transformers_tempme.analysis.paper_figures import (
 
 METHODS: tuple[str, ...] = ("no-merge", "tome", "tempme")
 # How a model is run: as it is, prepared by optimize_for_inference, or exported to onnxruntime.
-PATHS: tuple[str, ...] = ("eager", "fp32", "bf16", "int8", "ort", "ort-int8")
+PATHS: tuple[str, ...] = ("eager", "compile", "fp32", "bf16", "int8", "ort", "ort-int8")
 AUTHORS = "authors"
 PROBE_SHAPE = (4096, 768, 3072)  # rows x inner x columns of the peak probe: a ViT-B MLP matmul
 PRESET_PREFIX = {"no-merge": "clip", "tome": "tome", "tempme": "tempme"}
@@ -406,11 +407,13 @@ def inference_step(encode: Callable[[torch.Tensor], torch.Tensor], pixel_values:
     return run
 
 
-def prepare_path(model: TempMeCLIPModel, path: str, args: argparse.Namespace, work_dir: Path) -> Callable:
+def prepare_path(model: TempMeCLIPModel, path: str, work_dir: Path) -> Callable:
     """`pixel_values -> video_embeds` for `model` run along `path` (see `PATHS`)."""
     if path == "eager":
-        encode = torch.compile(model.encode_video) if args.compile else model.encode_video
-        return lambda pixel_values: encode(pixel_values).video_embeds
+        return lambda pixel_values: model.encode_video(pixel_values).video_embeds
+    if path == "compile":
+        compiled = torch.compile(model.encode_video)
+        return lambda pixel_values: compiled(pixel_values).video_embeds
     if path in ("fp32", "bf16", "int8"):
         fast = optimize_for_inference(model, path)
         return lambda pixel_values: fast.encode_video(pixel_values).video_embeds
@@ -463,7 +466,7 @@ def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.de
         for method, model in models.items():
             paths = args.paths if method in args.path_methods else ["eager"]
             for path in dict.fromkeys(["eager", *paths]):
-                encoders[method, path] = prepare_path(model, path, args, Path(work_dir))
+                encoders[method, path] = prepare_path(model, path, Path(work_dir))
         if args.authors_code is not None:
             if "tempme" in models and not args.tiny:
                 authors = prepare_authors(models["tempme"], args, inputs["tempme"][0])
@@ -728,7 +731,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--authors-code", type=Path, default=None, help="a checkout of the authors' TempMe code to time beside ours"
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile encode_video (inference only)")
     parser.add_argument("--tiny", action="store_true", help="narrow layers, real token schedules: for tests")
     parser.add_argument("--json", type=Path, default=None, help="write the records here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
