@@ -12,7 +12,7 @@ WHEELS_STAMP := $(WHEEL_CACHE)/.downloaded
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,demo,search]"
+	$(PY) -m pip install -q -e ".[dev,demo,search,onnx]" torch==2.13.0
 	touch $(STAMP)
 
 $(WHEELS_STAMP): $(STAMP)

@@ -17,10 +17,26 @@ memory the step itself touched: saved activations, gradients and temporaries, no
 pages, not tensors, it is also reported with `saved_activation_mb`: the bytes of the distinct tensors autograd
 saves for the backward pass (exact and independent of the allocator), which is what merging reduces.
 
+Inference paths (`--paths`, for the methods in `--path-methods`, TempMe by default) run beside the models as they
+are ("eager"), interleaved in the same rounds: the model under `torch.compile` ("compile", compiled during the
+warm-up round), `optimize_for_inference` at `fp32`, `bf16` and `int8`, and the
+exported ONNX graphs in onnxruntime (`ort`, `ort-int8`; the export takes minutes for ViT-B). Each row records
+the min and mean cosine of its video embeddings to the eager float32 ones on the same inputs. With
+`--authors-code PATH` (a checkout of the authors' TempMe code, not a dependency; skipped with a warning when the
+folder does not hold it) their `get_video_feat` runs on the same weights and inputs as another row ("authors"),
+after a check that it computes the same features; every row then also has its speed-up over it.
+
 GFLOPs are the analytic count of `transformers_tempme.count_gflops` (the paper's convention: one multiply-add
-is one FLOP), output tokens are clips x tokens per clip leaving the last block.
+is one FLOP), output tokens are clips x tokens per clip leaving the last block. Achieved GMAC/s (GFLOPs per video
+times videos/s) is compared with the machine's fp32 matmul peak, measured in the same rounds by a probe: a
+4096x768 @ 768x3072 matmul through `torch.mm` (MKL) and through oneDNN's linear, the faster of the two taken as
+the peak. Besides wall-clock time, every step's process CPU time is recorded: on a machine shared with other jobs
+a one-thread step's CPU time does not count the time it waited to be scheduled, so its ratios are the steadier.
+Every record carries the CPU flags that decide the low-precision paths (`cpu_features`) and the load average.
 
     python benchmarks/benchmark.py --backbones vit-b-32,vit-b-16 --threads 2 --json outputs/benchmark.json
+    python benchmarks/benchmark.py --backbones vit-b-32 --methods tempme --paths eager,fp32,bf16,int8,ort,ort-int8 \
+        --authors-code ../TempMe --threads 1 --no-train
     python benchmarks/benchmark.py --backbones vit-b-32 --frames 64 --no-train
     python benchmarks/benchmark.py --backbones vit-b-16 --device cuda --dtype bfloat16 --batch 32
 
@@ -37,16 +53,21 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops, token_schedule
+from transformers_tempme.inference import cpu_features, optimize_for_inference
+from transformers_tempme.inference.cpu_features import RELEVANT_FLAGS
 from transformers_tempme.analysis.paper_figures import (
     PAPER_A100_VIDEOS_PER_S,
     PAPER_FULL_FINETUNING,
@@ -55,6 +76,10 @@ from transformers_tempme.analysis.paper_figures import (
 )
 
 METHODS: tuple[str, ...] = ("no-merge", "tome", "tempme")
+# How a model is run: as it is, prepared by optimize_for_inference, or exported to onnxruntime.
+PATHS: tuple[str, ...] = ("eager", "compile", "fp32", "bf16", "int8", "ort", "ort-int8")
+AUTHORS = "authors"
+PROBE_SHAPE = (4096, 768, 3072)  # rows x inner x columns of the peak probe: a ViT-B MLP matmul
 PRESET_PREFIX = {"no-merge": "clip", "tome": "tome", "tempme": "tempme"}
 DEFAULT_BATCH = {"vit-b-32": 8, "vit-b-16": 4}
 
@@ -95,6 +120,7 @@ class Record:
     """One (backbone, frames, method) row of the benchmark; `None` where a measurement was not taken."""
 
     method: str
+    path: str
     backbone: str
     frames: int
     preset: str
@@ -109,8 +135,20 @@ class Record:
     videos_per_s: float
     seconds_per_batch: float
     seconds_per_batch_all: list[float]
+    cpu_seconds_per_batch: float | None = None
+    cpu_seconds_per_batch_all: list[float] = field(default_factory=list)
+    gmacs_per_s: float | None = None
+    gmacs_per_cpu_s: float | None = None
+    fraction_of_matmul_peak: float | None = None
+    fraction_of_matmul_peak_cpu: float | None = None
     speedup_vs_no_merge: float | None = None
     speedup_per_round: list[float] = field(default_factory=list)
+    speedup_vs_authors: float | None = None
+    speedup_vs_authors_per_round: list[float] = field(default_factory=list)
+    speedup_vs_authors_cpu: float | None = None
+    cosine_to_fp32_min: float | None = None
+    cosine_to_fp32_mean: float | None = None
+    max_abs_diff_to_fp32: float | None = None
     train_batch: int | None = None
     lora_step_s: float | None = None
     lora_step_s_all: list[float] = field(default_factory=list)
@@ -184,27 +222,44 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(function: Callable[[], object], device: torch.device) -> float:
-    """Wall-clock seconds of one call, with the device's queue drained before and after."""
+def process_cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (onnxruntime's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(function: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call, with the device's queue drained before and after."""
     synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), process_cpu_seconds()
     function()
     synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, process_cpu_seconds() - cpu_start
 
 
 def interleaved_medians(
-    steps: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+    steps: dict[str, Callable[[], object]],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    cpu_times: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Run every step once per round, `warmup + repeats` rounds; return each step's kept times (warm-up dropped)."""
+    """Run every step once per round, `warmup + repeats` rounds; return each step's kept wall times (warm-up
+    dropped), and fill `cpu_times` with the CPU times of the same calls when given."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_index in range(warmup + repeats):
         for name, step in steps.items():
-            seconds = timed(step, device)
+            seconds, cpu_seconds = timed(step, device)
             kind = "warm-up" if round_index < warmup else "timed"
-            print(f"  {name}: {kind} round {round_index + 1}, {seconds:.3f} s", file=sys.stderr, flush=True)
+            print(
+                f"  {name}: {kind} round {round_index + 1}, {seconds:.3f} s (CPU {cpu_seconds:.3f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             if round_index >= warmup:
                 times[name].append(seconds)
+                if cpu_times is not None:
+                    cpu_times.setdefault(name, []).append(cpu_seconds)
     return times
 
 
@@ -322,37 +377,123 @@ def load_average() -> list[float] | None:
     return None
 
 
+def matmul_probe(device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+    """Steps that time one `PROBE_SHAPE` matmul through `torch.mm` and, on a CPU with oneDNN, its linear."""
+    rows, inner, columns = PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, inner, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(inner, columns, generator=generator).to(device=device, dtype=dtype)
+    steps = {"probe/torch.mm": lambda: torch.mm(a, b)}
+    if device.type == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        weight = b.t().contiguous()
+        steps["probe/onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], "")
+    return steps
+
+
+def probe_gmacs(times: dict[str, list[float]]) -> dict[str, float]:
+    rows, inner, columns = PROBE_SHAPE
+    return {
+        name.removeprefix("probe/"): rows * inner * columns / statistics.median(values) / 1e9
+        for name, values in times.items()
+        if name.startswith("probe/")
+    }
+
+
+def inference_step(encode: Callable[[torch.Tensor], torch.Tensor], pixel_values: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.inference_mode():
+            return encode(pixel_values)
+
+    return run
+
+
+def prepare_path(model: TempMeCLIPModel, path: str, work_dir: Path) -> Callable:
+    """`pixel_values -> video_embeds` for `model` run along `path` (see `PATHS`)."""
+    if path == "eager":
+        return lambda pixel_values: model.encode_video(pixel_values).video_embeds
+    if path == "compile":
+        compiled = torch.compile(model.encode_video)
+        return lambda pixel_values: compiled(pixel_values).video_embeds
+    if path in ("fp32", "bf16", "int8"):
+        fast = optimize_for_inference(model, path)
+        return lambda pixel_values: fast.encode_video(pixel_values).video_embeds
+    from transformers_tempme.inference.onnx_export import OnnxTempMe, export_onnx
+
+    folder = work_dir / f"onnx-{model.config.num_frames}f-{id(model)}"
+    if not (folder / "vision.onnx").exists():
+        print(f"  exporting to ONNX in {folder} (minutes for ViT-B) ...", file=sys.stderr, flush=True)
+        export_onnx(model, folder, quantize=True)
+    session = OnnxTempMe(folder, int8=path == "ort-int8", threads=torch.get_num_threads())
+    return lambda pixel_values: session.encode_video(pixel_values).video_embeds
+
+
+def prepare_authors(model: TempMeCLIPModel, args: argparse.Namespace, pixel_values: torch.Tensor):
+    """The authors' code on `model`'s weights, after checking that it computes the same video features."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from authors_code import AuthorsCodeError, AuthorsTempMe
+
+    try:
+        authors = AuthorsTempMe(args.authors_code, model)
+    except AuthorsCodeError as error:
+        print(f"warning: not running the authors' code: {error}", file=sys.stderr)
+        return None
+    with torch.inference_mode():
+        ours = model.encode_video(pixel_values).video_embeds
+        theirs = authors.encode_video(pixel_values)
+    difference = float((ours - theirs).abs().max())
+    print(f"  the authors' code computes our video features to {difference:.1e}", file=sys.stderr, flush=True)
+    if difference > 1e-4:
+        raise SystemExit(f"The authors' code and ours disagree by {difference:.2e} on the same weights: not timing it.")
+    return authors.encode_video
+
+
 def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> list[Record]:
     frames, batch = args.frames, args.batch or DEFAULT_BATCH[backbone]
     configs = {method: build_config(method, backbone, frames, args.attn, args.tiny) for method in args.methods}
-    machine = {**machine_description(device), "threads": torch.get_num_threads(), "load_average_before": load_average()}
+    machine = {
+        **machine_description(device),
+        "threads": torch.get_num_threads(),
+        "cpu_features": cpu_features() if device.type == "cpu" else {},
+        "load_average_before": load_average(),
+    }
     paper = paper_reference(backbone, frames)
 
-    # Inference: all methods' models live at once and take turns, forward by forward.
+    # Inference: all models and paths live at once and take turns, forward by forward, with the matmul probe.
     models = {method: build_model(config, device, dtype).eval() for method, config in configs.items()}
     inputs = {method: random_inputs(config, batch, device, dtype) for method, config in configs.items()}
+    encoders: dict[tuple[str, str], Callable] = {}
+    with tempfile.TemporaryDirectory(prefix="tempme-bench-") as work_dir:
+        for method, model in models.items():
+            paths = args.paths if method in args.path_methods else ["eager"]
+            for path in dict.fromkeys(["eager", *paths]):
+                encoders[method, path] = prepare_path(model, path, Path(work_dir))
+        if args.authors_code is not None:
+            if "tempme" in models and not args.tiny:
+                authors = prepare_authors(models["tempme"], args, inputs["tempme"][0])
+                if authors is not None:
+                    encoders["tempme", AUTHORS] = authors
+            else:
+                print("warning: the authors' code runs TempMe at ViT-B shapes only: skipped", file=sys.stderr)
 
-    def inference(method: str) -> Callable[[], object]:
-        model, pixel_values = models[method], inputs[method][0]
-        encode = torch.compile(model.encode_video) if args.compile else model.encode_video
-
-        def run() -> object:
-            with torch.inference_mode():
-                return encode(pixel_values)
-
-        return run
-
-    print(f"{backbone}, {frames} frames: inference, batch {batch}", file=sys.stderr, flush=True)
-    times = interleaved_medians({m: inference(m) for m in models}, device, args.warmup, args.repeats)
-    del models
+        print(f"{backbone}, {frames} frames: inference, batch {batch}", file=sys.stderr, flush=True)
+        steps = {f"{method}/{path}": inference_step(encode, inputs[method][0]) for (method, path), encode in encoders.items()}
+        steps.update(matmul_probe(device, dtype))
+        cpu_times: dict[str, list[float]] = {}
+        times = interleaved_medians(steps, device, args.warmup, args.repeats, cpu_times)
+        embeddings = {key: inference_step(encode, inputs[key[0]][0])() for key, encode in encoders.items()}
+    del models, encoders
     _release_free_memory()
+    machine["matmul_probe_gmacs_per_s"] = probe_gmacs(times)
+    machine["matmul_probe_gmacs_per_cpu_s"] = probe_gmacs(cpu_times)
 
-    records = {}
-    for method, config in configs.items():
-        seconds = statistics.median(times[method])
+    records: list[Record] = []
+    for method, path in embeddings:
+        config, name = configs[method], f"{method}/{path}"
+        seconds = statistics.median(times[name])
         clips, tokens = token_schedule(config)[-1]
-        records[method] = Record(
+        record = Record(
             method=method,
+            path=path,
             backbone=backbone,
             frames=frames,
             preset=preset_name(method, backbone, frames) + (" (tiny widths)" if args.tiny else ""),
@@ -366,26 +507,38 @@ def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.de
             threads=torch.get_num_threads(),
             videos_per_s=batch / seconds,
             seconds_per_batch=seconds,
-            seconds_per_batch_all=[round(t, 4) for t in times[method]],
+            seconds_per_batch_all=[round(t, 4) for t in times[name]],
+            cpu_seconds_per_batch=statistics.median(cpu_times[name]),
+            cpu_seconds_per_batch_all=[round(t, 4) for t in cpu_times[name]],
             memory_measure=PeakMemory.describe(device),
             paper=paper.get(method, {}),
             machine=machine,
         )
+        add_efficiency(record, machine)
+        reference, ours = embeddings[method, "eager"].float(), embeddings[method, path].float()
+        cosine = F.cosine_similarity(ours, reference, dim=-1)
+        record.cosine_to_fp32_min, record.cosine_to_fp32_mean = float(cosine.min()), float(cosine.mean())
+        record.max_abs_diff_to_fp32 = float((ours - reference).abs().max())
+        records.append(record)
 
+    eager = {record.method: record for record in records if record.path == "eager"}
     if not args.no_train:
         for mode in ("lora", "full"):
-            measure_training(mode, configs, records, args, device, dtype)
+            measure_training(mode, configs, eager, args, device, dtype)
 
-    baseline = records.get("no-merge")
-    for record in records.values():
+    baseline = eager.get("no-merge")
+    authors = next((record for record in records if record.path == AUTHORS), None)
+    for record in records:
         record.machine = {**record.machine, "load_average_after": load_average()}
+        if authors is not None:
+            record.speedup_vs_authors = authors.seconds_per_batch / record.seconds_per_batch
+            record.speedup_vs_authors_cpu = authors.cpu_seconds_per_batch / record.cpu_seconds_per_batch
+            record.speedup_vs_authors_per_round = per_round_ratios(authors, record)
         if baseline is None:
             continue
         record.speedup_vs_no_merge = record.videos_per_s / baseline.videos_per_s
         # Within a round the methods ran back to back under nearly the same load: a check on the ratio of medians.
-        record.speedup_per_round = [
-            round(base / ours, 3) for base, ours in zip(baseline.seconds_per_batch_all, record.seconds_per_batch_all)
-        ]
+        record.speedup_per_round = per_round_ratios(baseline, record)
         for mode in ("lora", "full"):
             step, base_step = getattr(record, f"{mode}_step_s"), getattr(baseline, f"{mode}_step_s")
             if step is not None and base_step is not None:
@@ -393,7 +546,22 @@ def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.de
             peak, base_peak = getattr(record, f"{mode}_peak_mb"), getattr(baseline, f"{mode}_peak_mb")
             if peak is not None and base_peak:
                 setattr(record, f"{mode}_peak_ratio_vs_no_merge", peak / base_peak)
-    return list(records.values())
+    return records
+
+
+def per_round_ratios(reference: Record, record: Record) -> list[float]:
+    return [round(base / ours, 3) for base, ours in zip(reference.seconds_per_batch_all, record.seconds_per_batch_all)]
+
+
+def add_efficiency(record: Record, machine: dict) -> None:
+    """Achieved GMAC/s (the FLOP count per video is in multiply-adds) and its fraction of the probe's peak."""
+    record.gmacs_per_s = record.gflops * record.videos_per_s
+    record.gmacs_per_cpu_s = record.gflops * record.batch / record.cpu_seconds_per_batch
+    peak, peak_cpu = machine["matmul_probe_gmacs_per_s"], machine["matmul_probe_gmacs_per_cpu_s"]
+    if peak:
+        record.fraction_of_matmul_peak = record.gmacs_per_s / max(peak.values())
+    if peak_cpu:
+        record.fraction_of_matmul_peak_cpu = record.gmacs_per_cpu_s / max(peak_cpu.values())
 
 
 def measure_training(
@@ -439,6 +607,10 @@ def _format(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "—" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
+
+
 def paper_ratio(record: Record, key: str) -> float | None:
     """The paper's figure for `record.method` over its no-merge figure, where the paper has both."""
     reference = paper_reference(record.backbone, record.frames)
@@ -449,17 +621,24 @@ def paper_ratio(record: Record, key: str) -> float | None:
 def markdown_table(records: list[Record]) -> str:
     """Inference rows, then training rows where measured, ours beside the paper's (its throughput is an A100's)."""
     lines = [
-        "| backbone | frames | method | output tokens (paper) | GFLOPs (paper) | videos/s | speed-up (paper) |",
-        "|---|---:|---|---|---:|---:|---:|",
+        "| backbone | frames | method | path | output tokens (paper) | GFLOPs (paper) | videos/s | speed-up (paper) "
+        "| vs authors (CPU time) | GMAC/s (of peak; CPU time) | cosine to fp32 min / mean |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         paper = r.paper
         lines.append(
-            f"| {r.backbone} | {r.frames} | {r.method} | {r.output_tokens_layout} ({paper.get('output_tokens', '—')}) "
+            f"| {r.backbone} | {r.frames} | {r.method} | {r.path} "
+            f"| {r.output_tokens_layout} ({paper.get('output_tokens', '—')}) "
             f"| {r.gflops:.1f} ({_format(paper.get('gflops'), '.1f')}) | {r.videos_per_s:.3f} "
             f"| {_format(r.speedup_vs_no_merge, '.2f', 'x')} "
-            f"({_format(paper_ratio(r, 'videos_per_s_a100'), '.2f', 'x')}) |"
+            f"({_format(paper_ratio(r, 'videos_per_s_a100'), '.2f', 'x')}) "
+            f"| {_format(r.speedup_vs_authors, '.2f', 'x')} ({_format(r.speedup_vs_authors_cpu, '.2f', 'x')}) "
+            f"| {_format(r.gmacs_per_s, '.1f')} ({_format(_percent(r.fraction_of_matmul_peak), '.0f', '%')}; "
+            f"{_format(_percent(r.fraction_of_matmul_peak_cpu), '.0f', '%')}) "
+            f"| {_format(r.cosine_to_fp32_min, '.5f')} / {_format(r.cosine_to_fp32_mean, '.5f')} |"
         )
+    records = [r for r in records if r.path == "eager"]
     if not any(r.lora_step_s is not None or r.full_step_s is not None for r in records):
         return "\n".join(lines)
     lines += [
@@ -499,6 +678,27 @@ def report(records: list[Record], command: str) -> str:
         "(Table 4); its full fine-tuning speed-up and memory ratio are Table 5's. Peak memory: "
         f"{first.memory_measure}.\n"
     )
+    features = machine.get("cpu_features") or {}
+    if features:
+        header += (
+            f"\nCPU flags: {' '.join(features['flags']) or 'none of ' + ', '.join(RELEVANT_FLAGS)}; torch CPU capability "
+            f"{features['torch_cpu_capability']}; oneDNN native bf16: {features['onednn_bf16']}.\n"
+        )
+    rows, inner, columns = PROBE_SHAPE
+    for backbone in dict.fromkeys(record.backbone for record in records):
+        machine = next(record.machine for record in records if record.backbone == backbone)
+        probe, probe_cpu = machine.get("matmul_probe_gmacs_per_s"), machine.get("matmul_probe_gmacs_per_cpu_s", {})
+        if probe:
+            header += (
+                f"{backbone} run: fp32 matmul peak ({rows}x{inner} @ {inner}x{columns}, median over the rounds) "
+                + ", ".join(f"{name} {value:.1f} GMAC/s ({probe_cpu.get(name, 0):.1f} per CPU second)" for name, value in probe.items())
+                + ".\n"
+            )
+    header += (
+        "\nGMAC/s: GFLOPs per video (multiply-adds) times videos/s, as a share of the faster probe (wall clock; CPU "
+        "time). Cosine: every video embedding of the row against the same model's eager float32 one. vs authors: "
+        "speed-up over the authors' code on the same weights and inputs, wall clock (CPU time).\n"
+    )
     return header + "\n" + markdown_table(records) + "\n"
 
 
@@ -522,13 +722,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-repeats", type=int, default=2, help="timed training rounds (median kept)")
     parser.add_argument("--warmup", type=int, default=1, help="rounds run first and discarded")
     parser.add_argument("--no-train", action="store_true", help="inference only")
-    parser.add_argument("--compile", action="store_true", help="torch.compile encode_video (inference only)")
+    parser.add_argument(
+        "--paths",
+        default="eager",
+        help=f"comma-separated inference paths beside eager for --path-methods: {', '.join(PATHS)}",
+    )
+    parser.add_argument("--path-methods", default="tempme", help="methods the --paths apply to (comma-separated)")
+    parser.add_argument(
+        "--authors-code", type=Path, default=None, help="a checkout of the authors' TempMe code to time beside ours"
+    )
     parser.add_argument("--tiny", action="store_true", help="narrow layers, real token schedules: for tests")
     parser.add_argument("--json", type=Path, default=None, help="write the records here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
     args = parser.parse_args(argv)
     args.backbones = [name.strip() for name in args.backbones.split(",") if name.strip()]
     args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    args.paths = [name.strip() for name in args.paths.split(",") if name.strip()]
+    args.path_methods = [name.strip() for name in args.path_methods.split(",") if name.strip()]
+    for path in args.paths:
+        if path not in PATHS:
+            parser.error(f"unknown path {path!r}: choose from {', '.join(PATHS)}")
     for backbone in args.backbones:
         if backbone not in DEFAULT_BATCH:
             parser.error(f"unknown backbone {backbone!r}: choose from {', '.join(DEFAULT_BATCH)}")

@@ -87,3 +87,32 @@ def test_frame_scaling_leaves_one_clip_and_grows_linearly_without_merging():
             assert row["output_tokens_layout"].startswith("1 x ")
             assert row["gflops_vs_no_merge"] < 0.7
     assert [row["output_tokens_layout"] for row in rows if row["method"] == "tempme"][0] == "1 x 97"
+
+
+def test_inference_paths_run_beside_eager_with_accuracy_and_efficiency(benchmark, tmp_path):
+    path = tmp_path / "paths.json"
+    threads = torch.get_num_threads()
+    benchmark.main(
+        ["--tiny", "--backbones", "vit-b-32", "--methods", "no-merge,tempme", "--paths", "fp32,int8", "--batch", "1",
+         "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-train", "--authors-code", str(tmp_path / "none"),
+         "--json", str(path)]
+    )
+    torch.set_num_threads(threads)
+    rows = json.loads(path.read_text())
+    assert [(row["method"], row["path"]) for row in rows] == [
+        ("no-merge", "eager"), ("tempme", "eager"), ("tempme", "fp32"), ("tempme", "int8")
+    ]
+    by_path = {row["path"]: row for row in rows if row["method"] == "tempme"}
+    assert by_path["fp32"]["max_abs_diff_to_fp32"] < 1e-5
+    assert by_path["int8"]["cosine_to_fp32_min"] > 0.99
+    machine = rows[0]["machine"]
+    assert isinstance(machine["cpu_features"]["flags"], list)
+    assert machine["matmul_probe_gmacs_per_s"]["torch.mm"] > 0
+    for row in rows:
+        assert row["gmacs_per_s"] > 0 and row["cpu_seconds_per_batch"] > 0 and row["fraction_of_matmul_peak"] > 0
+        assert row["speedup_vs_authors"] is None  # no checkout of the authors' code there: skipped
+
+
+def test_unknown_path_is_refused(benchmark):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--paths", "fp16"])

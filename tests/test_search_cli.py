@@ -40,6 +40,10 @@ def test_index_prints_a_summary_with_the_failures(tmp_path, capsys):
     # Run again without --model: the index's model is used and nothing is re-encoded.
     assert main(["index", str(videos), "--index", str(tmp_path / "idx"), "--no-progress"]) == 0
     assert "added 0, updated 0, removed 0, unchanged 5, failed 3" in capsys.readouterr().out
+    # Another precision re-encodes nothing either: the embedding space is the model's.
+    assert main(["index", str(videos), "--index", str(tmp_path / "idx"), "--precision", "int8", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "unchanged 5" in out and "precision int8" in out
 
 
 def test_search_prints_rank_score_path_and_time(indexed, capsys):

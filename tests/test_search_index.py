@@ -292,3 +292,29 @@ def test_an_update_that_only_adds_videos_extends_the_vector_index(videos, tmp_pa
     query = "a yellow square moves from left to right"
     assert [(h.path, h.start, round(h.score, 5)) for h in index.search(query, k=8)] == \
         [(h.path, h.start, round(h.score, 5)) for h in fresh.search(query, k=8)]
+
+
+@pytest.mark.parametrize("precision", [None, "int8", "bf16"])
+def test_every_precision_keeps_the_embedding_space(videos, tmp_path, encoder, precision):
+    """The default fast fp32 path and the model's own encode_video store the same rows; int8 and bf16 stay close."""
+    reference = build(videos, tmp_path / "fp32", encoder)
+    other = build(videos, tmp_path / str(precision), encoder, precision=precision)
+    assert reference.last_report.precision == "fp32" and other.last_report.precision == precision
+    rows_reference, embeddings_reference = table_rows(reference)
+    rows_other, embeddings_other = table_rows(other)
+    assert rows_other == rows_reference
+    cosine = (embeddings_reference * embeddings_other).sum(axis=1)
+    assert cosine.min() > (0.999999 if precision is None else 0.99)
+    # The fingerprint is the model's, so either index can be updated and searched at any precision.
+    assert read_manifest(other.index_dir).model["fingerprint"] == read_manifest(reference.index_dir).model["fingerprint"]
+
+
+def test_a_precision_the_model_cannot_run_is_an_error(videos, tmp_path, encoder, monkeypatch):
+    def unsupported(model, precision):
+        raise NotImplementedError("vision block 0 has parameters the inference path does not implement")
+
+    monkeypatch.setattr("transformers_tempme.inference.optimize_for_inference", unsupported)
+    with pytest.raises(ValueError, match=r"precision='int8' is not available.*--precision fp32"):
+        build(videos, tmp_path / "int8", encoder, precision="int8")
+    # At fp32 the model's own encode_video takes over.
+    assert len(build(videos, tmp_path / "fp32", encoder)) == 7

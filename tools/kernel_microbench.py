@@ -8,7 +8,12 @@ timed interleaved with the others of its group:
 - merge update: `index_add_` over flattened rows against `scatter_add_` into the destinations' view;
 - gather backward: `index_select` against advanced indexing, forward + backward;
 - matmul throughput in float32 and bfloat16 (GFLOP/s, 2 FLOPs per multiply-add), and whether oneDNN has native
-  bfloat16 on this CPU.
+  bfloat16 on this CPU;
+- the levers of `optimize_for_inference` on ViT-B shapes (`INFERENCE_TOKENS` tokens of width 768), each against
+  what the model itself runs: the MLP (`F.linear` + quick-GELU as three kernels + `F.linear` + residual add) against
+  oneDNN's linear with SiLU and the residual add fused (quick-GELU folded into SiLU by scaling the weights), and in
+  bfloat16 and int8; q, k, v as three matmuls against one; the patch embedding as a convolution against a matmul
+  over the flattened patches.
 
     python tools/kernel_microbench.py --threads 2
 """
@@ -24,6 +29,7 @@ from collections.abc import Callable
 import torch
 
 SEQUENCES, TOKENS, WIDTH, MERGED = 24, 50, 768, 2
+INFERENCE_TOKENS = 2400  # 4 videos x 12 frames x 50 tokens (ViT-B/32 before any merge)
 
 
 def interleaved_ms(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -48,6 +54,52 @@ def with_threads(threads: int, function: Callable[[], object]) -> Callable[[], o
             torch.set_num_threads(previous)
 
     return run
+
+
+def inference_levers(generator: torch.Generator, repeats: int) -> dict[str, float]:
+    """Median ms of the model's kernels against optimize_for_inference's, interleaved (see the module docstring)."""
+    import torch.nn.functional as F
+
+    from transformers_tempme.inference.linear import InferenceLinear, InferenceMLP
+
+    tokens, hidden = INFERENCE_TOKENS, WIDTH
+    x = torch.randn(tokens, hidden, generator=generator)
+    mlp = torch.nn.Module()
+    mlp.fc1, mlp.fc2 = torch.nn.Linear(hidden, 4 * hidden), torch.nn.Linear(4 * hidden, hidden)
+
+    def model_mlp() -> torch.Tensor:
+        h = mlp.fc1(x)
+        return x + mlp.fc2(h * torch.sigmoid(1.702 * h))
+
+    prepared = {precision: InferenceMLP(mlp, "quick_gelu", precision) for precision in ("fp32", "bf16", "int8")}
+    x_bf16 = x.bfloat16()
+    projections = [torch.nn.Linear(hidden, hidden) for _ in range(3)]
+    qkv = InferenceLinear(
+        torch.cat([p.weight.detach() for p in projections]), torch.cat([p.bias.detach() for p in projections]), "fp32"
+    )
+    frames, patch, grid = tokens // TOKENS, 32, 7
+    pixels = torch.randn(frames, 3, patch * grid, patch * grid, generator=generator)
+    conv = torch.nn.Conv2d(3, hidden, patch, stride=patch, bias=False)
+    patch_linear = InferenceLinear(conv.weight.detach().flatten(1), None, "fp32")
+
+    def patch_matmul() -> torch.Tensor:
+        patches = pixels.view(frames, 3, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5)
+        return patch_linear(patches.reshape(frames, grid * grid, 3 * patch * patch))
+
+    with torch.inference_mode():
+        return interleaved_ms(
+            {
+                "MLP + residual, as the model runs it": model_mlp,
+                "MLP + residual, oneDNN fp32, SiLU and add fused": lambda: prepared["fp32"](x, residual=x),
+                "MLP + residual, oneDNN bf16, SiLU and add fused": lambda: prepared["bf16"](x_bf16, residual=x_bf16),
+                "MLP + residual, int8 (fbgemm dynamic)": lambda: prepared["int8"](x, residual=x),
+                "q, k, v: three F.linear": lambda: [p(x) for p in projections],
+                "q, k, v: one fused oneDNN linear": lambda: qkv(x),
+                "patch embedding: convolution": lambda: conv(pixels),
+                "patch embedding: oneDNN matmul over patches": patch_matmul,
+            },
+            max(repeats // 3, 3),
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,8 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         ms = interleaved_ms({"matmul": lambda: a @ b}, repeats)["matmul"]
         matmul[f"matmul 1024x768 @ 768x3072, {str(dtype).removeprefix('torch.')}"] = ms
 
+    inference = inference_levers(generator, args.repeats)
+
     print("| kernel | median ms |\n|---|---:|")
-    for results in (launch, update, backward, matmul):
+    for results in (launch, update, backward, matmul, inference):
         for name, ms in results.items():
             print(f"| {name} | {ms:.2f} |")
     print()

@@ -5,6 +5,9 @@ operators with the most self time as a markdown table, plus the share of time sp
 (linear layers, batched matmuls, attention kernels, the patch convolution) against everything else.
 
     python tools/profile_merging.py --preset tempme-vit-b-32 --batch 2 --threads 2
+    python tools/profile_merging.py --preset tempme-vit-b-32 --batch 2 --threads 1 --precision fp32
+
+`--precision` profiles the model prepared by `optimize_for_inference` at that precision instead of the model itself.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig
+from transformers_tempme.inference import PRECISIONS, optimize_for_inference
 
 # Operators whose self time is dense linear algebra: the work the FLOP count measures.
 MATMUL_OPS = {
@@ -27,6 +31,8 @@ MATMUL_OPS = {
     "aten::matmul",
     "aten::linear",
     "aten::mkldnn_convolution",
+    "mkldnn::_linear_pointwise",
+    "quantized::linear_dynamic",
     "aten::convolution",
     "aten::_scaled_dot_product_flash_attention_for_cpu",
     "aten::_scaled_dot_product_attention_math",
@@ -44,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--attn", default="sdpa", choices=["eager", "sdpa"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--precision", default=None, choices=PRECISIONS, help="profile optimize_for_inference(model, precision)"
+    )
     parser.add_argument("--top", type=int, default=20, help="operators to list")
     parser.add_argument("--layers", type=int, default=None, help="vision blocks (default: 12); fewer for a quick look")
     return parser.parse_args(argv)
@@ -66,6 +75,8 @@ def profile_table(args: argparse.Namespace) -> str:
     size = config.vision_config.image_size
     dtype = getattr(torch, args.dtype)
     pixel_values = torch.randn(args.batch, config.num_frames, 3, size, size, dtype=dtype)
+    if args.precision is not None:
+        model = optimize_for_inference(model, args.precision)
     with torch.inference_mode():
         model.encode_video(pixel_values)  # warm-up: first-call allocations and kernel selection
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -76,7 +87,8 @@ def profile_table(args: argparse.Namespace) -> str:
     rows = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[: args.top]
 
     lines = [
-        f"`{args.preset}`, {config.num_frames} frames, batch {args.batch}, {args.dtype}, attention {args.attn}, "
+        f"`{args.preset}`, {config.num_frames} frames, batch {args.batch}, "
+        f"{f'optimize_for_inference {args.precision}' if args.precision else f'{args.dtype}, attention {args.attn}'}, "
         f"{args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"load average {os.getloadavg()[0]:.2f}",
         "",

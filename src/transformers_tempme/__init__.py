@@ -97,6 +97,10 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "VectorIndexSettings": ".search",
     "EmbeddingSpaceMismatchError": ".search",
     "load_search_model": ".search",
+    # inference
+    "optimize_for_inference": ".inference.model",
+    "TempMeInferenceModel": ".inference.model",
+    "cpu_features": ".inference.cpu_features",
 }
 
 if TYPE_CHECKING:
@@ -121,6 +125,8 @@ if TYPE_CHECKING:
     from .evaluation.retrieval import encode_split, evaluate_retrieval
     from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
     from .hub.loading import adapter_base_model, load_tempme, save_adapter
+    from .inference.cpu_features import cpu_features
+    from .inference.model import TempMeInferenceModel, optimize_for_inference
     from .processing_tempme import TempMeProcessor
     from .search import (
         EmbeddingSpaceMismatchError,

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("index", "index a folder of videos for search by text (or update an index)"),
     "search": ("search", "find the moments of indexed videos that match a text query"),
     "serve": ("serve", "a web page to search an index, hits playing from the matching moment"),
+    "export-onnx": ("export_onnx", "export the video and text encoders to ONNX (merges included), checked with onnxruntime"),
 }
 
 EXAMPLES = """\

@@ -52,6 +52,8 @@ class IndexingReport:
         processes (`int`): processes that shared the work.
         resumed (`int`): files of this update finished by an earlier, interrupted run of it (taken from its work
             shards, not encoded again).
+        precision (`str`, *optional*): the inference precision the videos were encoded at (`None`: the model's
+            own `encode_video`).
     """
 
     added: list[str] = field(default_factory=list)
@@ -64,6 +66,7 @@ class IndexingReport:
     seconds: float = 0.0
     processes: int = 1
     resumed: int = 0
+    precision: str | None = "fp32"
 
     @property
     def counts(self) -> dict[str, int]:

@@ -1,0 +1,180 @@
+"""optimize_for_inference: the fast fp32 path computes the model's features (to 1e-5), bf16 and int8 stay close,
+and the model itself is left as it was (names, LoRA, training)."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import random_text, random_video, tiny_config
+from transformers_tempme import TempMeCLIPModel, TempMeConfig, apply_lora, optimize_for_inference
+from transformers_tempme.inference import TempMeInferenceModel, cpu_features, linear
+
+SCHEDULES = ["clip", "tome", "tempme"]
+
+
+def tiny_model(schedule: str = "tempme", attn: str = "sdpa", **overrides) -> TempMeCLIPModel:
+    config = tiny_config(schedule, **overrides)
+    config._attn_implementation = attn
+    torch.manual_seed(0)
+    return TempMeCLIPModel(config).eval()
+
+
+def padded_text(config, batch: int = 3, length: int = 10):
+    input_ids = random_text(batch, config, length=length)
+    attention_mask = torch.ones_like(input_ids)
+    eos = config.text_config.eos_token_id
+    input_ids[0, 5], input_ids[0, 6:], attention_mask[0, 6:] = eos, 0, 0  # a caption shorter than the others
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def features(model, pixel_values, video_mask, input_ids, attention_mask):
+    video = model.encode_video(pixel_values, video_mask)
+    text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    return video, text
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_fp32_fast_path_matches_the_model(schedule, attn):
+    model = tiny_model(schedule, attn)
+    pixel_values = random_video(3, 4, model.config)
+    video_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]])
+    input_ids, attention_mask = padded_text(model.config)
+    expected_video, expected_text = features(model, pixel_values, video_mask, input_ids, attention_mask)
+    video, text = features(optimize_for_inference(model, "fp32"), pixel_values, video_mask, input_ids, attention_mask)
+
+    assert video.token_counts == expected_video.token_counts
+    torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, atol=1e-5, rtol=0)
+    torch.testing.assert_close(video.frame_embeds, expected_video.frame_embeds, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        video.vision_model_output.token_sizes, expected_video.vision_model_output.token_sizes
+    )
+    torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=1e-5)
+
+
+def test_fp32_fallback_without_onednn_matches_the_model(monkeypatch):
+    monkeypatch.setattr(linear, "uses_onednn", lambda device: False)
+    model = tiny_model()
+    fast = optimize_for_inference(model, "fp32")
+    assert not any(module.onednn for module in fast.modules() if isinstance(module, linear.InferenceLinear))
+    pixel_values, input_ids = random_video(2, 4, model.config), random_text(2, model.config)
+    expected_video, expected_text = features(model, pixel_values, None, input_ids, None)
+    video, text = features(fast, pixel_values, None, input_ids, None)
+    torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, atol=1e-5, rtol=0)
+    torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_low_precision_embeddings_stay_close(schedule, precision):
+    model = tiny_model(schedule)
+    pixel_values = random_video(4, 4, model.config)
+    input_ids, attention_mask = padded_text(model.config)
+    expected_video, expected_text = features(model, pixel_values, None, input_ids, attention_mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 warns on CPUs without native bfloat16
+        fast = optimize_for_inference(model, precision)
+    video, text = features(fast, pixel_values, None, input_ids, attention_mask)
+    assert video.video_embeds.dtype == torch.float32 and text.dtype == torch.float32
+    assert video.token_counts == expected_video.token_counts
+    assert F.cosine_similarity(video.video_embeds, expected_video.video_embeds).min() > 0.99
+    assert F.cosine_similarity(text, expected_text).min() > 0.99
+
+
+def test_int8_with_seven_bit_activations_for_cpus_without_vnni():
+    model = tiny_model()
+    fast = TempMeInferenceModel(model, "int8", reduce_range=True)
+    pixel_values = random_video(2, 4, model.config)
+    expected = model.encode_video(pixel_values).video_embeds.detach()
+    assert F.cosine_similarity(fast.encode_video(pixel_values).video_embeds, expected).min() > 0.99
+
+
+def test_similarity_logits_match_the_model():
+    model = tiny_model()
+    pixel_values, input_ids = random_video(2, 4, model.config), random_text(3, model.config)
+    with torch.no_grad():
+        expected = model(input_ids=input_ids, pixel_values=pixel_values).logits_per_text
+        logits = optimize_for_inference(model)(input_ids=input_ids, pixel_values=pixel_values).logits_per_text
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_image_features_match_the_model(schedule):
+    model = tiny_model(schedule)
+    images = random_video(3, 1, model.config)[:, 0]
+    with torch.no_grad():
+        expected = model.get_image_features(images).pooler_output
+        embeds = optimize_for_inference(model).get_image_features(images).pooler_output
+    torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=0)
+
+
+def test_the_model_is_left_as_it_was():
+    model = tiny_model()
+    names = list(model.state_dict())
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    fast = optimize_for_inference(model, "int8")
+    assert list(model.state_dict()) == names
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert all(hasattr(layer.self_attn, "q_proj") for layer in model.vision_model.encoder.layers)
+    # peft still finds the projections it adapts, and the model still trains.
+    lora = apply_lora(model)
+    assert any("q_proj.lora_A" in name for name, _ in lora.named_parameters())
+    loss = lora(input_ids=random_text(2, model.config), pixel_values=random_video(2, 4, model.config), return_loss=True).loss
+    loss.backward()
+    assert fast.precision == "int8" and not fast.training
+
+
+def test_inference_model_refuses_training_and_merge_sources():
+    model = tiny_model()
+    fast = optimize_for_inference(model)
+    with pytest.raises(RuntimeError, match="inference only"):
+        fast.train()
+    with pytest.raises(ValueError, match="merge sources"):
+        fast.encode_video(random_video(1, 4, model.config), output_merge_sources=True)
+    with pytest.raises(ValueError, match="exactly 4 frames"):
+        fast.encode_video(random_video(1, 3, model.config))
+
+
+def test_bad_arguments_name_the_fix():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="fp16.*choose one of 'fp32', 'bf16', 'int8'"):
+        optimize_for_inference(model, "fp16")
+    with pytest.raises(ValueError, match="merge_and_unload"):
+        optimize_for_inference(apply_lora(tiny_model()))
+    with pytest.raises(TypeError, match="expects a TempMeCLIPModel"):
+        optimize_for_inference(torch.nn.Linear(2, 2))
+
+
+def test_bf16_warns_on_cpus_without_native_bfloat16(monkeypatch):
+    from transformers_tempme.inference import model as inference_model
+
+    no_bf16 = {**cpu_features(), "onednn_bf16": False, "native_bf16": False}
+    monkeypatch.setattr(inference_model, "cpu_features", lambda: no_bf16)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        optimize_for_inference(tiny_model(), "bf16")
+
+
+def test_cpu_features_report_flags():
+    features = cpu_features()
+    assert set(features) >= {"cpu", "flags", "torch_cpu_capability", "onednn_bf16", "native_bf16", "vnni"}
+    assert isinstance(features["flags"], list)
+
+
+@pytest.mark.slow
+def test_fp32_fast_path_matches_the_model_on_vit_b_32_shapes():
+    config = TempMeConfig.from_preset("tempme-vit-b-32")
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = TempMeCLIPModel(config).eval()
+    pixel_values = random_video(2, 12, config)
+    input_ids, attention_mask = padded_text(config, batch=2, length=32)
+    expected_video, expected_text = features(model, pixel_values, None, input_ids, attention_mask)
+    video, text = features(optimize_for_inference(model), pixel_values, None, input_ids, attention_mask)
+    assert video.token_counts == expected_video.token_counts
+    assert video.token_counts[-1] == (1, 97)
+    torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, atol=1e-5, rtol=0)
+    torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=1e-5)
