@@ -318,3 +318,18 @@ def test_a_precision_the_model_cannot_run_is_an_error(videos, tmp_path, encoder,
         build(videos, tmp_path / "int8", encoder, precision="int8")
     # At fp32 the model's own encode_video takes over.
     assert len(build(videos, tmp_path / "fp32", encoder)) == 7
+
+
+def test_query_embeddings_are_the_model_text_features(videos, tmp_path, encoder):
+    """Queries are encoded without the padding after the longest one: the same embeddings as the padded batch."""
+    model, processor = encoder
+    index = build(videos, tmp_path / "index", encoder)
+    queries = ["a red square moves from left to right", "blue"]
+    input_ids, attention_mask = processor.encode_text(queries)
+    assert attention_mask.sum(axis=1).max() < attention_mask.shape[1]  # the processor pads: there is padding to drop
+    with torch.no_grad():
+        expected = model.get_text_features(
+            input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+        ).pooler_output
+    expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
+    np.testing.assert_allclose(index.encode_text(queries), expected, atol=1e-5)
