@@ -25,9 +25,7 @@ import torch
 from torch import nn
 
 from transformers_tempme import TempMeCLIPModel, TempMeProcessor, cpu_features, optimize_for_inference
-from transformers_tempme.data.retrieval_datasets import load_retrieval_dataset
-from transformers_tempme.data.synthetic_video import load_reversal_pairs
-from transformers_tempme.data.training_data import VideoTextDataset
+from transformers_tempme.data.video_text import VideoTextDataset
 from transformers_tempme.evaluation.retrieval import encode_split, evaluate_retrieval
 
 PATHS = ("eager", "fp32", "bf16", "int8", "ort", "ort-int8")
@@ -43,13 +41,9 @@ def demo_module():
 
 
 def test_split(benchmark: Path, processor: TempMeProcessor) -> tuple[VideoTextDataset, dict[str, str]]:
-    demo = demo_module()
-    annotations, videos = benchmark / "annotations", benchmark / "videos"
-    partner_of = load_reversal_pairs(annotations)
-    rows = demo.unique_caption_pairs(
-        demo.one_row_per_video(load_retrieval_dataset("msrvtt", annotations, videos, split="test")), partner_of
-    )
-    return VideoTextDataset(rows, processor, cache_videos=True), partner_of
+    """The demo's test split (`load_splits`), and each test video's time reversal."""
+    _, test, partner_of = demo_module().load_splits(benchmark, processor, seed=0)
+    return test, partner_of
 
 
 class OnnxForEvaluation(nn.Module):

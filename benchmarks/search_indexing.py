@@ -11,9 +11,11 @@ For each set, every segment is first decoded and preprocessed once in this proce
 that time is the decode time. The model then encodes those same batches: the encode-only time. End to end,
 `VideoSearchIndex.build` indexes the folder from scratch with 0, 1, 2 ... DataLoader workers decoding while the
 model encodes. The decode share is decode / (decode + encode), the part of a worker-less run spent decoding.
+`--precision` is the index's encoding path (`tempme index --precision`), the same for both measurements.
 
     python benchmarks/search_indexing.py
     python benchmarks/search_indexing.py --workers 0,2 --synthetic-videos 40 --output outputs/search_indexing.json
+    python benchmarks/search_indexing.py --precision int8
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, 
 from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
 from transformers_tempme.data.tokenizer import build_clip_tokenizer, default_wheel_cache, find_wheel
 from transformers_tempme.search.discovery import list_files
+from transformers_tempme.search.indexer import video_encoder
 from transformers_tempme.search.segment_batches import SegmentBatches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--synthetic-videos", type=int, default=60)
     parser.add_argument("--long-video-seconds", type=int, default=60, help="length of the generated 720p video")
     parser.add_argument("--sets", default="synthetic,real")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "model"),
+                        help="encoding path: optimize_for_inference at this precision, or the model's own encode_video")
     parser.add_argument("--work-dir", default=None)
     parser.add_argument("--output", default="outputs/search_indexing.json")
     parser.add_argument("--markdown", default="outputs/search_indexing.md")
@@ -100,8 +105,9 @@ def write_frames(path: Path, frames, fps: int) -> None:
             container.mux(packet)
 
 
-def decode_then_encode(videos: Path, model, processor, batch_size: int) -> dict:
-    """Decode every segment once (no worker), then encode the same batches: the two times apart."""
+def decode_then_encode(videos: Path, model, processor, batch_size: int, precision: str | None) -> dict:
+    """Decode every segment once (no worker), then encode the same batches (as the index does): the times apart."""
+    encoder = video_encoder(model, precision)
     files = list_files(videos)
     start = time.perf_counter()
     batches = list(SegmentBatches(files, videos, processor, 10.0, 0.0, batch_size))
@@ -112,19 +118,20 @@ def decode_then_encode(videos: Path, model, processor, batch_size: int) -> dict:
     with torch.inference_mode():
         for batch in batches:
             if batch["pixel_values"] is not None:
-                model.encode_video(batch["pixel_values"], batch["video_mask"])
+                encoder.encode_video(batch["pixel_values"], batch["video_mask"])
     encode = time.perf_counter() - start
     return {"videos": indexed, "segments": segments, "decode_seconds": decode, "encode_seconds": encode,
             "decode_share": decode / (decode + encode), "encode_only_videos_per_s": indexed / encode,
             "encode_only_segments_per_s": segments / encode}
 
 
-def end_to_end(videos: Path, index_dir: Path, model, processor, workers: int, batch_size: int) -> dict:
+def end_to_end(videos: Path, index_dir: Path, model, processor, workers: int, batch_size: int,
+               precision: str | None) -> dict:
     shutil.rmtree(index_dir, ignore_errors=True)
     load_before = load_average()
     start = time.perf_counter()
     index = VideoSearchIndex.build(videos, index_dir, model, processor, num_workers=workers, batch_size=batch_size,
-                                   progress=False)
+                                   progress=False, precision=precision)
     seconds = time.perf_counter() - start
     shutil.rmtree(index_dir, ignore_errors=True)
     return {"workers": workers, "seconds": seconds, "videos_per_s": len(index.videos) / seconds,
@@ -158,17 +165,19 @@ def main(argv=None) -> None:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="search_indexing_"))
     results = {"command": "python benchmarks/search_indexing.py " + " ".join(argv or []), "machine": machine(),
                "model": "tempme-vit-b-32 (random weights)", "gflops_per_segment": count_gflops(config),
-               "batch_size": args.batch_size, "sets": {}}
+               "batch_size": args.batch_size, "precision": args.precision, "sets": {}}
+    precision = None if args.precision == "model" else args.precision
     makers = {"synthetic": lambda: synthetic_set(work / "synthetic", args.synthetic_videos),
               "real": lambda: real_set(work / "real", args.long_video_seconds)}
     for name in args.sets.split(","):
         print(f"Preparing the {name} set ...", flush=True)
         videos = makers[name]()
-        data = {"decode_then_encode": decode_then_encode(videos, model, processor, args.batch_size), "end_to_end": []}
+        data = {"decode_then_encode": decode_then_encode(videos, model, processor, args.batch_size, precision),
+                "end_to_end": []}
         for workers in [int(value) for value in args.workers.split(",")]:
             print(f"  end to end with {workers} workers ...", flush=True)
             data["end_to_end"].append(end_to_end(videos, work / f"{name}.index", model, processor, workers,
-                                                 args.batch_size))
+                                                 args.batch_size, precision))
         results["sets"][name] = data
         print(markdown({"sets": {name: data}}), flush=True)
     results["machine"]["load_average_end"] = load_average()

@@ -70,8 +70,8 @@ class IndexingOptions:
         progress (`bool`): show a progress bar.
         timeout_s (`float`): limit for reading one window of a video.
         precision (`str`): how the videos are encoded (`optimize_for_inference`): `"fp32"` (the default: the fast
-            path, the model's own features to 1e-5), `"bf16"` or `"int8"` (faster on CPUs that support them, cosine
-            to fp32 above 0.999 in our measurements), or `None` for the model's own `encode_video`. The index keeps
+            path, the model's own features to 1e-5), `"bf16"` or `"int8"` (faster on CPUs that support them, embeddings
+            close to fp32's), or `None` for the model's own `encode_video`. The index keeps
             the model's embedding space whichever is chosen, so updates and queries may use another precision.
     """
 
