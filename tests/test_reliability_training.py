@@ -18,7 +18,7 @@ from test_training_scripts import benchmark, train_config, write_config  # noqa:
 from transformers_tempme import TempMeCLIPModel
 from transformers_tempme.cli import push
 from transformers_tempme.cli.evaluate import evaluate
-from transformers_tempme.cli.train import parse_arguments, train
+from transformers_tempme.cli.train import main, parse_arguments, train
 
 
 def test_train_kill_during_a_save_resume_evaluate_push(benchmark, tmp_path, caplog, capsys):  # noqa: F811
@@ -101,4 +101,16 @@ def test_overrides_are_checked_before_training(benchmark, tmp_path, option, valu
     config = write_config(tmp_path / "c.json", train_config(benchmark, tmp_path / "out"))
     with pytest.raises(Exception, match=message):
         train([config, option, value])
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+def test_the_command_reports_bad_settings_in_one_line(benchmark, tmp_path, capsys):  # noqa: F811
+    config = write_config(tmp_path / "c.json", train_config(benchmark, tmp_path / "out"))
+    assert main([config, "--config-overrides", '{"img_merge_R": 4}']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "did you mean 'img_merge_r'" in err and "Traceback" not in err
+    missing = write_config(tmp_path / "m.json", {**train_config(benchmark, tmp_path / "out"),
+                                                 "annotations_dir": str(tmp_path / "nowhere")})
+    assert main([missing]) == 2
+    assert "nowhere" in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("checkpoint-*"))

@@ -35,6 +35,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,49 +271,70 @@ def set_per_device_batch_size(training_args: TrainingArguments, global_batch_siz
     training_args.per_device_train_batch_size = global_batch_size // shares
 
 
+class SettingsError(ValueError):
+    """A setting of `tempme train` or a file it names is wrong; found before training starts."""
+
+
+@contextmanager
+def settings_errors():
+    """Turn the errors of reading settings, configs, models and annotations into `SettingsError`s."""
+    try:
+        yield
+    except SettingsError:
+        raise
+    except (ValueError, TypeError, OSError) as error:
+        raise SettingsError(str(error)) from error
+
+
 def train(argv: list[str]) -> dict:
     """Run `tempme train ARGV` and return the train and eval metrics."""
-    model_args, data_args, training_args = parse_arguments(argv)
-    training_args.remove_unused_columns = False  # batches carry videos and captions, not model-signature columns
-    if data_args.global_train_batch_size is not None:
-        set_per_device_batch_size(training_args, data_args.global_train_batch_size)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=training_args.get_process_log_level())
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    logger.info("Training arguments: %s", training_args)
-
-    check_base_for_method(model_args)
-    checkpoint = resume_checkpoint(training_args)  # the newest complete checkpoint; partial ones are skipped
-    set_seed(training_args.seed)
-
-    tokenizer = load_tokenizer(model_args)
-    model = load_model(model_args, tokenizer)
-    processor = TempMeProcessor(
-        tokenizer,
-        num_frames=data_args.num_frames,
-        max_words=data_args.max_words,
-        frame_sampling=data_args.frame_sampling,
-        image_size=model.config.vision_config.image_size,
-    )
-    # The augmentation draws are keyed on (seed, epoch, sample): the same with any number of workers, and replayed
-    # when a run resumes.
-    data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
-    train_dataset = eval_dataset = None
-    if training_args.do_train:
-        train_dataset = load_split(
-            data_args, data_args.train_split, processor, data_args.augment, data_args.max_train_samples, data_seed
+    # Settings and input files are checked here, before anything is trained: a mistake is one `error:` line.
+    with settings_errors():
+        model_args, data_args, training_args = parse_arguments(argv)
+        training_args.remove_unused_columns = False  # batches carry videos and captions, not model-signature columns
+        if data_args.global_train_batch_size is not None:
+            set_per_device_batch_size(training_args, data_args.global_train_batch_size)
+        logging.basicConfig(
+            format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=training_args.get_process_log_level()
         )
-    if training_args.do_eval or training_args.eval_strategy != "no":
-        eval_dataset = load_split(data_args, data_args.eval_split, processor, False, data_args.max_eval_samples, data_seed)
+        transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+        logger.info("Training arguments: %s", training_args)
 
-    model = prepare_for_training(model, model_args)
-    trainer = TempMeTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=collate_video_text,
-        processing_class=tokenizer,
-    )
+        check_base_for_method(model_args)
+        checkpoint = resume_checkpoint(training_args)  # the newest complete checkpoint; partial ones are skipped
+        set_seed(training_args.seed)
+
+        tokenizer = load_tokenizer(model_args)
+        model = load_model(model_args, tokenizer)
+        processor = TempMeProcessor(
+            tokenizer,
+            num_frames=data_args.num_frames,
+            max_words=data_args.max_words,
+            frame_sampling=data_args.frame_sampling,
+            image_size=model.config.vision_config.image_size,
+        )
+        # The augmentation draws are keyed on (seed, epoch, sample): the same with any number of workers, and replayed
+        # when a run resumes.
+        data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+        train_dataset = eval_dataset = None
+        if training_args.do_train:
+            train_dataset = load_split(
+                data_args, data_args.train_split, processor, data_args.augment, data_args.max_train_samples, data_seed
+            )
+        if training_args.do_eval or training_args.eval_strategy != "no":
+            eval_dataset = load_split(
+                data_args, data_args.eval_split, processor, False, data_args.max_eval_samples, data_seed
+            )
+
+        model = prepare_for_training(model, model_args)
+        trainer = TempMeTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=collate_video_text,
+            processing_class=tokenizer,
+        )
 
     results = {}
     if training_args.do_train:
@@ -363,5 +385,9 @@ def train(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(sys.argv[1:] if argv is None else argv)
+    try:
+        train(sys.argv[1:] if argv is None else argv)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
