@@ -418,7 +418,6 @@ def run_update(
     device = torch.device(options.device) if options.device else (group.device or next(model.parameters()).device)
     model = model.to(device).eval()
     embedding_dim = model.config.projection_dim
-    encoder = video_encoder(model, options.precision)
 
     lock = IndexLock(index_dir)
 
@@ -431,6 +430,8 @@ def run_update(
     try:
         plan = _on_main(group, plan_under_lock)
         share = plan.shares[group.rank]
+        # Preparing the inference copy of the weights is only worth it when this process has videos to encode.
+        encoder = video_encoder(model, options.precision) if share else model
         writer = WorkShardWriter(
             index_dir / WORK_DIR, group.rank,
             {"fingerprint": plan.manifest.model["fingerprint"], "settings": _work_settings(plan.manifest),
