@@ -280,8 +280,6 @@ def settings_errors():
     """Turn the errors of reading settings, configs, models and annotations into `SettingsError`s."""
     try:
         yield
-    except SettingsError:
-        raise
     except (ValueError, TypeError, OSError) as error:
         raise SettingsError(str(error)) from error
 
