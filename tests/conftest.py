@@ -1,9 +1,21 @@
 """Shared fixtures: tiny TempMe configurations that run in milliseconds on a CPU."""
 
-import pytest
-import torch
+import os
+import tempfile
+from pathlib import Path
 
-from transformers_tempme import TempMeCLIPModel, TempMeConfig
+# Nothing a test runs reads the home folder's caches or reaches the Hub: wheels come from the checkout's
+# `.cache/wheels` (`make wheels`) unless $TEMPME_WHEEL_CACHE names another folder, and the Hugging Face cache is an
+# empty folder of this run. Set before transformers is imported, which reads them once.
+os.environ.setdefault("TEMPME_WHEEL_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "wheels"))
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="tempme-tests-hf-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from transformers_tempme import TempMeCLIPModel, TempMeConfig  # noqa: E402
 
 # A 4-block vision tower on 32x32 frames with 8x8 patches (17 tokens per frame) and a 2-block text tower.
 TINY_BACKBONE = {

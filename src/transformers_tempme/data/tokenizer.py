@@ -6,9 +6,9 @@ unicode characters, the same characters with the end-of-word marker `</w>`, one 
 that vocabulary and merge list and hands them to `transformers.CLIPTokenizer`, so no Hub access is needed.
 
 The wheel is fetched once with `pip download --no-deps open-clip-torch -d <cache>` (`make setup` does it into
-`.cache/wheels`, `tempme build-tokenizer --download` into the cache); only the BPE file is read out of the zip,
-open_clip itself is never installed. Building the tokenizer never downloads anything unless asked to
-(`download=True`).
+`.cache/wheels`, `tempme build-tokenizer --download` into `~/.cache/transformers_tempme/wheels`; `wheel_cache_folders`
+gives the search order); only the BPE file is read out of the zip, open_clip itself is never installed. Building the
+tokenizer never downloads anything unless asked to (`download=True`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,33 @@ START_OF_TEXT, END_OF_TEXT = "<|startoftext|>", "<|endoftext|>"
 CONTEXT_LENGTH = 77
 
 
+def wheel_cache_folders() -> list[Path]:
+    """The folders searched for downloaded wheels, in order.
+
+    1. `$TEMPME_WHEEL_CACHE`, when set (then nothing else is searched);
+    2. `.cache/wheels` in the working directory, where `make setup` puts them;
+    3. `~/.cache/transformers_tempme/wheels`, where `tempme build-tokenizer --download` puts them by default.
+    """
+    if os.environ.get(WHEEL_CACHE_ENV):
+        return [Path(os.environ[WHEEL_CACHE_ENV])]
+    return [Path(".cache") / "wheels", default_wheel_cache()]
+
+
 def default_wheel_cache() -> Path:
-    """Folder holding downloaded wheels: `$TEMPME_WHEEL_CACHE`, else `~/.cache/transformers_tempme/wheels`."""
+    """Where wheels are downloaded when no folder is named: `$TEMPME_WHEEL_CACHE`, else
+    `~/.cache/transformers_tempme/wheels`."""
     if os.environ.get(WHEEL_CACHE_ENV):
         return Path(os.environ[WHEEL_CACHE_ENV])
     return Path.home() / ".cache" / "transformers_tempme" / "wheels"
+
+
+def find_cached_wheel(pattern: str) -> Path | None:
+    """The newest wheel matching `pattern` in the first of `wheel_cache_folders()` that holds one, or `None`."""
+    for folder in wheel_cache_folders():
+        wheel = find_wheel(folder, pattern)
+        if wheel is not None:
+            return wheel
+    return None
 
 
 def find_wheel(cache_dir: str | os.PathLike, pattern: str) -> Path | None:
@@ -83,26 +105,31 @@ def build_clip_tokenizer(
 
     Args:
         cache_dir (`str` or `os.PathLike`, *optional*):
-            Folder searched for an `open_clip_torch-*.whl`; defaults to `default_wheel_cache()`.
+            Folder searched for an `open_clip_torch-*.whl`; by default the folders of `wheel_cache_folders()`, in
+            order (`$TEMPME_WHEEL_CACHE`; else `.cache/wheels`, then `~/.cache/transformers_tempme/wheels`).
         bpe_path (`str` or `os.PathLike`, *optional*):
             A `bpe_simple_vocab_16e6.txt.gz` or `open_clip_torch` wheel to read instead of searching `cache_dir`.
         download (`bool`, *optional*, defaults to `False`):
-            Fetch the wheel with `pip download` into `cache_dir` when it is not there (needs the package index).
+            Fetch the wheel with `pip download` into `cache_dir` (default `default_wheel_cache()`) when no folder
+            holds it (needs the package index).
 
     Returns:
         `CLIPTokenizer` with `model_max_length=77`.
     """
-    if bpe_path is None:
-        cache_dir = Path(cache_dir) if cache_dir is not None else default_wheel_cache()
+    if bpe_path is None and cache_dir is not None:
         bpe_path = find_wheel(cache_dir, WHEEL_PATTERN)
-        if bpe_path is None and download:
-            download_wheel("open-clip-torch", cache_dir)
-            bpe_path = find_wheel(cache_dir, WHEEL_PATTERN)
-        if bpe_path is None:
-            raise FileNotFoundError(
-                f"No {WHEEL_PATTERN} in {cache_dir}. Fetch it with "
-                f"`pip download --no-deps open-clip-torch -d {cache_dir}`, `tempme build-tokenizer DIR --download`, "
-                "or build_clip_tokenizer(download=True)."
-            )
+    elif bpe_path is None:
+        bpe_path = find_cached_wheel(WHEEL_PATTERN)
+    if bpe_path is None and download:
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_wheel_cache()
+        download_wheel("open-clip-torch", cache_dir)
+        bpe_path = find_wheel(cache_dir, WHEEL_PATTERN)
+    if bpe_path is None:
+        searched = [Path(cache_dir)] if cache_dir is not None else wheel_cache_folders()
+        raise FileNotFoundError(
+            f"No {WHEEL_PATTERN} in {' or '.join(str(folder) for folder in searched)}. Fetch it with `make setup` "
+            f"(into .cache/wheels), `pip download --no-deps open-clip-torch -d {searched[0]}`, "
+            "`tempme build-tokenizer DIR --download`, or build_clip_tokenizer(download=True)."
+        )
     vocab, merges = clip_vocab_and_merges(read_bpe_merges(bpe_path))
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CONTEXT_LENGTH)
