@@ -620,7 +620,8 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
         """Text embeddings in `pooler_output` `(batch, projection_dim)`, as `CLIPModel.get_text_features`, once the
         ids are checked to fit the text tower."""
         self._check_text_inputs(input_ids, attention_mask)
-        return super().get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        # Named, not super(): `TempMeInferenceModel` borrows this method without being a CLIPModel.
+        return CLIPModel.get_text_features(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """Image embeddings in `pooler_output` `(batch, projection_dim)` for images `(batch, 3, H, W)`.
