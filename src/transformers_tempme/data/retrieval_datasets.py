@@ -439,6 +439,19 @@ def find_missing_videos(
     return list(dict.fromkeys(missing))
 
 
+def evaluation_dataset_fields(name: str, annotations_dir: str | os.PathLike | None = None) -> dict[str, object]:
+    """What an evaluation JSON says about the data of a split loaded with `load_retrieval_dataset(name,
+    annotations_dir, ...)`: `{"dataset": <benchmark>}`, or for the synthetic temporal benchmark (generated in the
+    MSR-VTT layout by `make_synthetic_benchmark`) `{"dataset": "synthetic-temporal", "synthetic": True,
+    "annotation_layout": "msrvtt"}`, so that results on generated videos are never labelled as MSR-VTT's."""
+    from .synthetic_video import SYNTHETIC_BENCHMARK_NAME, is_synthetic_benchmark
+
+    benchmark = _normalise_name(name)
+    if annotations_dir is not None and is_synthetic_benchmark(annotations_dir):
+        return {"dataset": SYNTHETIC_BENCHMARK_NAME, "synthetic": True, "annotation_layout": benchmark}
+    return {"dataset": benchmark if benchmark in _RECORD_READERS else name}
+
+
 def _load_from_hub(dataset_id: str, split: str) -> datasets.Dataset:
     """A Hub dataset already in the retrieval schema (needs network access to the Hub)."""
     dataset = datasets.load_dataset(dataset_id, split=split)
