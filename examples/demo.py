@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerFast, TrainerCallback, TrainingArguments
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, pair_accuracy
-from transformers_tempme.data.retrieval_datasets import load_retrieval_dataset
+from transformers_tempme.data.retrieval_datasets import evaluation_dataset_fields, load_retrieval_dataset
 from transformers_tempme.data.synthetic_video import load_reversal_pairs, make_synthetic_benchmark
 from transformers_tempme.data.video_text import GroupedDataset, VideoTextDataset, collate_video_text, reversal_groups
 from transformers_tempme.data.word_tokenizer import build_word_level_tokenizer
@@ -380,6 +380,8 @@ def train_one(args, variant: str) -> dict:
         for entry in trainer.state.log_history
     ]
     results.update(
+        **evaluation_dataset_fields("msrvtt", Path(args.output_dir) / "benchmark" / "annotations"),
+        split="test",
         variant=variant,
         label=VARIANT_LABELS[variant],
         steps=train_output.global_step,

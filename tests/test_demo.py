@@ -29,6 +29,8 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
         assert 0.0 <= model["pair_accuracy"] <= 1.0
         assert model["steps"] == 2 and model["seconds_per_step"] > 0 and model["peak_memory_mib"] > 0
         assert {"R@1", "R@5", "R@10", "MdR", "MnR"} <= model["text_to_video"].keys()
+        # Each result names its data as an evaluation JSON does: the synthetic benchmark, not MSR-VTT.
+        assert (model["dataset"], model["synthetic"], model["split"]) == ("synthetic-temporal", True, "test")
     # TempMe merges tokens: fewer FLOPs than the same tower without merging.
     assert models["tempme"]["gflops"] < models["baseline"]["gflops"]
     table = (output_dir / "results.md").read_text()

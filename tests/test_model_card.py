@@ -180,3 +180,39 @@ def test_render_script_writes_the_card(model_folder, tmp_path):
     assert render.main(argv) == 0
     assert "## Evaluation" in output.read_text() and "## Efficiency" in output.read_text()
     assert render.main(argv[:-2] + ["--eval-json", str(bench_path)]) == 2
+
+
+SYNTHETIC = {"dataset": "synthetic-temporal", "synthetic": True, "annotation_layout": "msrvtt"}
+DATASET_FIELDS = [
+    # the evaluation's dataset fields, the model index's (name, type), the card's datasets, the synthetic note
+    ({"dataset": "msrvtt"}, ("msrvtt", "msrvtt"), ["msrvtt"], False),
+    (SYNTHETIC, ("synthetic-temporal", "synthetic-temporal"), None, True),
+    ({"dataset": "msrvtt", "synthetic": True}, ("msrvtt (synthetic)", "msrvtt"), None, True),
+    ({"dataset": "didemo", "synthetic": False}, ("didemo", "didemo"), ["didemo"], False),
+]
+
+
+@pytest.mark.parametrize("fields, index_dataset, datasets, synthetic", DATASET_FIELDS)
+def test_the_dataset_comes_from_the_evaluation_and_synthetic_results_say_so(
+    model_folder, tmp_path, fields, index_dataset, datasets, synthetic
+):
+    evaluation = {**{k: v for k, v in EVALUATION.items() if k != "dataset"}, **fields}
+    eval_path = tmp_path / "eval.json"
+    eval_path.write_text(json.dumps(evaluation))
+    card = card_for_folder(model_folder, "owner/tempme-tiny", [eval_path], base_model=BASE_MODEL)
+    text = str(card)
+    assert {(r.dataset_name, r.dataset_type) for r in card.data.eval_results} == {index_dataset}
+    assert card.data.datasets == datasets
+    assert f"### {index_dataset[0]} ({EVALUATION['split']})" in text
+    assert ("Synthetic data: generated videos, not a public benchmark" in text) == synthetic
+    assert ("annotations in the msrvtt layout" in text) == ("annotation_layout" in fields)
+    config = json.loads((model_folder / "config.json").read_text())
+    sources = source_numbers(evaluation, config) + [weights_elements(model_folder / "model.safetensors")]
+    assert numbers_not_from_sources(text, sources) == []
+
+
+def test_synthetic_must_be_true_or_false(tmp_path):
+    eval_path = tmp_path / "eval.json"
+    eval_path.write_text(json.dumps({**EVALUATION, "synthetic": "yes"}))
+    with pytest.raises(CardInputError, match=r"eval\.json: 'synthetic' must be true or false, got 'yes'"):
+        load_evaluation(eval_path)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from data_helpers import clip_tokenizer, numbered_frames  # noqa: F401 (fixture)
+from data_helpers import clip_tokenizer, frame_numbers, numbered_frames  # noqa: F401 (fixture)
 
 from transformers_tempme import TempMeProcessor, VideoDecodeError
 from transformers_tempme.frame_transforms import CLIP_MEAN, CLIP_STD
@@ -98,3 +98,46 @@ def test_train_augmentation_changes_pixels_consistently(processor):
     assert any(not np.allclose(a, plain) for a in augmented)
     for a in augmented:
         np.testing.assert_array_equal(a[0, 1], a[0, 0])
+
+
+# Frame arrays of any length are sampled to num_frames (4 here) the way a decoded file of the same frames is.
+ARRAY_SAMPLING = [
+    # frames in the array, video_fps, frame_sampling, the frames kept
+    (4, None, "fps", [0, 1, 2, 3]),  # already num_frames: used as it is
+    (30, 10, "fps", [0, 9, 19, 29]),  # 3 one-per-second candidates, fewer than 4: spread over the raw frames
+    (60, 10, "fps", [0, 10, 30, 50]),  # 6 one-per-second candidates, 4 of them
+    (30, None, "fps", [0, 9, 19, 29]),  # no frame rate: every frame is a candidate
+    (30, 10, "uniform", [0, 9, 19, 29]),
+    (2, None, "fps", [0, 0, 0, 1]),  # shorter than num_frames: frames repeat
+    (1, None, "uniform", [0, 0, 0, 0]),
+]
+
+
+@pytest.mark.parametrize("length, video_fps, sampling, kept", ARRAY_SAMPLING)
+def test_frame_arrays_are_sampled_like_files(clip_tokenizer, tmp_path, length, video_fps, sampling, kept):  # noqa: F811
+    processor = TempMeProcessor(clip_tokenizer, num_frames=4, max_words=8, image_size=32, frame_sampling=sampling)
+    frames, mask = processor.load_video(numbered_frames(length), video_fps)
+    assert frame_numbers(frames) == kept and mask.tolist() == [1] * 4
+    # The same frames written to a file at that frame rate decode to the same picks.
+    path = tmp_path / "clip.mp4"
+    write_video(path, numbered_frames(length), fps=video_fps or 1)
+    assert frame_numbers(processor.load_video(str(path))[0]) == kept
+    # Through __call__ too, as the pipeline calls it.
+    batch = processor(videos=[numbered_frames(length)], video_fps=video_fps, return_tensors="np")
+    assert batch["pixel_values"].shape == (1, 4, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ([], r"text is an empty list: give at least one caption"),
+        (["a dog", None], r"text\[1\] is NoneType None: every caption must be a string"),
+        ([["a", "b"]], r"text\[0\] is list \['a', 'b'\]: every caption must be a string"),
+        ([3], r"text\[0\] is int 3"),
+    ],
+)
+def test_text_that_is_not_a_list_of_strings_is_a_value_error(processor, text, message):
+    with pytest.raises(ValueError, match=message):
+        processor.encode_text(text)
+    with pytest.raises(ValueError, match=message):
+        processor(text=text)

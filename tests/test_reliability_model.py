@@ -37,10 +37,58 @@ def test_malformed_videos(model, what, corrupt, message):
         model.encode_video(corrupt(pixel_values))
 
 
-def test_empty_text_batch(model):
+BAD_TEXTS = [
+    # what, how to break the (2, 7) input_ids (vocabulary of 128), the error
+    ("empty batch", lambda ids: ids[:0], r"input_ids holds no text: shape \(0, 7\)"),
+    ("no tokens", lambda ids: ids[:, :0], r"input_ids holds no token: shape \(2, 0\)\. Tokenise texts with the model's processor"),
+    ("one text without batch", lambda ids: ids[0], r"input_ids must have shape \(batch, words\), got \(7,\).*unsqueeze\(0\)"),
+    ("float ids", lambda ids: ids.float(), r"input_ids must be integer token ids, got dtype torch\.float32"),
+    ("id past the vocabulary", lambda ids: torch.where(ids == ids.max(), 49407, ids),
+     r"input_ids holds the token id 49407, outside the text model's vocabulary of 128 ids \(0 to 127\): an id from "
+     r"another tokenizer than the model's\. Tokenise with the processor saved with the model"),
+    ("negative id", lambda ids: torch.where(ids == ids.max(), -100, ids), r"holds the token id -100, .*a padding value"),
+]
+
+
+@pytest.mark.parametrize("what, corrupt, message", BAD_TEXTS, ids=[row[0] for row in BAD_TEXTS])
+@pytest.mark.parametrize("entry", ["forward", "get_text_features"])
+def test_malformed_texts(model, what, corrupt, message, entry):
     inputs = tiny_inputs(model.config)
-    with pytest.raises(ValueError, match="input_ids holds no text"):
-        model(input_ids=inputs["input_ids"][:0], pixel_values=inputs["pixel_values"])
+    input_ids = corrupt(inputs["input_ids"])
+    with pytest.raises(ValueError, match=message):
+        if entry == "forward":
+            model(input_ids=input_ids, pixel_values=inputs["pixel_values"])
+        else:
+            model.get_text_features(input_ids=input_ids)
+
+
+def test_attention_mask_must_match_input_ids(model):
+    inputs = tiny_inputs(model.config)
+    with pytest.raises(ValueError, match=r"attention_mask must have the shape of input_ids \(2, 7\), got \(2, 6\)"):
+        model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"][:, :6])
+
+
+class TextFeatures(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model.get_text_features(input_ids=input_ids).pooler_output
+
+
+def test_the_vocabulary_check_stays_out_of_a_traced_graph(model, monkeypatch):
+    """Reading the ids' values while tracing would bake them into the graph as constants."""
+    input_ids = tiny_inputs(model.config)["input_ids"]
+    value_reads = []
+    aminmax = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda tensor: value_reads.append(tensor.shape) or aminmax(tensor))
+    with torch.no_grad():
+        traced = torch.jit.trace(TextFeatures(model), input_ids, check_trace=False)
+        assert value_reads == []
+        expected = model.get_text_features(input_ids=input_ids).pooler_output
+        assert value_reads == [input_ids.shape]
+    torch.testing.assert_close(traced(input_ids), expected)
 
 
 def test_all_zero_video_mask_is_an_error_not_nan(model):

@@ -200,3 +200,25 @@ def test_no_warning_when_every_video_exists(tmp_path, tiny_video):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_retrieval_dataset("msrvtt", annotations, videos, "test")) == 2
+
+
+@pytest.mark.parametrize(
+    "name, synthetic, fields",
+    [
+        ("msrvtt", False, {"dataset": "msrvtt"}),
+        ("MSR-VTT", False, {"dataset": "msrvtt"}),
+        ("anet", False, {"dataset": "activitynet"}),
+        ("owner/my-videos", False, {"dataset": "owner/my-videos"}),
+        ("msrvtt", True, {"dataset": "synthetic-temporal", "synthetic": True, "annotation_layout": "msrvtt"}),
+    ],
+)
+def test_evaluation_dataset_fields_name_the_synthetic_benchmark(tmp_path, name, synthetic, fields):
+    from transformers_tempme.data.retrieval_datasets import evaluation_dataset_fields
+    from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
+
+    annotations = tmp_path / "annotations"
+    if synthetic:
+        make_synthetic_benchmark(tmp_path, num_train_pairs=1, num_test_pairs=1, frames_per_video=2, size=16)
+    else:
+        annotations.mkdir()
+    assert evaluation_dataset_fields(name, annotations) == fields

@@ -108,6 +108,8 @@ def test_train_then_evaluate_end_to_end(benchmark, tmp_path):
     expected_keys = {"dataset", "split", "model", "command", "text_to_video", "video_to_text", "rsum", "gflops",
                      "output_tokens", "videos_per_s"}
     assert expected_keys <= written.keys()
+    # The benchmark is the synthetic one, in the MSR-VTT layout: its results are not labelled MSR-VTT.
+    assert (written["dataset"], written["synthetic"], written["annotation_layout"]) == ("synthetic-temporal", True, "msrvtt")
     assert set(written["text_to_video"]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
     assert written["gflops"] > 0 and written["videos_per_s"] > 0 and written["output_tokens"] > 0
     # The merged model, evaluated on its own, reproduces the in-training evaluation of the same weights.

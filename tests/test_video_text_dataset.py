@@ -149,6 +149,24 @@ def test_grouped_dataset_keeps_groups_in_one_batch_and_passes_the_epoch(rows, pr
     assert dataset.epoch == 5
 
 
+# Rows whose caption is not a string are refused when the dataset is built, naming the row, not in a worker.
+NOT_CAPTIONS = [
+    ("null", {"caption": None}, r"Row 1 \(video_id 'video0'\): 'caption' must be a caption string, found None\."),
+    ("list", {"caption": ["a", "b"]}, r"Row 1 .*found the list \['a', 'b'\] \(one caption per row; a video's other captions go in 'captions'\)"),
+    ("number", {"caption": 7}, r"Row 1 .*found the int 7\."),
+    ("captions with null", {"captions": ["a", None]}, r"Row 1 .*'captions' must be a list of caption strings, found the list \['a', None\]"),
+    ("captions a string", {"captions": "a dog"}, r"Row 1 .*'captions' must be a list of caption strings, found the str 'a dog'"),
+]
+
+
+@pytest.mark.parametrize("what, change, message", NOT_CAPTIONS, ids=[row[0] for row in NOT_CAPTIONS])
+def test_a_caption_that_is_not_a_string_is_refused_with_its_row(rows, processor, what, change, message):
+    bad = [dict(row) for row in rows]
+    bad[1].update(change)
+    with pytest.raises(ValueError, match=message):
+        VideoTextDataset(bad, processor)
+
+
 def test_collate_of_only_skipped_samples_is_a_clear_error():
     with pytest.raises(ValueError, match="Every one of the 2 samples of this batch was skipped"):
         collate_video_text([None, [None]])

@@ -545,6 +545,38 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
                 "(its embedding is the mean over those frames)."
             )
 
+    def _check_text_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        if input_ids.ndim != 2:
+            raise ValueError(
+                f"input_ids must have shape (batch, words), got {tuple(input_ids.shape)}. For a single text add the "
+                "batch dimension with input_ids.unsqueeze(0)."
+            )
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}.")
+        if input_ids.shape[0] == 0:
+            raise ValueError(f"input_ids holds no text: shape {tuple(input_ids.shape)}.")
+        if input_ids.shape[1] == 0:
+            raise ValueError(
+                f"input_ids holds no token: shape {tuple(input_ids.shape)}. Tokenise texts with the model's processor, "
+                "which adds the start and end tokens."
+            )
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}."
+            )
+        # A check on values, not shapes: skipped while tracing or compiling, where it would break the graph.
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        vocab_size = self.config.text_config.vocab_size
+        low, high = (int(value) for value in torch.aminmax(input_ids))
+        if low < 0 or high >= vocab_size:
+            cause = "a padding value, not a token" if low < 0 else "from another tokenizer than the model's"
+            raise ValueError(
+                f"input_ids holds the token id {low if low < 0 else high}, outside the text model's vocabulary of "
+                f"{vocab_size} ids (0 to {vocab_size - 1}): an id {cause}. Tokenise with the processor saved with "
+                "the model."
+            )
+
     def encode_video(
         self,
         pixel_values: torch.Tensor,
@@ -581,6 +613,15 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
             last_hidden_state=video_outputs.vision_model_output.last_hidden_state,
             pooler_output=video_outputs.video_embeds,
         )
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """Text embeddings in `pooler_output` `(batch, projection_dim)`, as `CLIPModel.get_text_features`, once the
+        ids are checked to fit the text tower."""
+        self._check_text_inputs(input_ids, attention_mask)
+        # Named, not super(): `TempMeInferenceModel` borrows this method without being a CLIPModel.
+        return CLIPModel.get_text_features(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """Image embeddings in `pooler_output` `(batch, projection_dim)` for images `(batch, 3, H, W)`.
@@ -620,8 +661,7 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
             video_mask: `(video_batch, frames)`.
             return_loss: compute the loss; texts and videos must pair up on the diagonal.
         """
-        if input_ids.shape[0] == 0:
-            raise ValueError(f"input_ids holds no text: shape {tuple(input_ids.shape)}.")
+        self._check_text_inputs(input_ids, attention_mask)
         if return_loss and input_ids.shape[0] != pixel_values.shape[0]:
             raise ValueError(
                 f"return_loss=True pairs text i with video i, but there are {input_ids.shape[0]} texts and "

@@ -37,7 +37,10 @@ class TempMePipeline(Pipeline):
         `pipe(videos=[...], text="query")`: the videos ranked for the query -> `[{"video", "index", "score"}, ...]`
         sorted by score (`video` is the path when the video was given as one, `index` its position in the list);
         `text` may be a list of queries (one ranking each).
-        `top_k` keeps the best `k` entries.
+        `top_k` keeps the best `k` entries (`None`, the default, keeps them all, as in `transformers`' classification
+        pipelines; more than there are keeps them all).
+        `video_fps` is the frame rate of videos given as frame arrays: arrays of another length than the model's
+        frame count are sampled to it the way files are (see `TempMeProcessor.load_video`).
     """
 
     _load_processor = True
@@ -64,21 +67,35 @@ class TempMePipeline(Pipeline):
                 raise ValueError(f"candidate_labels must be a non-empty list of captions, got {candidate_labels!r}.")
             return super().__call__(videos, candidate_labels=list(candidate_labels), **kwargs)
         videos = list(videos) if isinstance(videos, (list, tuple)) else [videos]
+        if not videos:
+            raise ValueError("videos is an empty list: give the videos to rank.")
         if isinstance(text, str):
             return super().__call__({"videos": videos, "text": text}, **kwargs)
+        if not text:
+            raise ValueError("text is an empty list: give a query (a string) or a list of queries to rank the videos for.")
+        for number, query in enumerate(text):
+            if not isinstance(query, str):
+                raise ValueError(f"text[{number}] is {type(query).__name__} {query!r:.60}: every query must be a string.")
         return super().__call__([{"videos": videos, "text": query} for query in text], **kwargs)
 
-    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, top_k=None, **kwargs):
+    def _sanitize_parameters(
+        self, candidate_labels=None, hypothesis_template=None, top_k=None, video_fps=None, **kwargs
+    ):
         preprocess_params, postprocess_params = {}, {}
         if candidate_labels is not None:
             preprocess_params["candidate_labels"] = candidate_labels
         if hypothesis_template is not None:
+            _check_hypothesis_template(hypothesis_template)
             preprocess_params["hypothesis_template"] = hypothesis_template
+        if video_fps is not None:
+            preprocess_params["video_fps"] = video_fps
         if top_k is not None:
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be a positive integer (or None, the default, for every entry), got {top_k!r}.")
             postprocess_params["top_k"] = top_k
         return preprocess_params, {}, postprocess_params
 
-    def preprocess(self, inputs, candidate_labels=None, hypothesis_template="{}"):
+    def preprocess(self, inputs, candidate_labels=None, hypothesis_template="{}", video_fps=None):
         if isinstance(inputs, dict) and "videos" in inputs:  # ranking
             texts, videos = [inputs["text"]], inputs["videos"]
             names = [os.fspath(v) if isinstance(v, (str, os.PathLike)) else None for v in videos]
@@ -86,7 +103,7 @@ class TempMePipeline(Pipeline):
         else:
             texts, videos = [hypothesis_template.format(label) for label in candidate_labels], [inputs]
             meta = {"mode": "classify", "labels": list(candidate_labels)}
-        model_inputs = dict(self.processor(text=texts, videos=videos, return_tensors="pt"))
+        model_inputs = dict(self.processor(text=texts, videos=videos, return_tensors="pt", video_fps=video_fps))
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.model.dtype)
         return {**model_inputs, "meta": meta}
 
@@ -108,6 +125,23 @@ class TempMePipeline(Pipeline):
             ]
         results.sort(key=lambda result: -result["score"])
         return results[:top_k] if top_k is not None else results
+
+
+def _check_hypothesis_template(template: str) -> None:
+    """The template must put each label somewhere (`{}`): without it every label is the same text, and so gets the
+    same score."""
+    try:
+        differs = template.format("label one") != template.format("label two")
+    except (IndexError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"hypothesis_template {template!r} cannot be formatted with a label ({error!r}): write {{}} where the "
+            "label goes, e.g. 'a video of {}'."
+        ) from None
+    if not differs:
+        raise ValueError(
+            f"hypothesis_template {template!r} has no {{}} where the label goes, so every label would get the same "
+            "text and the same score: write e.g. 'a video of {}'."
+        )
 
 
 __all__ = ["TempMePipeline", "TASK"]

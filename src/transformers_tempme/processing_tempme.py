@@ -22,7 +22,7 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .frame_transforms import CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
-from .video_io import read_video_frames
+from .video_io import read_video_frames, sample_frame_indices
 
 # The authors pad token ids with 0; the attention mask, not the pad id, marks padding.
 TEXT_PAD_ID = 0
@@ -84,6 +84,11 @@ class TempMeProcessor(ProcessorMixin):
     def encode_text(self, text: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, both int64 of shape `(batch, max_words)`, with the paper's truncation."""
         texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise ValueError("text is an empty list: give at least one caption, or leave text out for videos only.")
+        for number, caption in enumerate(texts):
+            if not isinstance(caption, str):
+                raise ValueError(f"text[{number}] is {type(caption).__name__} {caption!r:.60}: every caption must be a string.")
         tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         input_ids = np.full((len(texts), self.max_words), TEXT_PAD_ID, dtype=np.int64)
         attention_mask = np.zeros((len(texts), self.max_words), dtype=np.int64)
@@ -93,26 +98,38 @@ class TempMeProcessor(ProcessorMixin):
             attention_mask[i, : len(sequence)] = 1
         return input_ids, attention_mask
 
-    def load_video(self, video: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Frames `(frames, height, width, 3)` uint8 and mask `(frames,)` of one video given as a path, file or array.
+    def load_video(self, video: Any, video_fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frames `(num_frames, height, width, 3)` uint8 and mask `(num_frames,)` of one video given as a path, file
+        or frame array.
 
-        Arrays are taken as already-sampled frames and used as they are.
+        An array of `num_frames` frames is used as it is. An array of any other length is sampled to `num_frames`
+        by `sample_frame_indices`, as a decoded file is: at `video_fps`, its frame rate, when given; otherwise each
+        of its frames counts as one second apart, which for `"fps"` sampling is uniform sampling over the array.
         """
         if isinstance(video, np.ndarray) or (hasattr(video, "numpy") and hasattr(video, "dim")):
             frames = np.asarray(video)
             if frames.ndim == 3:  # one frame
                 frames = frames[None]
+            if len(frames) != self.num_frames:
+                fps = 1.0 if video_fps is None else float(video_fps)
+                frames = frames[sample_frame_indices(len(frames), fps, self.num_frames, self.frame_sampling)]
             return frames, np.ones(len(frames), dtype=np.int64)
         return read_video_frames(video, self.num_frames, sampling=self.frame_sampling)
 
     def preprocess_videos(
-        self, videos: Sequence[Any], augment: bool = False, rng: np.random.Generator | None = None
+        self,
+        videos: Sequence[Any],
+        augment: bool = False,
+        rng: np.random.Generator | None = None,
+        video_fps: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`pixel_values` `(batch, frames, 3, size, size)` float32 and `video_mask` `(batch, frames)` int64."""
+        """`pixel_values` `(batch, frames, 3, size, size)` float32 and `video_mask` `(batch, frames)` int64.
+
+        `video_fps` is the frame rate of the videos given as frame arrays (see `load_video`)."""
         augmentation = VideoRandAugment(**self.train_augmentation) if augment and self.train_augmentation else None
         processed, masks = [], []
         for video in videos:
-            frames, mask = self.load_video(video)
+            frames, mask = self.load_video(video, video_fps)
             processed.append(
                 preprocess_video(frames, self.image_size, self.image_mean, self.image_std, augmentation, rng)
             )
@@ -126,6 +143,7 @@ class TempMeProcessor(ProcessorMixin):
         return_tensors: str | None = None,
         augment: bool = False,
         rng: np.random.Generator | None = None,
+        video_fps: float | None = None,
         **kwargs,
     ) -> BatchFeature:
         """Tokenise `text` and decode / preprocess `videos`.
@@ -133,10 +151,13 @@ class TempMeProcessor(ProcessorMixin):
         Args:
             text (`str` or `list[str]`, *optional*): captions.
             videos (*optional*): one video or a list of videos, each a path, a binary file object, the file's
-                bytes, or a uint8 array of RGB frames `(frames, height, width, 3)`.
+                bytes, or a uint8 array of RGB frames `(frames, height, width, 3)`; arrays of another length than
+                `num_frames` are sampled to it as files are.
             return_tensors (`str`, *optional*): `"pt"` for torch tensors, `"np"` for numpy arrays.
             augment (`bool`, *optional*, defaults to `False`): apply the video-consistent train augmentation.
             rng (`np.random.Generator`, *optional*): randomness of the augmentation.
+            video_fps (`float`, *optional*): frame rate of the videos given as frame arrays, for `"fps"` sampling;
+                without it their frames count as one second apart.
 
         Returns:
             `BatchFeature` with `input_ids` and `attention_mask` `(batch, max_words)` when `text` is given, and
@@ -149,13 +170,13 @@ class TempMeProcessor(ProcessorMixin):
             raise ValueError("Give `text`, `videos` or both.")
         data: dict[str, np.ndarray] = {}
         if text is not None:
-            if not isinstance(text, str) and len(text) == 0:
-                raise ValueError("text is an empty list: give at least one caption, or leave text out for videos only.")
             data["input_ids"], data["attention_mask"] = self.encode_text(text)
         if videos is not None:
             if not isinstance(videos, (list, tuple)):
                 videos = [videos]
-            data["pixel_values"], data["video_mask"] = self.preprocess_videos(videos, augment=augment, rng=rng)
+            data["pixel_values"], data["video_mask"] = self.preprocess_videos(
+                videos, augment=augment, rng=rng, video_fps=video_fps
+            )
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def batch_decode(self, *args, **kwargs):

@@ -109,6 +109,7 @@ def evaluate(argv: list[str]) -> dict:
     from accelerate import Accelerator
 
     from .. import load_retrieval_dataset
+    from ..data.retrieval_datasets import evaluation_dataset_fields
     from ..data.video_text import VideoTextDataset
     from ..evaluation.retrieval import evaluate_retrieval
 
@@ -125,7 +126,7 @@ def evaluate(argv: list[str]) -> dict:
     )
     command = "tempme evaluate " + " ".join(shlex.quote(a) for a in argv)
     results = {
-        "dataset": args.dataset,
+        **evaluation_dataset_fields(args.dataset, args.annotations_dir),  # "synthetic-temporal" for generated videos
         "split": args.split,
         "model": args.model,
         "command": command,

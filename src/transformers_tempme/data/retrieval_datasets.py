@@ -26,7 +26,9 @@ Layouts (see the Data section of the README for how to obtain them):
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import logging
 import os
@@ -93,45 +95,78 @@ def _require(path: Path, what: str) -> Path:
 
 
 class AnnotationFormatError(ValueError):
-    """An annotation file does not have the layout its benchmark uses. The message names the file, what was
-    expected and what was found."""
+    """An annotation file does not have the layout its benchmark uses. The message names the file (and the line,
+    when one is to blame), what was expected and what was found."""
 
-    def __init__(self, path: Path, expected: str, found: str):
+    def __init__(self, path: Path, expected: str, found: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(
-            f"{path}: expected {expected}; found {found}. See the Data section of the README for the annotation layouts."
+            f"{where}: expected {expected}; found {found}. See the Data section of the README for the annotation layouts."
         )
 
 
 def _describe(value) -> str:
-    """A short description of parsed JSON, for errors: its type and keys, or its first item."""
+    """A short description of parsed JSON, for errors: its type and keys, its first item, or its value."""
     if isinstance(value, dict):
         keys = list(value)
         return f"an object with keys {keys[:8]}" + (" ..." if len(keys) > 8 else "")
     if isinstance(value, list):
         return f"a list of {len(value)} items" + (f", the first {_describe(value[0])}" if value else "")
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float)):
+        return f"the {type(value).__name__} {json.dumps(value)}"
     return f"{type(value).__name__} {str(value)[:60]!r}"
 
 
-def _read_json(path: Path):
+def _read_text(path: Path) -> str:
+    """The text of an annotation file, which must be UTF-8; a byte that is not is an error naming its line."""
+    data = path.read_bytes()
+    # Files saved by Windows tools start with a byte-order mark.
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
-        # utf-8-sig: files saved by Windows tools start with a byte-order mark.
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        raise AnnotationFormatError(
+            path,
+            "UTF-8 text",
+            f"the byte 0x{data[error.start]:02x} at column {error.start - line_start + 1}, which is not UTF-8 (a file "
+            "saved as Latin-1 or Windows-1252?). Convert it, e.g. iconv -f cp1252 -t utf-8 OLD > NEW",
+            line=data.count(b"\n", 0, error.start) + 1,
+        ) from None
+
+
+def _read_json(path: Path):
+    text = _read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise AnnotationFormatError(path, "a JSON file", f"invalid JSON ({error})") from None
-    except UnicodeDecodeError as error:
-        raise AnnotationFormatError(path, "a UTF-8 JSON file", f"bytes that are not UTF-8 ({error})") from None
 
 
 def _read_csv_rows(path: Path, required: Iterable[str] = ()) -> list[dict[str, str]]:
-    """The rows of a CSV file with a header; every column in `required` must be in the header."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [column for column in required if column not in header]
-        if missing:
-            raise AnnotationFormatError(path, f"a header row with the columns {list(required)}", f"the header {header}")
-        return list(reader)
+    """The rows of a CSV file with a header; every column in `required` must be in the header, and every row must
+    have as many fields as the header (an unquoted comma in a caption would otherwise cut it silently)."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    header = next(reader, [])
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise AnnotationFormatError(path, f"a header row with the columns {list(required)}", f"the header {header}")
+    rows = []
+    line = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
+    for fields in reader:
+        if fields and len(fields) != len(header):
+            raise AnnotationFormatError(
+                path,
+                f"{len(header)} comma-separated fields as in the header {header} (quote a caption that holds a comma)",
+                f"{len(fields)} fields {fields[:8]}",
+                line=line,
+            )
+        if fields:
+            rows.append(dict(zip(header, fields)))
+        line = reader.line_num + 1
+    return rows
 
 
 def _check_records(path: Path, items, required_keys: tuple[str, ...], layout: str) -> None:
@@ -139,6 +174,13 @@ def _check_records(path: Path, items, required_keys: tuple[str, ...], layout: st
     for item in items:
         if not isinstance(item, dict) or any(key not in item for key in required_keys):
             raise AnnotationFormatError(path, f"{layout}, every entry with {list(required_keys)}", f"an entry that is {_describe(item)}")
+
+
+def _check_caption(path: Path, caption, entry: str) -> str:
+    """A caption read from JSON must be a string: null, a number or a list is refused, naming the entry."""
+    if not isinstance(caption, str):
+        raise AnnotationFormatError(path, f"a caption string in {entry}", _describe(caption))
+    return caption
 
 
 # --- MSR-VTT -------------------------------------------------------------------------------------------------------
@@ -169,8 +211,9 @@ def _msrvtt_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
         raise AnnotationFormatError(data_path, layout, _describe(data))
     _check_records(data_path, data["sentences"], ("video_id", "caption"), layout)
     captions_of: dict[str, list[str]] = {}
-    for sentence in data["sentences"]:
-        captions_of.setdefault(sentence["video_id"], []).append(sentence["caption"])
+    for number, sentence in enumerate(data["sentences"]):
+        entry = f"sentences[{number}] (video_id {sentence['video_id']!r})"
+        captions_of.setdefault(sentence["video_id"], []).append(_check_caption(data_path, sentence["caption"], entry))
     records = []
     for video_id in train_ids:
         captions = tuple(captions_of.get(video_id, ()))
@@ -193,12 +236,13 @@ def _didemo_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
     list_path = annotations_dir / f"{split}_list.txt"
     allowed = None
     if list_path.is_file():
-        allowed = {line.strip() for line in list_path.read_text().splitlines() if line.strip()}
+        allowed = {line.strip() for line in _read_text(list_path).splitlines() if line.strip()}
     sentences_of: dict[str, list[str]] = {}
-    for moment in moments:
+    for number, moment in enumerate(moments):
         video = moment["video"]
+        description = _check_caption(moments_path, moment["description"], f"entry {number} (video {video!r}), description")
         if allowed is None or video in allowed:
-            sentences_of.setdefault(video, []).append(moment["description"].strip())
+            sentences_of.setdefault(video, []).append(description.strip())
     return [_paragraph_record(video, video, sentences) for video, sentences in sentences_of.items()]
 
 
@@ -225,6 +269,12 @@ def _activitynet_records(annotations_dir: Path, split: str) -> list[CaptionRecor
     if (annotations_dir / ids_file).is_file():
         listed = _read_json(annotations_dir / ids_file)
         ids = [pseudo_id for pseudo_id in dict.fromkeys(listed) if pseudo_id in annotations]
+    for pseudo_id in ids:
+        sentences = annotations[pseudo_id]["sentences"]
+        if not isinstance(sentences, list):  # a string would be joined character by character
+            raise AnnotationFormatError(captions_path, f'a list of caption strings in "{pseudo_id}" sentences', _describe(sentences))
+        for number, sentence in enumerate(sentences):
+            _check_caption(captions_path, sentence, f'"{pseudo_id}" sentences[{number}]')
     # Files are named either like the annotation key ("v_<youtube id>") or without the "v_" prefix.
     return [_paragraph_record(pseudo_id, pseudo_id, annotations[pseudo_id]["sentences"]) for pseudo_id in ids]
 
@@ -242,19 +292,18 @@ def _lsmdc_records(annotations_dir: Path, split: str) -> list[CaptionRecord]:
         raise ValueError(f"LSMDC splits are {sorted(_LSMDC_FILES)}, got {split!r}.")
     path = _require(annotations_dir / _LSMDC_FILES[split], f"LSMDC {split} annotations")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t", maxsplit=5)
-            if len(fields) != 6:
-                raise ValueError(
-                    f"{path}:{line_number}: expected 6 tab-separated fields (clip_id, 4 timestamps, sentence), "
-                    f"got {len(fields)}."
-                )
-            clip_id, sentence = fields[0], fields[5].strip()
-            records.append(CaptionRecord(clip_id, clip_id, sentence, (sentence,)))
+    # newline=None: lines end in \n, \r\n or \r, as when the file is opened as text.
+    for line_number, line in enumerate(io.StringIO(_read_text(path), newline=None), start=1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t", maxsplit=5)
+        if len(fields) != 6:
+            raise AnnotationFormatError(
+                path, "6 tab-separated fields (clip_id, 4 timestamps, sentence)", f"{len(fields)} fields", line=line_number
+            )
+        clip_id, sentence = fields[0], fields[5].strip()
+        records.append(CaptionRecord(clip_id, clip_id, sentence, (sentence,)))
     return records
 
 
@@ -388,6 +437,19 @@ def find_missing_videos(
     records = _RECORD_READERS[benchmark](Path(annotations_dir), split)
     missing = [record.video_id for record in records if _locate(record, files) is None]
     return list(dict.fromkeys(missing))
+
+
+def evaluation_dataset_fields(name: str, annotations_dir: str | os.PathLike | None = None) -> dict[str, object]:
+    """What an evaluation JSON says about the data of a split loaded with `load_retrieval_dataset(name,
+    annotations_dir, ...)`: `{"dataset": <benchmark>}`, or for the synthetic temporal benchmark (generated in the
+    MSR-VTT layout by `make_synthetic_benchmark`) `{"dataset": "synthetic-temporal", "synthetic": True,
+    "annotation_layout": "msrvtt"}`, so that results on generated videos are never labelled as MSR-VTT's."""
+    from .synthetic_video import SYNTHETIC_BENCHMARK_NAME, is_synthetic_benchmark
+
+    benchmark = _normalise_name(name)
+    if annotations_dir is not None and is_synthetic_benchmark(annotations_dir):
+        return {"dataset": SYNTHETIC_BENCHMARK_NAME, "synthetic": True, "annotation_layout": benchmark}
+    return {"dataset": benchmark if benchmark in _RECORD_READERS else name}
 
 
 def _load_from_hub(dataset_id: str, split: str) -> datasets.Dataset:

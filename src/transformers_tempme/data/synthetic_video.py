@@ -33,6 +33,11 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+# The benchmark's name in evaluation results: results on it are never labelled with the layout it borrows (MSR-VTT).
+SYNTHETIC_BENCHMARK_NAME = "synthetic-temporal"
+# Written beside the MSR-VTT layout files by `make_synthetic_benchmark`, and by nothing else: it marks the benchmark.
+REVERSAL_PAIRS_FILE = "reversal_pairs.json"
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),
     "green": (40, 200, 60),
@@ -291,15 +296,20 @@ def make_synthetic_benchmark(
             writer.writerow([f"ret{n}", f"msr{video_id.removeprefix('video')}", video_id, caption])
     with open(annotations_dir / "MSRVTT_data.json", "w") as f:
         json.dump({"videos": videos, "sentences": sentences}, f)
-    with open(annotations_dir / "reversal_pairs.json", "w") as f:
+    with open(annotations_dir / REVERSAL_PAIRS_FILE, "w") as f:
         json.dump(reversal_of, f, indent=0)
     return out_dir
 
 
 def load_reversal_pairs(annotations_dir: str | os.PathLike) -> dict[str, str]:
     """`{video_id: video_id of its time reversal}` of a synthetic benchmark."""
-    with open(Path(annotations_dir) / "reversal_pairs.json") as f:
+    with open(Path(annotations_dir) / REVERSAL_PAIRS_FILE) as f:
         return json.load(f)
+
+
+def is_synthetic_benchmark(annotations_dir: str | os.PathLike) -> bool:
+    """Whether `annotations_dir` holds the annotations of the synthetic benchmark (`make_synthetic_benchmark`)."""
+    return (Path(annotations_dir) / REVERSAL_PAIRS_FILE).is_file()
 
 
 def encode_video_bytes(frames: np.ndarray, container_format: str = "mp4", **kwargs) -> bytes:

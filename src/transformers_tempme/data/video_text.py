@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -52,6 +53,25 @@ class TooManyBadVideosError(RuntimeError):
     def __init__(self, message: str, video_ids: list[str] | None = None):
         self.video_ids = video_ids or []
         super().__init__(message)
+
+
+def _found(value) -> str:
+    """A value as an error message shows it: its type and the start of its repr."""
+    return "None" if value is None else f"the {type(value).__name__} {reprlib.repr(value)}"
+
+
+def _check_captions(video_ids: list[str], captions: list, caption_lists: list, text_column: str) -> None:
+    """Every caption must be a string and every `captions` entry a list of strings: a null, a number or a list
+    would otherwise fail (or be tokenised as its repr) deep inside a DataLoader worker."""
+    for row, (video_id, caption, caption_list) in enumerate(zip(video_ids, captions, caption_lists)):
+        where = f"Row {row} (video_id {video_id!r})"
+        if not isinstance(caption, str):
+            hint = " (one caption per row; a video's other captions go in 'captions')" if isinstance(caption, (list, tuple)) else ""
+            raise ValueError(f"{where}: {text_column!r} must be a caption string, found {_found(caption)}{hint}.")
+        if caption_list is not None and (
+            not isinstance(caption_list, (list, tuple)) or not all(isinstance(c, str) for c in caption_list)
+        ):
+            raise ValueError(f"{where}: 'captions' must be a list of caption strings, found {_found(caption_list)}.")
 
 
 def _column(rows, name: str, default=None) -> list:
@@ -116,6 +136,7 @@ class VideoTextDataset(Dataset):
         self.caption_lists: list[list[str] | None] = _column(rows, "captions")
         if not video_ids:
             raise ValueError("VideoTextDataset got no rows: the split is empty.")
+        _check_captions(video_ids, self.captions, self.caption_lists, text_column)
         self.video_ids: list[str] = list(dict.fromkeys(video_ids))
         number = {video_id: i for i, video_id in enumerate(self.video_ids)}
         self.video_index: list[int] = [number[video_id] for video_id in video_ids]

@@ -13,8 +13,12 @@ Inputs:
       "gflops": ...,                        # vision GFLOPs per video
       "output_tokens": ...,                 # tokens per video leaving the vision tower
       # optional: "model", "videos_per_s", "num_videos", "num_frames", "dataset_type", "trainable_parameters",
-      #           "command" (the command line that produced the file)
+      #           "command" (the command line that produced the file),
+      #           "synthetic": true and "annotation_layout" for generated data (the synthetic temporal benchmark)
     }
+
+  Results on synthetic data (`"synthetic": true`; `tempme evaluate` writes `"dataset": "synthetic-temporal"` for the
+  benchmark of `tempme make-synthetic`) say so in the card's text and model index, and stay out of its `datasets`.
 
 - Benchmark JSON (written by `benchmarks/benchmark.py`): a list of records, or `{"records": [...], "command": ...}`;
   every record has at least `method`, `backbone`, `frames`, `gflops`, `output_tokens`, `videos_per_s` (and may
@@ -71,6 +75,8 @@ def load_evaluation(path: str | os.PathLike, command: str | None = None) -> dict
         for metric in RETRIEVAL_METRICS:
             if metric not in evaluation[direction]:
                 raise CardInputError(f"{path}: missing key {direction!r} -> {metric!r}.")
+    if not isinstance(evaluation.get("synthetic", False), bool):
+        raise CardInputError(f"{path}: 'synthetic' must be true or false, got {evaluation['synthetic']!r}.")
     evaluation = dict(evaluation)
     evaluation["command"] = evaluation.get("command") or command
     if not evaluation["command"]:
@@ -143,13 +149,19 @@ def format_number(value: Any) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
+def dataset_label(evaluation: dict[str, Any]) -> str:
+    """The dataset as the card names it: the evaluation's `dataset`, marked when the data is synthetic."""
+    name = str(evaluation["dataset"])
+    return f"{name} (synthetic)" if evaluation.get("synthetic") and "synthetic" not in name else name
+
+
 def eval_results(evaluation: dict[str, Any]) -> list[EvalResult]:
     """Model-index entries of one evaluation: R@1/5/10, MdR and MnR in both directions, GFLOPs and tokens."""
     dataset = dict(
         task_type=TASK_TYPE,
         task_name=TASK_NAME,
         dataset_type=str(evaluation.get("dataset_type") or evaluation["dataset"]),
-        dataset_name=str(evaluation["dataset"]),
+        dataset_name=dataset_label(evaluation),
         dataset_split=str(evaluation["split"]),
     )
     results = [
@@ -233,7 +245,9 @@ def render_model_card(
         tags=["tempme", "token-merging", "video-text-retrieval", "clip"]
         + ([str(adapter_config.get("peft_type", "lora")).lower()] if adapter_config else []),
         eval_results=[result for evaluation in evaluations for result in eval_results(evaluation)] or None,
-        datasets=sorted({str(e.get("dataset_type") or e["dataset"]) for e in evaluations}) or None,
+        # Hub datasets the model was evaluated on; generated data is none.
+        datasets=sorted({str(e.get("dataset_type") or e["dataset"]) for e in evaluations if not e.get("synthetic")})
+        or None,
     )
     return ModelCard.from_template(
         card_data,
@@ -251,6 +265,7 @@ def render_model_card(
         metrics=RETRIEVAL_METRICS,
         directions=RETRIEVAL_DIRECTIONS,
         fmt=format_number,
+        dataset_label=dataset_label,
     )
 
 
@@ -357,6 +372,7 @@ __all__ = [
     "load_benchmark",
     "count_parameters",
     "eval_results",
+    "dataset_label",
     "render_model_card",
     "card_for_folder",
     "format_number",

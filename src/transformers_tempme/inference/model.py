@@ -43,6 +43,7 @@ class TempMeInferenceModel(nn.Module):
     get_text_features = TempMeCLIPModel.get_text_features
     forward = TempMeCLIPModel.forward
     _check_video_inputs = TempMeCLIPModel._check_video_inputs
+    _check_text_inputs = TempMeCLIPModel._check_text_inputs
 
     def __init__(self, model: TempMeCLIPModel, precision: str, reduce_range: bool = False):
         super().__init__()

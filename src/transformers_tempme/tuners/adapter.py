@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .one_tuner import require_untuned
 from .tuner_model import TempMeTunerModel, TunerConfig, TunerLayer, encoder_layers
 
 
@@ -91,6 +92,7 @@ def apply_adapter(
     Returns a `TempMeTunerModel`: `print_trainable_parameters()`, `save_pretrained(folder)`, and
     `load_tempme(adapter=folder)` to load it back.
     """
+    require_untuned(model, "apply_adapter")
     return TempMeTunerModel(model, HoulsbyAdapterConfig(bottleneck=bottleneck, activation=activation, towers=list(towers)))
 
 

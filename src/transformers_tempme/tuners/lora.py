@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from peft import LoraConfig, PeftModel
 from torch import nn
 
+from .one_tuner import require_untuned
 from .peft_methods import DEFAULT_TARGET_MODULES, apply_peft
 from .tuner_model import CLIP_POSITION_EMBEDDING_MODULE
 
@@ -48,6 +49,7 @@ def apply_lora(
     Call `print_trainable_parameters()` or `get_nb_trainable_parameters()` on the result for the count, and
     `merge_and_unload()` to fold the adapters back into a plain `TempMeCLIPModel`.
     """
+    require_untuned(model, "apply_lora")
     return apply_peft(model, lora_config(r, target_modules, lora_alpha, lora_dropout))
 
 

@@ -24,6 +24,7 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from torch import nn
 
+from .one_tuner import require_untuned
 from .tuner_model import (
     CLIP_POSITION_EMBEDDING_MODULE,
     TempMeTunerModel,
@@ -61,6 +62,7 @@ def apply_peft(model: nn.Module, config: PeftConfig | TunerConfig) -> PeftModel 
     (`print_trainable_parameters()`, `save_pretrained(folder)`, `merge_and_unload()` where the method can merge);
     `load_tempme(adapter=folder)` loads it back.
     """
+    require_untuned(model, "apply_peft")
     if isinstance(config, TunerConfig):
         return TempMeTunerModel(model, copy.deepcopy(config))
     if config.is_prompt_learning:

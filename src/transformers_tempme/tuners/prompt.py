@@ -28,6 +28,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from .one_tuner import require_untuned
 from .tuner_model import TempMeTunerModel, TunerConfig, TunerLayer, encoder_layers
 
 
@@ -115,6 +116,7 @@ def apply_prompt(
     Returns a `TempMeTunerModel`: `print_trainable_parameters()`, `save_pretrained(folder)`, and
     `load_tempme(adapter=folder)` to load it back.
     """
+    require_untuned(model, "apply_prompt")
     return TempMeTunerModel(model, DeepPromptConfig(num_prompts=num_prompts, towers=list(towers), init_std=init_std))
 
 
