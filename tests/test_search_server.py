@@ -140,7 +140,7 @@ class Server:
                     connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
                 connection.send(b"0\r\n\r\n")
             else:
-                if body or method == "POST":
+                if (body or method == "POST") and "Content-Length" not in (headers or {}):
                     connection.putheader("Content-Length", str(len(body)))
                 connection.endheaders(body or None)
             response = connection.getresponse()
@@ -343,6 +343,14 @@ def test_a_10_mb_query_is_refused_at_once(server, chunked):
     assert time.monotonic() - started < 60
     event, data = server.call("search", [QUERY, 3, False])  # the server still answers
     assert event == "complete" and data[0].count("class='hit'") == 3
+
+
+@pytest.mark.slow
+def test_an_upload_over_the_limit_is_refused_at_once(server):
+    from transformers_tempme.search.app import MAX_UPLOAD_BYTES
+
+    headers = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(MAX_UPLOAD_BYTES + (1 << 20))}
+    assert server.request("POST", "/gradio_api/upload", b"--x\r\n", headers).status == 413
 
 
 @pytest.mark.slow

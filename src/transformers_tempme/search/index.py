@@ -192,7 +192,7 @@ class VideoSearchIndex:
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
         """L2-normalised text embeddings `(texts, dim)` float32."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        # The model reads only the first `max_words` tokens and no token of CLIP's vocabulary spans more than 28
+        # The model reads only the first `max_words` tokens, and no token of CLIP's vocabulary spans more than 32
         # characters: cutting the text first bounds the tokenizer's work (a 10 MB query takes seconds to tokenize).
         max_chars = QUERY_CHARS_PER_TOKEN * self.processor.max_words
         texts = [text[:max_chars] for text in texts]
