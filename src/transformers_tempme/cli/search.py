@@ -4,7 +4,8 @@
     tempme search videos.index "a dog catches a frisbee" --json
     tempme search videos.index --like clip.mp4 -k 5
 
-Prints rank, score (cosine similarity), path (relative to the indexed folder) and the segment's start-end time.
+Prints rank, score (cosine similarity), path (relative to the indexed folder; quoted with escapes when it holds a
+newline or another unprintable character) and the segment's start-end time.
 `--json` prints a JSON list, best first, of objects with `rank`, `path`, `start`, `end` (seconds), `score` and
 `video_path` (absolute). The model the index was built with is loaded from the index's manifest unless --model /
 --from-clip names it (it must be the same model: another one is refused).
@@ -34,12 +35,19 @@ def parse_args(argv=None):
     return args
 
 
+def printable_path(path: str) -> str:
+    """`path` as one line of a table: as it is, or quoted with escapes (`'a\\nb.mp4'`) when it holds a newline or
+    another unprintable character."""
+    return path if path.isprintable() else repr(path)
+
+
 def format_hits(hits) -> str:
     from ..search.app import _clock
 
     lines = [f"{'rank':>4}  {'score':>6}  {'time':<17}  path"]
     for hit in hits:
-        lines.append(f"{hit.rank:>4}  {hit.score:6.3f}  {_clock(hit.start) + '-' + _clock(hit.end):<17}  {hit.path}")
+        time = _clock(hit.start) + "-" + _clock(hit.end)
+        lines.append(f"{hit.rank:>4}  {hit.score:6.3f}  {time:<17}  {printable_path(hit.path)}")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ The index folder is open data: a Parquet table of segment embeddings with Huggin
 - `distributed`: sharing an update among `accelerate launch` processes.
 - `indexer`: one update, end to end; `index`: `VideoSearchIndex`, the Python API.
 - `model_loading`: the model and processor from a folder, the Hub, an adapter or CLIP.
-- `app`: the Gradio search page.
+- `app`: the Gradio search page; `request_gate`: what its server answers, and to whom.
 """
 
 from .fingerprint import EmbeddingSpaceMismatchError, model_fingerprint

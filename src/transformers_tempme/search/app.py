@@ -2,12 +2,16 @@
 
 `build_app(index)` returns a FastAPI application holding two things:
 
-- `/media/PATH`: the video files of the index, and nothing else. `PATH` is a video's path relative to the indexed
-  folder exactly as the index stores it; any other request (a file of the folder that is not indexed, `..`, an
-  absolute path) gets 404. Range requests are supported, so that the browser can start a long video in the middle.
+- `/media/PATH`: the video files of the index, and nothing else (`indexed_file`). Range requests are supported,
+  so that the browser can start a long video in the middle.
 - `/`: the Gradio page. Each hit is an HTML5 `<video>` whose source carries a media fragment (`#t=start,end`), so
   that the browser starts playback at the segment and stops at its end; the score, path and times are shown with
-  it. Gradio is given no allowed paths: its own file route serves only the files of its upload cache.
+  it. A clip can be uploaded to search by example.
+
+Every request first passes the `RequestGate` (`request_gate.py`): a `Host` naming this server, a route of
+`SERVER_ROUTES` (the page, its assets, the Gradio calls the page makes, the media route) and a bounded body;
+anything else is refused. The search-by-clip handler takes only files the browser uploaded into Gradio's upload
+folder, and errors reach the browser without details (they are logged here).
 
 `serve(index)` runs it with uvicorn, on 127.0.0.1 unless told otherwise. The page uses the system fonts and no
 external resource, so it works offline.
@@ -15,24 +19,52 @@ external resource, so it works offline.
 
 from __future__ import annotations
 
+import contextlib
 import html
+import logging
 import mimetypes
 import os
+import tempfile
 import threading
+from collections.abc import Container, Iterable
 from pathlib import Path
 from urllib.parse import quote
 
+from starlette.convertors import Convertor, register_url_convertor
+
+from ..video_io import VideoDecodeError
 from .index import VideoSearchIndex
+from .request_gate import HostPolicy, RequestGate, Route, host_name, is_loopback, normalize_host_name
 from .results import SearchHit
+
+logger = logging.getLogger(__name__)
 
 MEDIA_ROUTE = "/media"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+MAX_QUERY_BODY_BYTES = 64 * 1024  # a Gradio call carrying a query: the text and a few small fields
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024  # an example clip to search by
+_GET = frozenset({"GET", "HEAD"})
+_POST = frozenset({"POST"})
+
+# Everything the server answers (see `request_gate.py`); any other request gets 404. The Gradio routes are those the
+# page itself calls (and `gradio_client`, which calls the same ones). Not here, so never answered: Gradio's file and
+# proxy routes (`/gradio_api/file=...`, which would serve its upload folder and fetch URLs), its API schema, run
+# history, monitoring and editor routes, and FastAPI's `/docs`, `/redoc` and `/openapi.json`.
+SERVER_ROUTES: tuple[Route, ...] = (
+    Route(_GET, MEDIA_ROUTE + "/.+"),
+    Route(_GET, r"/|/config/?|/theme\.css|/favicon\.ico|/(assets|static)/.+"),
+    Route(_GET, r"/gradio_api/(theme\.css|info/?|startup-events|queue/data|queue/status|upload_progress)"),
+    Route(_GET, r"/gradio_api/(heartbeat/[^/]+|call/[^/]+/[^/]+)"),
+    Route(_POST, r"/gradio_api/(queue/join|cancel|reset/?|call/[^/]+/?)", MAX_QUERY_BODY_BYTES),
+    Route(_POST, r"/gradio_api/upload", MAX_UPLOAD_BYTES + 64 * 1024),  # + the multipart envelope
+)
 
 _CSS = """
 .hits { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 12px; }
 .hit { border: 1px solid #d0d0d0; border-radius: 8px; padding: 8px; }
 .hit video { width: 100%; border-radius: 4px; background: #000; }
+.hit .unplayable { font-size: 0.9em; color: #666; }
 .hit .meta { font-size: 0.9em; margin-top: 4px; word-break: break-all; }
 .hit .score { font-weight: 600; }
 """
@@ -50,14 +82,37 @@ def media_url(hit: SearchHit) -> str:
     return f"{MEDIA_ROUTE}/{quote(hit.path)}#t={hit.start:.3f},{hit.end:.3f}"
 
 
-def hits_html(hits: list[SearchHit]) -> str:
+def indexed_file(video_dir: str | os.PathLike, indexed: Container[str], requested: str) -> Path | None:
+    """The file `/media/<requested>` serves, or None (404).
+
+    It serves a path the index stores (exactly as stored) with no hidden component (the indexer lists no hidden
+    file or folder), once it resolves, symbolic links followed now, to a regular file inside the video folder. So an
+    index whose rows were edited to hold `../x` or `/etc/x` serves nothing, and neither does a link inside the folder
+    that leads out of it.
+    """
+    if requested not in indexed or any(part.startswith(".") for part in requested.split("/")):
+        return None
+    try:
+        root = Path(video_dir).resolve(strict=True)
+        path = (root / requested).resolve(strict=True)
+    except (OSError, RuntimeError):  # gone, or a loop of links
+        return None
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
+def hits_html(hits: list[SearchHit], playable=lambda hit: True) -> str:
+    """The hit cards; `playable(hit)` says whether `/media` serves the hit's file (else the card says so)."""
     if not hits:
         return "<p class='no-hits'>No hits.</p>"
     cards = []
     for hit in hits:
-        cards.append(
-            f"<div class='hit' data-path='{html.escape(hit.path, quote=True)}' data-start='{hit.start:.3f}'>"
+        player = (
             f"<video controls preload='metadata' src='{html.escape(media_url(hit), quote=True)}'></video>"
+            if playable(hit)
+            else "<p class='unplayable'>Not played here: the file is gone or lies outside the video folder.</p>"
+        )
+        cards.append(
+            f"<div class='hit' data-path='{html.escape(hit.path, quote=True)}' data-start='{hit.start:.3f}'>{player}"
             f"<div class='meta'><span class='rank'>#{hit.rank}</span> "
             f"<span class='score'>{hit.score:.3f}</span> "
             f"<span class='path'>{html.escape(hit.path)}</span> "
@@ -66,46 +121,65 @@ def hits_html(hits: list[SearchHit]) -> str:
     return "<div class='hits'>" + "".join(cards) + "</div>"
 
 
-def _short_path(path: str | os.PathLike) -> str:
-    """`path` relative to the working directory when it lies inside it, else as it is."""
-    relative = os.path.relpath(path) if os.path.isabs(path) else str(path)
-    return str(path) if relative.startswith("..") else relative
+class _AnyPathConvertor(Convertor[str]):
+    """A path parameter holding any character, newlines included (Starlette's `path` stops at a newline, so a video
+    whose name holds one would not be served)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
-def _indexed_file(index: VideoSearchIndex, indexed: frozenset[str], requested: str) -> Path | None:
-    """The file to serve for `/media/<requested>`, or None when it is not a video of the index."""
-    if requested not in indexed:
-        return None
-    path = index.video_dir / requested
-    return path if path.is_file() else None
+register_url_convertor("any_path", _AnyPathConvertor())
+
+
+def _display_name(name_or_path: str) -> str:
+    """What the page shows of a folder or model: a Hub id as it is, a local path by its last component only (the
+    page does not say where files lie on the server)."""
+    if os.path.isabs(name_or_path) or os.path.exists(name_or_path):
+        return Path(name_or_path).name or name_or_path
+    return name_or_path
 
 
 def build_blocks(index: VideoSearchIndex, k: int = 8):
-    """The Gradio `Blocks` of the page (without the media route: see `build_app`)."""
+    """The Gradio `Blocks` of the page (without the media route and the gate: see `build_app`)."""
     import gradio as gr
 
     lock = threading.Lock()  # one query at a time through the model
+    indexed = frozenset(index.videos)
+
+    def show(hits: list[SearchHit]) -> str:
+        return hits_html(hits, lambda hit: indexed_file(index.video_dir, indexed, hit.path) is not None)
 
     def search(query: str, k: float, one_per_video: bool) -> str:
         if not query or not query.strip():
             return "<p class='no-hits'>Type what happens in the moment you are looking for.</p>"
         with lock:
             hits = index.search(query.strip(), k=int(k), max_per_video=1 if one_per_video else None)
-        return hits_html(hits)
+        return show(hits)
 
-    def search_like(clip, k: float, one_per_video: bool) -> str:
+    def search_like(clip: str | None, k: float, one_per_video: bool) -> str:
+        # `clip` is a file of Gradio's upload folder: Gradio refuses any other path a client names (see build_app).
         if clip is None:
             return "<p class='no-hits'>Choose a video clip.</p>"
-        with lock:
-            hits = index.search_like(clip, k=int(k), max_per_video=1 if one_per_video else None)
-        return hits_html(hits)
+        try:
+            with lock:
+                hits = index.search_like(clip, k=int(k), max_per_video=1 if one_per_video else None)
+        except VideoDecodeError as error:  # the browser learns that the clip failed; the log says why
+            logger.warning("search by clip: %s", error)
+            raise gr.Error("This file could not be read as a video.") from None
+        return show(hits)
 
     counts = index.manifest.counts
-    model_name = _short_path(index.manifest.model.get("name_or_path") or "(model built in memory)")
-    with gr.Blocks(title="TempMe video search") as blocks:
+    model_name = _display_name(index.manifest.model.get("name_or_path") or "(model built in memory)")
+    with gr.Blocks(title="TempMe video search", delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
             f"## TempMe video search\n{counts['videos']} videos, {counts['segments']} segments of up to "
-            f"{index.manifest.segment_seconds:g} s in `{_short_path(index.video_dir)}` — model `{model_name}`"
+            f"{index.manifest.segment_seconds:g} s in `{_display_name(str(index.video_dir))}` — model `{model_name}`"
         )
         with gr.Row():
             query = gr.Textbox(label="Describe a moment", placeholder="a dog catches a frisbee", scale=4,
@@ -123,35 +197,97 @@ def build_blocks(index: VideoSearchIndex, k: int = 8):
     return blocks
 
 
-def build_app(index: VideoSearchIndex, k: int = 8):
-    """The FastAPI application of the page: the media route and the Gradio app (see the module docstring)."""
+def build_app(index: VideoSearchIndex, k: int = 8, host: str = DEFAULT_HOST, allowed_hosts: Iterable[str] = ()):
+    """The FastAPI application of the page: the media route and the Gradio app behind the request gate.
+
+    Args:
+        index (`VideoSearchIndex`): what the page searches and plays.
+        k (`int`): hits shown at first.
+        host (`str`): the address the server binds; with `allowed_hosts`, the `Host` headers it answers
+            (`HostPolicy.for_bind`).
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
     indexed = frozenset(index.videos)
-    app = FastAPI(title="TempMe video search")
+    app = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get(MEDIA_ROUTE + "/{requested:path}")
+    @app.get(MEDIA_ROUTE + "/{requested:any_path}")
     def media(requested: str):
-        path = _indexed_file(index, indexed, requested)
+        path = indexed_file(index.video_dir, indexed, requested)
         if path is None:
             raise HTTPException(status_code=404, detail="Not a video of this index.")
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type)
+        return FileResponse(path, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    return gr.mount_gradio_app(app, build_blocks(index, k), path="/", allowed_paths=[], theme=theme, css=_CSS,
-                               footer_links=[])
+    blocks = build_blocks(index, k)
+    gr.mount_gradio_app(app, blocks, path="/", allowed_paths=[], theme=theme, css=_CSS, footer_links=[],
+                        show_error=False, max_file_size=MAX_UPLOAD_BYTES, app_kwargs={"openapi_url": None})
+    # `launch()` sets this flag and `mount_gradio_app` does not; without it Gradio skips its check that an event's
+    # file inputs lie in its upload folder, and would copy any server file a client names into its cache.
+    blocks.has_launched = True
+    app.add_middleware(RequestGate, hosts=HostPolicy.for_bind(host, allowed_hosts), routes=SERVER_ROUTES)
+    return app
 
 
-def serve(index: VideoSearchIndex, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, k: int = 8) -> None:
-    """Run the search page until interrupted."""
+def exposure_warning(host: str, port: int, index: VideoSearchIndex, allowed_hosts: Iterable[str] = ()) -> str | None:
+    """What binding `host` makes reachable, and to whom, when that is more than this machine (else None)."""
+    if is_loopback(host):
+        return None
+    name = normalize_host_name(host)
+    if HostPolicy.for_bind(host).any_address:
+        where, under = "every address of this machine", "any of its IP addresses"
+    else:
+        where, under = f"the address {name}", name
+    names = sorted({host_name(h) for h in allowed_hosts} - {name})
+    return (
+        f"warning: --host {host} serves the page on {where}, port {port}: anyone who can reach it (other machines on "
+        f"its networks, and further if a router forwards the port) can search this index, play its "
+        f"{index.manifest.counts['videos']} videos from {index.video_dir} and upload clips to search by, with no "
+        f"login. Browsers reach it under {', '.join([under, *names])} (add names with --allowed-host). Leave out "
+        f"--host (127.0.0.1 by default) to keep it to this machine."
+    )
+
+
+@contextlib.contextmanager
+def _private_upload_folder():
+    """Gradio's upload folder for this process: a new private folder, removed on exit, unless GRADIO_TEMP_DIR
+    names one. (Gradio's default, `/tmp/gradio`, is shared by every Gradio app of every user of the machine.)"""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield os.environ["GRADIO_TEMP_DIR"]
+        return
+    with tempfile.TemporaryDirectory(prefix="tempme-serve-uploads-") as folder:
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        try:
+            yield folder
+        finally:
+            del os.environ["GRADIO_TEMP_DIR"]
+
+
+def serve(index: VideoSearchIndex, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, k: int = 8,
+          allowed_hosts: Iterable[str] = ()) -> None:
+    """Run the search page until interrupted (see `build_app` for `host` and `allowed_hosts`)."""
     import uvicorn
 
-    uvicorn.run(build_app(index, k), host=host, port=port, log_level="warning")
+    with _private_upload_folder():
+        app = build_app(index, k, host=host, allowed_hosts=allowed_hosts)
+        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
 
 
-__all__ = ["MEDIA_ROUTE", "DEFAULT_HOST", "DEFAULT_PORT", "build_app", "build_blocks", "hits_html", "media_url", "serve"]
+__all__ = [
+    "MEDIA_ROUTE",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "SERVER_ROUTES",
+    "build_app",
+    "build_blocks",
+    "exposure_warning",
+    "hits_html",
+    "indexed_file",
+    "media_url",
+    "serve",
+]

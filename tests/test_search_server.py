@@ -1,0 +1,475 @@
+"""`tempme serve` as an attacker meets it: a real server process on 127.0.0.1, sent the requests that would read a
+file outside the index, reach the server under a foreign name, or stall it. Every response, headers included, is
+checked for the unique marker written into the secret file (`MARKER`): not one byte of it may come back.
+
+The library holds, besides ordinary clips: a video whose name holds a newline, a link inside the video folder to a
+real video outside it (the indexer follows links to files, so it is indexed), and an indexed video replaced by a
+link to the secret after indexing. The index's rows are then edited to hold `../secret.txt`, the secret's absolute
+path, `../outside/real.mp4` and `.hidden.mp4`. The server runs in the library's folder, so the secret lies in its
+working directory, and its upload folder is watched for copies of the secret.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from search_helpers import free_port, make_video_folder, moving_square, subprocess_env, tiny_search_model, write_clip
+
+from transformers_tempme import VideoSearchIndex
+
+MARKER = f"TEMPME-SECRET-{uuid.uuid4().hex}"
+QUERY = "a red square moves from left to right"
+NEWLINE_NAME = "new\nline.mp4"
+EDITED_ROWS = {"edit0.mp4": "../secret.txt", "edit1.mp4": "SECRET", "edit2.mp4": "../outside/real.mp4",
+               "edit3.mp4": ".hidden.mp4"}
+SERVED = ["green_clip", "long.mp4", NEWLINE_NAME, "red_left.mp4", "red_right.mp4", "sub/blue_right.mp4"]
+ALLOWED_NAME = "videos.home.example"
+OWN_ADDRESS = "127.0.0.1:<port>"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: str
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def rewrite_paths(index_dir: Path, renames: dict[str, str]) -> None:
+    """Edit the `path` column of an index's shards in place, as a hand-edited or downloaded index would be."""
+    from transformers_tempme.search.manifest import read_manifest
+    from transformers_tempme.search.table import read_shard_record, write_shard
+
+    for name in read_manifest(index_dir).shards:
+        shard = index_dir / name
+        table = pq.read_table(shard)
+        paths = [renames.get(path, path) for path in table.column("path").to_pylist()]
+        table = table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
+        write_shard(shard, table, read_shard_record(shard))
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served_library")
+    secret = root / "secret.txt"
+    secret.write_text(f"{MARKER}\n")
+    (root / "x.mp4").symlink_to(secret)
+    outside = write_clip(root / "outside" / "real.mp4", moving_square("blue", 12))
+    with open(outside, "ab") as video:  # still a valid video, now holding the marker too
+        video.write(MARKER.encode())
+    videos = make_video_folder(root / "videos")
+    write_clip(videos / NEWLINE_NAME, moving_square("yellow", 12))
+    for i, name in enumerate(EDITED_ROWS):
+        write_clip(videos / name, moving_square("green", 12, reverse=bool(i % 2)))
+    (videos / "link_out.mp4").symlink_to(outside)
+    write_clip(videos / "swapped.mp4", moving_square("red", 12))
+    model, processor = tiny_search_model()
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    index = VideoSearchIndex.build(videos, root / "videos.index", model, processor,
+                                   model_info={"name_or_path": str(root / "model")}, num_workers=0, progress=False)
+    assert {"link_out.mp4", "swapped.mp4", NEWLINE_NAME, *EDITED_ROWS} <= set(index.videos)
+    (videos / "swapped.mp4").unlink()
+    (videos / "swapped.mp4").symlink_to(secret)
+    rewrite_paths(index.index_dir, {name: path.replace("SECRET", str(secret)) for name, path in EDITED_ROWS.items()})
+    return root
+
+
+class Server:
+    """`tempme serve` in a subprocess on 127.0.0.1 and a free port, run from the library's folder."""
+
+    def __init__(self, root: Path, *args: str):
+        self.root, self.port, self.uploads = root, free_port(), root / "uploads"
+        self.log = root / f"serve-{self.port}.log"
+        env = {**subprocess_env(), "GRADIO_TEMP_DIR": str(self.uploads)}
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "transformers_tempme.cli", "serve", str(root / "videos.index"),
+                 "--port", str(self.port), *args], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.responses: list[Response] = []
+        deadline = time.monotonic() + 180
+        while True:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if self.request("GET", "/").status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "tempme serve did not answer:\n" + self.log.read_text()
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # uvicorn waits for open connections to finish
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+                host: str | None = OWN_ADDRESS, chunked: bool = False) -> Response:
+        """Send `path` exactly as written (no client-side normalisation) with this `Host` header (None: none)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            if host is not None:
+                connection.putheader("Host", f"127.0.0.1:{self.port}" if host is OWN_ADDRESS else host)
+            for name, value in (headers or {}).items():
+                connection.putheader(name, value)
+            if chunked:
+                connection.putheader("Transfer-Encoding", "chunked")
+                connection.endheaders()
+                for start in range(0, len(body), 1 << 20):
+                    piece = body[start : start + (1 << 20)]
+                    connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                connection.send(b"0\r\n\r\n")
+            else:
+                if (body or method == "POST") and "Content-Length" not in (headers or {}):
+                    connection.putheader("Content-Length", str(len(body)))
+                connection.endheaders(body or None)
+            response = connection.getresponse()
+            result = Response(response.status, str(response.headers), response.read())
+        except (ConnectionError, http.client.HTTPException) as error:  # a server may close on a refused body
+            result = Response(0, "", str(error).encode())
+        finally:
+            connection.close()
+        self.responses.append(result)
+        assert MARKER not in result.headers and MARKER.encode() not in result.body, (method, path)
+        return result
+
+    def call(self, api_name: str, data: list, **kwargs) -> tuple[str, dict | str | None]:
+        """Run a Gradio endpoint through its REST route; returns the final event's name and data."""
+        started = self.request("POST", f"/gradio_api/call/{api_name}", json.dumps({"data": data}).encode(),
+                               {"Content-Type": "application/json"}, **kwargs)
+        assert started.status == 200, (started.status, started.text)
+        event_id = json.loads(started.body)["event_id"]
+        stream = self.request("GET", f"/gradio_api/call/{api_name}/{event_id}").text
+        event, data_line = re.findall(r"^event: (\w+)\ndata: (.*)$", stream, re.MULTILINE)[-1]
+        return event, json.loads(data_line)
+
+    def upload(self, path: Path) -> str:
+        """Upload a file as the page does; returns its path in the server's upload folder."""
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+                f"Content-Type: video/mp4\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        response = self.request("POST", "/gradio_api/upload", body,
+                                {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert response.status == 200, response.text
+        return json.loads(response.body)[0]
+
+
+@pytest.fixture(scope="module")
+def server(library):
+    running = Server(library, "--allowed-host", ALLOWED_NAME)
+    yield running
+    running.close()
+    # Nothing the attacks sent made the server read the secret: no copy of it in the upload folder, none in its log.
+    copies = [p for p in running.uploads.rglob("*") if p.is_file() and MARKER.encode() in p.read_bytes()]
+    assert copies == []
+    assert MARKER not in running.log.read_text()
+
+
+def file_data(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": Path(path).name}
+
+
+# ------------------------------------------------------------------ search by clip: only the browser's uploads
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "named",
+    [
+        "ROOT/secret.txt",  # a plain file
+        "secret.txt",  # relative to the server's working directory
+        "ROOT/x.mp4",  # a link named like a video, leading to the secret
+        "ROOT/outside/real.mp4",  # a real video outside the index
+        "ROOT/videos/red_right.mp4",  # a video of the index, named by its server path
+        "ROOT/uploads/../secret.txt",  # through the upload folder
+        "/etc/passwd",
+    ],
+)
+def test_search_by_clip_takes_only_uploads(server, library, named):
+    event, data = server.call("search_like", [file_data(named.replace("ROOT", str(library))), 5, False])
+    assert event == "error"
+    assert data == {"error": None}  # nothing about the file, its path or the server's folders
+    for response in server.responses[-2:]:
+        assert str(library).encode() not in response.body and b"/tmp" not in response.body
+
+
+@pytest.mark.slow
+def test_an_uploaded_clip_is_searched(server, library):
+    uploaded = server.upload(library / "videos" / "sub" / "blue_right.mp4")
+    assert Path(uploaded).resolve().is_relative_to(server.uploads.resolve())
+    event, data = server.call("search_like", [file_data(uploaded), 3, False])
+    assert event == "complete" and "data-path='sub/blue_right.mp4'" in data[0]
+    # An upload that is no video fails with a message naming neither the file nor where it was put.
+    event, data = server.call("search_like", [file_data(server.upload(library / "videos" / "notes.mp4")), 3, False])
+    assert event == "error" and data["error"] == "This file could not be read as a video."
+
+
+# ------------------------------------------------------------------ routes: indexed videos and the page, nothing else
+
+
+@pytest.mark.slow
+def test_the_media_route_serves_indexed_videos(server, library):
+    for path in SERVED:
+        response = server.request("GET", "/media/" + quote(path))
+        assert response.status == 200 and response.body == (library / "videos" / path).read_bytes(), path
+        assert "x-content-type-options: nosniff" in response.headers.lower()
+    response = server.request("GET", "/media/long.mp4", headers={"Range": "bytes=10-19"})
+    assert response.status == 206 and response.body == (library / "videos" / "long.mp4").read_bytes()[10:20]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "/media/notes.mp4",  # in the folder, but not a video of the index
+        "/media/.hidden.mp4",  # a hidden file (and an edited row names it)
+        "/media/link_out.mp4",  # indexed, but a link leading out of the folder
+        "/media/swapped.mp4",  # indexed, then replaced by a link to the secret
+        "/media/../secret.txt",  # an edited row holds `../secret.txt`
+        "/media/..%2Fsecret.txt",
+        "/media/%2e%2e/secret.txt",
+        "/media/../outside/real.mp4",  # an edited row: a real video outside the folder
+        "/media/ROOT/secret.txt",  # an edited row holds the secret's absolute path
+        "/media/QROOT%2Fsecret.txt",
+        "/media//etc/passwd",
+        "/media/%2e%2e/%2e%2e/etc/passwd",
+        "/media/sub/../red_right.mp4",  # even when it would land on an indexed file
+        "/media/red_right.mp4%0A",  # a newline after an indexed name
+        "/media/videos.index/index.json",
+        "/gradio_api/file=ROOT/secret.txt",  # Gradio's file route is not served at all
+        "/gradio_api/file=ROOT/x.mp4",
+        "/gradio_api/file=ROOT/videos/red_right.mp4",
+        "/gradio_api/file=/etc/passwd",
+        "/gradio_api/file=http://127.0.0.1:1/",
+        "/gradio_api/proxy=http://127.0.0.1:1/",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+        "/gradio_api/openapi.json",
+        "/gradio_api/runs",
+        "/monitoring",
+        "/gradio_api/dev/reload",
+        "/static/../../../../../../etc/passwd",
+        "/assets/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    ],
+)
+def test_nothing_outside_the_index_is_served(server, library, raw_path):
+    raw_path = raw_path.replace("QROOT", quote(str(library), safe="")).replace("ROOT", str(library))
+    response = server.request("GET", raw_path)
+    assert response.status in (403, 404), (raw_path, response.status)  # 403: Gradio's own asset route refusing
+    assert b"root:" not in response.body
+
+
+@pytest.mark.slow
+def test_gradio_file_route_serves_not_even_uploads(server, library):
+    uploaded = server.upload(library / "videos" / "red_right.mp4")
+    assert server.request("GET", f"/gradio_api/file={uploaded}").status == 404
+
+
+@pytest.mark.slow
+def test_the_page_marks_hits_it_does_not_play(server, library):
+    event, data = server.call("search", [QUERY, 50, False])
+    assert event == "complete"
+    cards = re.findall(r"<div class='hit' data-path='([^']*)'[^>]*>(<video|<p class='unplayable')", data[0])
+    assert {path for path, player in cards if player == "<video"} == set(SERVED)
+    assert {path for path, player in cards if player != "<video"} == {
+        *(path.replace("SECRET", str(library / "secret.txt")) for path in EDITED_ROWS.values()),
+        "link_out.mp4", "swapped.mp4"}
+
+
+# ------------------------------------------------------------------ to whom: the Host header
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "host, status",
+    [
+        ("localhost:PORT", 200),
+        ("127.0.0.1:PORT", 200),
+        ("127.0.0.1", 200),
+        ("[::1]:PORT", 200),
+        (f"{ALLOWED_NAME}:PORT", 200),  # --allowed-host
+        (ALLOWED_NAME.upper(), 200),
+        ("evil.example", 400),  # a page that rebinds its own name to 127.0.0.1
+        ("evil.example:PORT", 400),
+        ("127.0.0.1.evil.example", 400),
+        ("localhost.evil.example:PORT", 400),
+        ("10.1.2.3", 400),  # another address: this server listens on 127.0.0.1 only
+        ("user@127.0.0.1", 400),
+        ("", 400),
+        (None, 400),  # no Host header at all
+    ],
+)
+def test_only_requests_for_this_server_are_answered(server, host, status):
+    host = host.replace("PORT", str(server.port)) if host else host
+    for path in ("/", "/media/red_right.mp4", "/config"):
+        response = server.request("GET", path, host=host)
+        assert response.status == status, (host, path, response.status)
+        if status == 400:
+            assert len(response.body) < 100
+
+
+# ------------------------------------------------------------------ queries: bounded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_10_mb_query_is_refused_at_once(server, chunked):
+    body = json.dumps({"data": ["red " * 2_500_000, 5, False]}).encode()
+    started = time.monotonic()
+    response = server.request("POST", "/gradio_api/call/search", body, {"Content-Type": "application/json"},
+                              chunked=chunked)
+    assert response.status == 413, (response.status, response.body)
+    assert time.monotonic() - started < 60
+    event, data = server.call("search", [QUERY, 3, False])  # the server still answers
+    assert event == "complete" and data[0].count("class='hit'") == 3
+
+
+@pytest.mark.slow
+def test_an_upload_over_the_limit_is_refused_at_once(server):
+    from transformers_tempme.search.app import MAX_UPLOAD_BYTES
+
+    headers = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(MAX_UPLOAD_BYTES + (1 << 20))}
+    assert server.request("POST", "/gradio_api/upload", b"--x\r\n", headers).status == 413
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [10**9, 0, -1, "NaN"])
+def test_the_number_of_hits_is_bounded(server, k):
+    event, data = server.call("search", [QUERY, k, False])  # the page's slider goes from 1 to 50
+    assert event == "error" and (data["error"] is None or data["error"].startswith(f"Value {k} is "))
+
+
+@pytest.mark.slow
+def test_a_long_query_within_the_body_limit_is_answered(server):
+    event, data = server.call("search", ["a red square moves " * 3000, 3, False])  # 57 KB
+    assert event == "complete" and data[0].count("class='hit'") == 3
+
+
+@pytest.fixture(scope="module")
+def opened(library):
+    return VideoSearchIndex.open(library / "videos.index")
+
+
+def test_long_queries_are_cut_before_the_tokenizer(opened, monkeypatch):
+    from transformers_tempme.search.index import QUERY_CHARS_PER_TOKEN
+
+    processor = opened.processor
+    seen = []
+    encode_text = processor.encode_text
+    monkeypatch.setattr(processor, "encode_text", lambda texts: seen.extend(map(len, texts)) or encode_text(texts))
+    query = "a red square moves from left to right " * 300_000  # 11 MB
+    cut = query[: QUERY_CHARS_PER_TOKEN * processor.max_words]
+    assert opened.search(query, k=3) == opened.search(cut, k=3)
+    assert max(seen) == len(cut) < 2000
+    assert [hit.path for hit in opened.search(QUERY + "  ", k=3)] == [hit.path for hit in opened.search(QUERY, k=3)]
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.mark.parametrize(
+    "bind, allowed, header, answered",
+    [
+        ("127.0.0.1", [], "127.0.0.1:7860", True),
+        ("127.0.0.1", [], "LOCALHOST.:7860", True),
+        ("127.0.0.1", [], "[::1]", True),
+        ("127.0.0.1", [], "192.168.1.5", False),
+        ("127.0.0.1", [], "[::1", False),
+        ("127.0.0.1", [], "a.example/x", False),
+        ("127.0.0.1", ["Videos.LAN:8080"], "videos.lan", True),
+        ("192.168.1.5", [], "192.168.1.5:7860", True),
+        ("192.168.1.5", [], "192.168.1.6:7860", False),
+        ("0.0.0.0", [], "192.168.1.5:7860", True),  # every address, none of them rebindable
+        ("0.0.0.0", [], "[fe80::1]:7860", True),
+        ("0.0.0.0", [], "nas.lan:7860", False),  # names only when given
+        ("0.0.0.0", ["nas.lan"], "nas.lan:7860", True),
+        ("::", [], "evil.example", False),
+    ],
+)
+def test_host_policy(bind, allowed, header, answered):
+    from transformers_tempme.search.request_gate import HostPolicy
+
+    assert HostPolicy.for_bind(bind, allowed).allows(header) is answered
+
+
+def test_a_bad_allowed_host_is_a_usage_error(capsys):
+    from transformers_tempme.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "some.index", "--allowed-host", "bad name!"])
+    assert exit_info.value.code == 2 and "is not a host name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "host, exposed",
+    [("127.0.0.1", False), ("localhost", False), ("127.0.0.2", False), ("::1", False),
+     ("0.0.0.0", True), ("::", True), ("192.168.1.5", True), ("myhost.lan", True)],
+)
+def test_a_host_beyond_this_machine_is_warned_about(opened, host, exposed):
+    from transformers_tempme.search.app import exposure_warning
+
+    warning = exposure_warning(host, 7860, opened, [ALLOWED_NAME])
+    assert (warning is not None) == exposed
+    if exposed:
+        assert warning.startswith(f"warning: --host {host} serves the page on ")
+        for said in ("anyone who can reach it", "play its", str(opened.video_dir), "upload clips", "no login",
+                     ALLOWED_NAME, "--allowed-host", "127.0.0.1"):
+            assert said in warning, said
+
+
+def test_tempme_serve_prints_the_warning(library, monkeypatch, capsys):
+    from transformers_tempme.cli import main
+    from transformers_tempme.search import app
+
+    served = {}
+    monkeypatch.setattr(app, "serve", lambda index, **kwargs: served.update(kwargs))
+    assert main(["serve", str(library / "videos.index"), "--host", "0.0.0.0", "--allowed-host", "a.lan",
+                 "--allowed-host", "b.lan"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "on every address of this machine" in warnings[0] and "a.lan, b.lan" in warnings[0]
+    assert served["host"] == "0.0.0.0" and served["allowed_hosts"] == ["a.lan", "b.lan"]
+    assert main(["serve", str(library / "videos.index")]) == 0
+    assert "warning:" not in capsys.readouterr().err and served["host"] == "127.0.0.1"
+
+
+def test_tempme_search_prints_one_line_per_hit(library, capsys):
+    from transformers_tempme.cli import main
+
+    assert main(["search", str(library / "videos.index"), "a yellow square", "-k", "30"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + len(VideoSearchIndex.open(library / "videos.index"))  # header + every segment
+    assert any(line.endswith("  'new\\nline.mp4'") for line in lines)
+
+
+def test_uploads_go_to_a_private_folder_removed_on_exit(monkeypatch):
+    import os
+    import stat
+
+    from transformers_tempme.search.app import _private_upload_folder
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    with _private_upload_folder() as folder:
+        assert os.environ["GRADIO_TEMP_DIR"] == folder
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert not Path(folder).exists() and "GRADIO_TEMP_DIR" not in os.environ
