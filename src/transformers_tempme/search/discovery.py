@@ -17,13 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..video_io import (
-    DEFAULT_DECODE_TIMEOUT_S,
-    VideoDecodeError,
-    VideoTimeline,
-    _open_video_stream,
-    read_video_timeline,
-)
+from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, _open_video_stream
+from .segments import VideoTimeline, read_video_timeline
 
 # FFmpeg demuxers and decoders that turn a still image or a text file into a "video stream".
 _STILL_IMAGE_DEMUXER_SUFFIX = "_pipe"  # png_pipe, jpeg_pipe, webp_pipe, ...

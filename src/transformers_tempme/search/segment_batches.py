@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, read_video_frames, read_window_frames
+from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, read_video_frames
 from .discovery import VideoFile, file_sha256, probe_video
-from .segments import segment_windows
+from .segments import read_window_frames, segment_windows
 
 
 class SegmentBatches(IterableDataset):
