@@ -19,9 +19,9 @@ from transformers_tempme import (
     VectorIndexSettings,
     VideoSearchIndex,
 )
-from transformers_tempme.search import indexer as indexer_module
+from transformers_tempme.search import storage
 from transformers_tempme.search.fingerprint import model_fingerprint
-from transformers_tempme.search.manifest import read_manifest
+from transformers_tempme.search.storage import read_manifest
 from search_helpers import make_video_folder
 
 FAST = {"num_workers": 0, "batch_size": 4, "progress": False}
@@ -157,17 +157,34 @@ def test_update_encodes_only_what_changed(videos, tmp_path, encoder):
     assert after["red_right.mp4"]["end"] == pytest.approx(5.0)
     assert after["red_left.mp4"]["embedding"] == before["red_left.mp4"]  # kept as stored, not re-encoded
     assert index.manifest.generation == 2 and index.manifest.counts["videos"] == 5
-    # Nothing left behind from generation 1.
-    files = {p.relative_to(tmp_path / "index").as_posix() for p in (tmp_path / "index").rglob("*") if p.is_file()}
-    assert files == {".lock", "index.json", index.manifest.vector_index["file"], index.manifest.report,
-                     *index.manifest.shards}
 
     again = index.update(**FAST)
     assert (again.added, again.updated, again.removed, again.unchanged) == ([], [], [], 5)
 
 
-def test_verify_compares_contents_not_times(videos, tmp_path, encoder):
+def test_files_are_hashed_only_with_verify(videos, tmp_path, encoder, monkeypatch):
+    from transformers_tempme.search import discovery, planning, segment_batches
+
+    hashed = []
+
+    def counting_sha256(path):
+        hashed.append(path)
+        return discovery.file_sha256(path)
+
+    monkeypatch.setattr(planning, "file_sha256", counting_sha256)
+    monkeypatch.setattr(segment_batches, "file_sha256", counting_sha256)
     index = build(videos, tmp_path / "index", encoder)
+    assert hashed == [] and set(index.to_dataset()["sha256"]) == {""}
+    # A verifying update of that index compares sizes and times (there is no hash to compare) and records hashes.
+    report = index.update(verify=True, **FAST)
+    assert (report.updated, report.unchanged, report.segments_encoded) == ([], 5, 0)
+    assert len(hashed) == len(VIDEOS) + len(BAD_FILES)  # the files that failed are tried (and hashed) again
+    for row in index.to_dataset():
+        assert row["sha256"] == discovery.file_sha256(videos / row["path"])
+
+
+def test_verify_compares_contents_not_times(videos, tmp_path, encoder):
+    index = build(videos, tmp_path / "index", encoder, verify=True)
     os.utime(videos / "red_left.mp4", ns=(10**18, 10**18))  # touched, same content
     assert index.update(verify=True, **FAST).updated == []
     assert index.update(**FAST).updated == []  # the new time was recorded: size + time agree now
@@ -237,7 +254,7 @@ def test_an_update_that_fails_leaves_the_previous_index_readable(videos, tmp_pat
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(indexer_module, "write_manifest", crash)  # dies at the commit point, new files written
+    monkeypatch.setattr(storage, "write_manifest", crash)  # dies at the commit point, new files written
     with pytest.raises(OSError, match="disk full"):
         index.update(**FAST)
     reopened = VideoSearchIndex.open(tmp_path / "index", *encoder)
@@ -249,12 +266,12 @@ def test_an_update_that_fails_leaves_the_previous_index_readable(videos, tmp_pat
 
 
 def test_one_update_at_a_time(videos, tmp_path, encoder):
-    from transformers_tempme.search.indexer import IndexLock
+    from transformers_tempme.search.storage import IndexLock, IndexLockedError
 
     lock = IndexLock(tmp_path / "index")
     lock.acquire()
     try:
-        with pytest.raises(RuntimeError, match="Another `tempme index` run"):
+        with pytest.raises(IndexLockedError, match="Another `tempme index` run"):
             build(videos, tmp_path / "index", encoder)
     finally:
         lock.release()
@@ -285,7 +302,7 @@ def test_an_update_that_only_adds_videos_extends_the_vector_index(videos, tmp_pa
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the vector index was rebuilt from scratch")
 
-    monkeypatch.setattr(indexer_module, "build_vector_index", no_rebuild)
+    monkeypatch.setattr(storage, "build_vector_index", no_rebuild)
     assert index.update(**FAST).added == ["zz_yellow.mp4"]
     monkeypatch.undo()
     fresh = build(videos, tmp_path / "fresh", encoder, vector_index=settings)

@@ -34,11 +34,13 @@ class VideoFile:
         path (`str`): path relative to the video folder, with `/` separators.
         size (`int`): bytes.
         mtime_ns (`int`): modification time, nanoseconds since the epoch.
+        sha256 (`str`): SHA-256 of its content, when an update with `verify` has hashed it (else empty).
     """
 
     path: str
     size: int
     mtime_ns: int
+    sha256: str = ""
 
 
 def _is_hidden(name: str) -> bool:
@@ -90,7 +92,7 @@ def probe_video(path: str | os.PathLike, *, timeout_s: float = DEFAULT_DECODE_TI
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's content (what `--verify` compares)."""
+    """Hex SHA-256 of a file's content (what `--verify` compares, and what the index records of its own files)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
