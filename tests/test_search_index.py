@@ -350,3 +350,56 @@ def test_query_embeddings_are_the_model_text_features(videos, tmp_path, encoder)
         ).pooler_output
     expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
     np.testing.assert_allclose(index.encode_text(queries), expected, atol=1e-5)
+
+
+def test_another_video_folder_is_refused_unless_it_moved(videos, tmp_path, encoder):
+    from transformers_tempme.search import VideoFolderMismatchError
+
+    index = build(videos, tmp_path / "index", encoder)
+    other = make_video_folder(tmp_path / "other")
+    with pytest.raises(VideoFolderMismatchError, match=rf"holds the videos of {videos}, not of {other}.*--video-dir-moved"):
+        build(other, tmp_path / "index", encoder)
+    assert read_manifest(tmp_path / "index").generation == 1
+
+    moved = tmp_path / "moved"
+    videos.rename(moved)
+    report = index.update(moved, video_dir_moved=True, **FAST)
+    assert (report.added, report.removed, report.unchanged) == ([], [], 5)  # the rows stay: paths are relative
+    assert index.video_dir == moved and index.search("a red square", k=1)[0].video_path.startswith(str(moved))
+    assert build(other, tmp_path / "index", encoder, overwrite=True).last_report.added == sorted(VIDEOS)
+
+
+@pytest.mark.parametrize("deleted, refused", [(VIDEOS, True), (VIDEOS[:3], True), (VIDEOS[:2], False)])
+def test_an_update_removing_all_or_most_videos_stops(videos, tmp_path, encoder, deleted, refused):
+    from transformers_tempme.search import UnsafeRemovalError
+
+    index = build(videos, tmp_path / "index", encoder)
+    before = [(h.path, h.start, h.score) for h in index.search("a red square", k=7)]
+    for path in deleted:
+        (videos / path).unlink()
+    if not refused:
+        assert sorted(index.update(**FAST).removed) == sorted(deleted)
+        return
+    share = "all" if len(deleted) == len(VIDEOS) else "more than half"
+    with pytest.raises(UnsafeRemovalError, match=rf"remove {len(deleted)} of the 5 videos .*\({share} of them\).*"
+                                                 r"Nothing was changed.*--allow-removals"):
+        index.update(**FAST)
+    reopened = VideoSearchIndex.open(tmp_path / "index", *encoder)
+    assert reopened.manifest.generation == 1 and [(h.path, h.start, h.score) for h in reopened.search("a red square", k=7)] == before
+    assert sorted(index.update(allow_removals=True, **FAST).removed) == sorted(deleted)
+
+
+def test_embeddings_that_are_not_finite_fail_their_video(videos, tmp_path, encoder):
+    from transformers_tempme.search import SearchIndexError
+
+    model, processor = tiny_search_model()
+    with torch.no_grad():
+        model.visual_projection.weight[0, 0] = float("nan")
+    index = build(videos, tmp_path / "index", (model, processor))
+    report = index.last_report
+    assert report.added == [] and len(index) == 0
+    reasons = {failure.path: failure.reason for failure in report.failed}
+    assert sorted(reasons) == sorted(VIDEOS + BAD_FILES)
+    assert all("not finite (NaN or infinity)" in reasons[path] for path in VIDEOS)
+    with pytest.raises(SearchIndexError, match="not finite"):
+        index.search_embedding(np.full(16, np.nan, np.float32))

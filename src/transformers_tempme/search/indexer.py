@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -265,7 +266,7 @@ class _StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nStopping after the videos being encoded (Ctrl-C again to stop at once) ...", flush=True)
+        print("\nStopping after the videos being encoded (Ctrl-C again to stop at once) ...", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "_StopOnInterrupt":
         if threading.current_thread() is threading.main_thread():
