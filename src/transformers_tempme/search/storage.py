@@ -50,7 +50,7 @@ done. A work shard that cannot be read whole is deleted when found: its videos a
       "report": "report-00003.json",
       "counts": {"videos": 120, "segments": 1450, "failed": 2},
       "generation": 3, "package_version": "0.1.0", "updated": "2025-...", "format_version": 2,
-      "files": {"vectors-00003.faiss": {"size": 2969645, "sha256": "9f2c...", "rows": 1450}, ...}
+      "files": {"vectors-00003.faiss": {"size": BYTES, "sha256": HEX, "rows": 1450}, ...}
     }
 
 The segment table (each shard; plain Parquet with Hugging Face `datasets` features, `segment_features`):
