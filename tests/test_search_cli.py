@@ -236,3 +236,10 @@ def test_a_full_disk_is_an_error_line_naming_the_file(library, capsys, monkeypat
     assert "vectors-00002.faiss: the disk is full" in line and "nothing was committed" in line
     monkeypatch.undo()
     assert search_output(index_dir, capsys) == answer
+
+
+def test_check_and_repair_of_a_folder_that_is_no_index(tmp_path, capsys):
+    for flag in ("--check", "--repair"):
+        assert main(["index", flag, "--index", str(tmp_path / "nothing")]) == 2
+        assert "is not a video index" in one_error_line(capsys)
+    assert not (tmp_path / "nothing").exists()

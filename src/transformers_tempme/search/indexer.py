@@ -53,7 +53,7 @@ from .storage import (
     VectorIndexSettings,
     VideoFolderMismatchError,
     WorkShardWriter,
-    _highest_generation,
+    highest_generation,
     collect_work,
     commit_generation,
     find_work_shards,
@@ -204,7 +204,7 @@ def _plan(index_dir: Path, video_dir: Path, model_info: dict, processor, embeddi
     previous = _previous_manifest(index_dir, options)
     manifest = _new_manifest(video_dir, model_info, processor, embedding_dim, options, previous)
     if previous is None:  # the new generation's files must not reuse the names of a damaged index's files
-        manifest.generation = _highest_generation(index_dir)
+        manifest.generation = highest_generation(index_dir)
     indexed = {}
     if previous is not None and not options.overwrite:
         _check_compatible(previous, manifest, index_dir, options)

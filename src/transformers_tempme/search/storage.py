@@ -94,6 +94,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .discovery import file_sha256
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "index.json"
@@ -168,13 +170,14 @@ def damaged(index_dir: str | os.PathLike, name: str, problem: str, fix: str | No
     return error
 
 
+_DISK_FULL = ("the disk is full: free some space and run the same command again (nothing was committed: the index "
+              "is as it was, and the videos encoded so far are kept)")
+_PERMISSION_DENIED = "permission denied: check who owns the index folder and its permissions"
 _OS_ERROR_HINTS = {
-    errno.ENOSPC: "the disk is full: free some space and run the same command again (nothing was committed: the "
-                  "index is as it was, and the videos encoded so far are kept)",
-    errno.EDQUOT: "the disk quota is used up: free some space and run the same command again (nothing was "
-                  "committed: the index is as it was)",
-    errno.EACCES: "permission denied: check who owns the index folder and its permissions",
-    errno.EPERM: "permission denied: check who owns the index folder and its permissions",
+    errno.ENOSPC: _DISK_FULL,
+    getattr(errno, "EDQUOT", errno.ENOSPC): _DISK_FULL,  # a quota used up (no EDQUOT on Windows)
+    errno.EACCES: _PERMISSION_DENIED,
+    errno.EPERM: _PERMISSION_DENIED,
     errno.EROFS: "the file system is mounted read-only",
 }
 
@@ -204,8 +207,6 @@ def _first_line(error: BaseException) -> str:
 
 def file_record(path: str | os.PathLike) -> dict:
     """`{"size": bytes, "sha256": hex}` of a file as it is on disk."""
-    from .discovery import file_sha256
-
     return {"size": os.path.getsize(path), "sha256": file_sha256(path)}
 
 
@@ -302,13 +303,13 @@ def verify_file(index_dir: str | os.PathLike, name: str, record: dict | None) ->
     if record is None:
         return
     with _reporting_os_errors(path, "read"):
-        digest = file_record(path)["sha256"]
+        digest = file_sha256(path)
     if digest != record["sha256"]:
         raise damaged(index_dir, name, "its content differs from the SHA-256 that index.json recorded when it was "
                                        "written")
 
 
-def _highest_generation(index_dir: Path) -> int:
+def highest_generation(index_dir: Path) -> int:
     """The highest generation number in the names of the index's files (0 when there are none)."""
     names = [path.name for path in index_dir.glob("*")]
     if (index_dir / SEGMENTS_DIR).is_dir():
@@ -379,10 +380,7 @@ def _parse_manifest(index_dir: Path, name: str) -> IndexManifest:
     except FileNotFoundError:
         if name == MANIFEST_NAME and any(index_dir.glob("index-*.json")):
             raise damaged(index_dir, name, "the file is missing", _manifest_fix(index_dir)) from None
-        raise IndexNotFoundError(
-            f"{index_dir} is not a video index (it has no {name}). Build one with "
-            f"`tempme index VIDEO_DIR --index {index_dir} --model MODEL`."
-        ) from None
+        raise _not_an_index(index_dir) from None
     except (OSError, UnicodeDecodeError) as error:
         if isinstance(error, OSError):
             raise file_error(path, "read", error) from error
@@ -423,6 +421,11 @@ _REQUIRED_MANIFEST_FIELDS = ("video_dir", "model", "embedding_dim", "num_frames"
                              "segment_seconds", "segment_overlap", "vector_index", "shards", "generation")
 _MANIFEST_FIELD_TYPES = {"model": dict, "embedding_dim": int, "num_frames": int, "vector_index": dict,
                          "shards": list, "counts": dict, "generation": int, "files": dict}
+
+
+def _not_an_index(index_dir: Path) -> IndexNotFoundError:
+    return IndexNotFoundError(f"{index_dir} is not a video index (it has no {MANIFEST_NAME}). Build one with "
+                              f"`tempme index VIDEO_DIR --index {index_dir} --model MODEL`.")
 
 
 def _manifest_fix(index_dir: Path) -> str:
@@ -995,7 +998,7 @@ def commit_generation(
     from .. import __version__
 
     index_dir = Path(index_dir)
-    generation = max(base.generation, _highest_generation(index_dir)) + 1
+    generation = max(base.generation, highest_generation(index_dir)) + 1
     shards, files = _keep_shards(index_dir, base, set(dropped), refreshed or {}, generation)
     if new_rows is not None and new_rows.num_rows:
         new_rows = new_rows.sort_by([("path", "ascending"), ("segment", "ascending")])
@@ -1266,6 +1269,8 @@ def repair_index(index_dir: str | os.PathLike) -> IndexCheck:
         `IndexDamagedError`: no intact manifest is left (rebuild the index with `overwrite`).
     """
     index_dir = Path(index_dir).absolute()
+    if not manifest_exists(index_dir):
+        raise _not_an_index(index_dir)  # before the lock, which would create the folder
     with IndexLock(index_dir):
         for folder in (index_dir, index_dir / SEGMENTS_DIR, index_dir / WORK_DIR):
             remove_temporary_files(folder)
@@ -1301,6 +1306,7 @@ __all__ = [
     "GENERATIONS_KEPT",
     "MANIFEST_NAME",
     "METADATA_COLUMNS",
+    "SEARCH_COLUMNS",
     "SEGMENTS_DIR",
     "WORK_DIR",
     "EncodedWork",
@@ -1325,8 +1331,12 @@ __all__ = [
     "check_index",
     "collect_work",
     "commit_generation",
+    "damaged",
     "embedding_matrix",
+    "file_error",
+    "file_record",
     "find_work_shards",
+    "highest_generation",
     "load_vector_index",
     "manifest_exists",
     "manifest_stamp",
@@ -1335,6 +1345,7 @@ __all__ = [
     "read_parquet",
     "read_report",
     "read_segment_rows",
+    "read_shard_record",
     "remove_temporary_files",
     "repair_index",
     "save_vector_index",
