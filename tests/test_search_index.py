@@ -22,25 +22,10 @@ from transformers_tempme import (
 from transformers_tempme.search import storage
 from transformers_tempme.search.fingerprint import model_fingerprint
 from transformers_tempme.search.storage import read_manifest
+from search_helpers import FAST_INDEXING as FAST
+from search_helpers import build_index as build
+from search_helpers import encoder, videos  # noqa: F401 - fixtures
 from search_helpers import make_video_folder
-
-FAST = {"num_workers": 0, "batch_size": 4, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return tiny_search_model()
-
-
-@pytest.fixture
-def videos(tmp_path):
-    return make_video_folder(tmp_path / "videos")
-
-
-def build(videos, index_dir, encoder, **options):
-    model, processor = encoder
-    return VideoSearchIndex.build(videos, index_dir, model, processor, **{**FAST, **options})
-
 
 def table_rows(index: VideoSearchIndex) -> tuple[list[tuple], np.ndarray]:
     """(path, segment, start, end, size, mtime_ns) of every stored row, sorted, and their embeddings in that order."""

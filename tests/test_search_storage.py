@@ -10,17 +10,10 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from search_helpers import (
-    FPS,
-    VIDEOS,
-    flip_bytes,
-    hits_of,
-    make_video_folder,
-    moving_square,
-    save_tiny_search_model,
-    tiny_search_model,
-    write_clip,
-)
+from search_helpers import FAST_INDEXING as FAST
+from search_helpers import FPS, VIDEOS, flip_bytes, hits_of, moving_square, save_tiny_search_model, write_clip
+from search_helpers import build_index as build
+from search_helpers import encoder, videos  # noqa: F401 - fixtures
 
 from transformers_tempme import VideoSearchIndex, load_search_model
 from transformers_tempme.search import indexer, storage
@@ -34,28 +27,11 @@ from transformers_tempme.search.storage import (
     repair_index,
 )
 
-FAST = {"num_workers": 0, "batch_size": 4, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return tiny_search_model()
-
-
-@pytest.fixture
-def videos(tmp_path):
-    return make_video_folder(tmp_path / "videos")
-
 
 @pytest.fixture
 def index_dir(videos, tmp_path, encoder):
     build(videos, tmp_path / "index", encoder)
     return tmp_path / "index"
-
-
-def build(videos, index_dir, encoder, **options):
-    model, processor = encoder
-    return VideoSearchIndex.build(videos, index_dir, model, processor, **{**FAST, **options})
 
 
 def open_index(index_dir, encoder):

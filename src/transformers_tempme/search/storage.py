@@ -74,7 +74,6 @@ a query) trading speed for recall when searching.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
