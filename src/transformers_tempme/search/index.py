@@ -293,10 +293,12 @@ class VideoSearchIndex:
             k (`int`): hits to return.
             max_per_video (`int`, *optional*): at most this many hits from one video (e.g. 1 for distinct videos).
         """
+        self._refresh_before_search()  # before encoding: a newer generation may come with another model
         return self.search_embedding(self.encode_text(query)[0], k, max_per_video)
 
     def search_like(self, video: str | os.PathLike, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
         """The `k` moments most similar to an example video clip (encoded as one segment), best first."""
+        self._refresh_before_search()
         return self.search_embedding(self.encode_video(video)[0], k, max_per_video)
 
     def search_embedding(self, embedding: np.ndarray, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
