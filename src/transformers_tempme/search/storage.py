@@ -380,10 +380,10 @@ def _parse_manifest(index_dir: Path, name: str) -> IndexManifest:
         if name == MANIFEST_NAME and any(index_dir.glob("index-*.json")):
             raise damaged(index_dir, name, "the file is missing", _manifest_fix(index_dir)) from None
         raise _not_an_index(index_dir) from None
-    except (OSError, UnicodeDecodeError) as error:
-        if isinstance(error, OSError):
-            raise file_error(path, "read", error) from error
+    except UnicodeDecodeError as error:
         raise damaged(index_dir, name, "it is not text", _manifest_fix(index_dir)) from error
+    except OSError as error:
+        raise file_error(path, "read", error) from error
     if not text.strip():
         raise damaged(index_dir, name, "it is empty", _manifest_fix(index_dir))
     try:
