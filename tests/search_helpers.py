@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor
@@ -137,3 +138,42 @@ def stored_rows(index) -> tuple[list[tuple], np.ndarray]:
     order = sorted(range(len(keys)), key=lambda i: keys[i])
     embeddings = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
     return [keys[i] for i in order], embeddings[order]
+
+
+def flip_bytes(path: Path, count: int = 64, offset: int | None = None) -> None:
+    """Invert `count` bytes of a file in place, from `offset` (default: the middle of the file): damage that leaves
+    its size as it was."""
+    data = bytearray(Path(path).read_bytes())
+    start = len(data) // 2 - count // 2 if offset is None else offset
+    for i in range(start, start + count):
+        data[i] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
+def hits_of(index, query: str = "a red square moves from left to right", k: int = 7) -> list[tuple]:
+    """(path, start, score rounded to 1e-5) of a search's hits: what a search answers, to compare before and after."""
+    return [(hit.path, hit.start, round(hit.score, 5)) for hit in index.search(query, k=k)]
+
+
+# Indexing options that keep the tests fast: no decoding worker, small batches, no progress bar.
+FAST_INDEXING = {"num_workers": 0, "batch_size": 4, "progress": False}
+
+
+def build_index(videos: Path, index_dir: Path, encoder, **options):
+    """`VideoSearchIndex.build` with `encoder` (model, processor) and `FAST_INDEXING` (overridden by `options`)."""
+    from transformers_tempme import VideoSearchIndex
+
+    model, processor = encoder
+    return VideoSearchIndex.build(videos, index_dir, model, processor, **{**FAST_INDEXING, **options})
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """The tiny search model and its processor (a fixture: import it into a test module to use it)."""
+    return tiny_search_model()
+
+
+@pytest.fixture
+def videos(tmp_path):
+    """`make_video_folder` in the test's temporary folder (a fixture: import it into a test module to use it)."""
+    return make_video_folder(tmp_path / "videos")

@@ -131,3 +131,115 @@ def test_from_clip_builds_zero_shot_tempme_on_a_clip_checkpoint(tmp_path, capsys
     capsys.readouterr()
     assert main(["search", str(tmp_path / "idx"), QUERY, "-k", "2", "--json"]) == 0  # the manifest's model
     assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def one_error_line(capsys) -> str:
+    """The `error:` line of a command that failed as a user error should (and nothing like a traceback)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def library(tmp_path, capsys):
+    """A model, a video folder, its index `lib.index`, and what `tempme search` answers on it."""
+    model_dir = save_tiny_search_model(tmp_path / "model")
+    videos = make_video_folder(tmp_path / "videos")
+    index_dir = tmp_path / "lib.index"
+    assert main(["index", str(videos), "--model", str(model_dir), "--index", str(index_dir), "--num-workers", "0",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    return videos, index_dir, search_output(index_dir, capsys)
+
+
+def search_output(index_dir, capsys) -> str:
+    assert main(["search", str(index_dir), QUERY, "-k", "10"]) == 0
+    return capsys.readouterr().out
+
+
+def test_indexing_an_empty_or_wrong_folder_leaves_the_library_answering(library, tmp_path, capsys):
+    videos, index_dir, answer = library
+    empty = tmp_path / "EMPTY"
+    empty.mkdir()
+    assert main(["index", str(empty), "--index", str(index_dir), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert str(videos) in line and str(empty) in line and "--video-dir-moved" in line
+    # The same folder with its videos gone (an unmounted drive): refused too, saying how many and why.
+    videos.rename(tmp_path / "elsewhere")
+    videos.mkdir()
+    assert main(["index", str(videos), "--index", str(index_dir), "--no-progress"]) == 2
+    assert "would remove 5 of the 5 videos" in one_error_line(capsys)
+    assert search_output(index_dir, capsys) == answer
+
+
+def test_index_without_video_dir_updates_the_indexed_folder(library, capsys):
+    _, index_dir, _ = library
+    assert main(["index", "--index", str(index_dir), "--no-progress"]) == 0
+    assert "unchanged 5" in capsys.readouterr().out
+
+
+def test_a_damaged_vector_file_is_an_error_line_then_check_and_repair(library, capsys):
+    from search_helpers import flip_bytes
+
+    from transformers_tempme.search.storage import read_manifest
+
+    _, index_dir, answer = library
+    vector_file = read_manifest(index_dir).vector_file
+    flip_bytes(index_dir / vector_file)
+    assert main(["search", str(index_dir), QUERY]) == 2
+    line = one_error_line(capsys)
+    assert vector_file in line and "tempme index --repair" in line
+
+    assert main(["index", "--check", "--index", str(index_dir)]) == 1
+    captured = capsys.readouterr()
+    assert f"{vector_file}: its content differs from the SHA-256" in captured.out
+    assert "--repair" in captured.err
+    assert main(["index", "--repair", "--index", str(index_dir)]) == 0
+    assert "repaired: rebuilt from the Parquet rows" in capsys.readouterr().out
+    assert main(["index", "--check", "--index", str(index_dir)]) == 0
+    assert "5 videos, 7 segments" in capsys.readouterr().out
+    assert search_output(index_dir, capsys) == answer
+
+
+def test_a_damaged_index_json_is_an_error_line_and_does_not_block_overwrite(library, tmp_path, capsys):
+    videos, index_dir, answer = library
+    (index_dir / "index.json").write_text('{"format_version": 2, "gener')
+    assert main(["search", str(index_dir), QUERY]) == 2
+    assert "index.json is damaged: it is not valid JSON" in one_error_line(capsys)
+    assert main(["index", str(videos), "--index", str(index_dir), "--no-progress"]) == 2
+    assert "--repair" in one_error_line(capsys)
+    model_dir = tmp_path / "model"
+    assert main(["index", str(videos), "--model", str(model_dir), "--index", str(index_dir), "--overwrite",
+                 "--num-workers", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert search_output(index_dir, capsys) == answer
+
+
+def test_a_full_disk_is_an_error_line_naming_the_file(library, capsys, monkeypatch):
+    import errno
+
+    from transformers_tempme.search import storage
+
+    videos, index_dir, answer = library
+    real_replace = storage.os.replace
+
+    def disk_full(source, destination):
+        if str(destination).endswith(".faiss"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(storage.os, "replace", disk_full)
+    (videos / "red_left.mp4").unlink()
+    assert main(["index", str(videos), "--index", str(index_dir), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert "vectors-00002.faiss: the disk is full" in line and "nothing was committed" in line
+    monkeypatch.undo()
+    assert search_output(index_dir, capsys) == answer
+
+
+def test_check_and_repair_of_a_folder_that_is_no_index(tmp_path, capsys):
+    for flag in ("--check", "--repair"):
+        assert main(["index", flag, "--index", str(tmp_path / "nothing")]) == 2
+        assert "is not a video index" in one_error_line(capsys)
+    assert not (tmp_path / "nothing").exists()

@@ -19,28 +19,13 @@ from transformers_tempme import (
     VectorIndexSettings,
     VideoSearchIndex,
 )
-from transformers_tempme.search import indexer as indexer_module
+from transformers_tempme.search import storage
 from transformers_tempme.search.fingerprint import model_fingerprint
-from transformers_tempme.search.manifest import read_manifest
+from transformers_tempme.search.storage import read_manifest
+from search_helpers import FAST_INDEXING as FAST
+from search_helpers import build_index as build
+from search_helpers import encoder, videos  # noqa: F401 - fixtures
 from search_helpers import make_video_folder
-
-FAST = {"num_workers": 0, "batch_size": 4, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return tiny_search_model()
-
-
-@pytest.fixture
-def videos(tmp_path):
-    return make_video_folder(tmp_path / "videos")
-
-
-def build(videos, index_dir, encoder, **options):
-    model, processor = encoder
-    return VideoSearchIndex.build(videos, index_dir, model, processor, **{**FAST, **options})
-
 
 def table_rows(index: VideoSearchIndex) -> tuple[list[tuple], np.ndarray]:
     """(path, segment, start, end, size, mtime_ns) of every stored row, sorted, and their embeddings in that order."""
@@ -157,17 +142,34 @@ def test_update_encodes_only_what_changed(videos, tmp_path, encoder):
     assert after["red_right.mp4"]["end"] == pytest.approx(5.0)
     assert after["red_left.mp4"]["embedding"] == before["red_left.mp4"]  # kept as stored, not re-encoded
     assert index.manifest.generation == 2 and index.manifest.counts["videos"] == 5
-    # Nothing left behind from generation 1.
-    files = {p.relative_to(tmp_path / "index").as_posix() for p in (tmp_path / "index").rglob("*") if p.is_file()}
-    assert files == {".lock", "index.json", index.manifest.vector_index["file"], index.manifest.report,
-                     *index.manifest.shards}
 
     again = index.update(**FAST)
     assert (again.added, again.updated, again.removed, again.unchanged) == ([], [], [], 5)
 
 
-def test_verify_compares_contents_not_times(videos, tmp_path, encoder):
+def test_files_are_hashed_only_with_verify(videos, tmp_path, encoder, monkeypatch):
+    from transformers_tempme.search import discovery, planning, segment_batches
+
+    hashed = []
+
+    def counting_sha256(path):
+        hashed.append(path)
+        return discovery.file_sha256(path)
+
+    monkeypatch.setattr(planning, "file_sha256", counting_sha256)
+    monkeypatch.setattr(segment_batches, "file_sha256", counting_sha256)
     index = build(videos, tmp_path / "index", encoder)
+    assert hashed == [] and set(index.to_dataset()["sha256"]) == {""}
+    # A verifying update of that index compares sizes and times (there is no hash to compare) and records hashes.
+    report = index.update(verify=True, **FAST)
+    assert (report.updated, report.unchanged, report.segments_encoded) == ([], 5, 0)
+    assert len(hashed) == len(VIDEOS) + len(BAD_FILES)  # the files that failed are tried (and hashed) again
+    for row in index.to_dataset():
+        assert row["sha256"] == discovery.file_sha256(videos / row["path"])
+
+
+def test_verify_compares_contents_not_times(videos, tmp_path, encoder):
+    index = build(videos, tmp_path / "index", encoder, verify=True)
     os.utime(videos / "red_left.mp4", ns=(10**18, 10**18))  # touched, same content
     assert index.update(verify=True, **FAST).updated == []
     assert index.update(**FAST).updated == []  # the new time was recorded: size + time agree now
@@ -237,7 +239,7 @@ def test_an_update_that_fails_leaves_the_previous_index_readable(videos, tmp_pat
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(indexer_module, "write_manifest", crash)  # dies at the commit point, new files written
+    monkeypatch.setattr(storage, "write_manifest", crash)  # dies at the commit point, new files written
     with pytest.raises(OSError, match="disk full"):
         index.update(**FAST)
     reopened = VideoSearchIndex.open(tmp_path / "index", *encoder)
@@ -249,12 +251,12 @@ def test_an_update_that_fails_leaves_the_previous_index_readable(videos, tmp_pat
 
 
 def test_one_update_at_a_time(videos, tmp_path, encoder):
-    from transformers_tempme.search.indexer import IndexLock
+    from transformers_tempme.search.storage import IndexLock, IndexLockedError
 
     lock = IndexLock(tmp_path / "index")
     lock.acquire()
     try:
-        with pytest.raises(RuntimeError, match="Another `tempme index` run"):
+        with pytest.raises(IndexLockedError, match="Another `tempme index` run"):
             build(videos, tmp_path / "index", encoder)
     finally:
         lock.release()
@@ -285,7 +287,7 @@ def test_an_update_that_only_adds_videos_extends_the_vector_index(videos, tmp_pa
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the vector index was rebuilt from scratch")
 
-    monkeypatch.setattr(indexer_module, "build_vector_index", no_rebuild)
+    monkeypatch.setattr(storage, "build_vector_index", no_rebuild)
     assert index.update(**FAST).added == ["zz_yellow.mp4"]
     monkeypatch.undo()
     fresh = build(videos, tmp_path / "fresh", encoder, vector_index=settings)
@@ -333,3 +335,56 @@ def test_query_embeddings_are_the_model_text_features(videos, tmp_path, encoder)
         ).pooler_output
     expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
     np.testing.assert_allclose(index.encode_text(queries), expected, atol=1e-5)
+
+
+def test_another_video_folder_is_refused_unless_it_moved(videos, tmp_path, encoder):
+    from transformers_tempme.search import VideoFolderMismatchError
+
+    index = build(videos, tmp_path / "index", encoder)
+    other = make_video_folder(tmp_path / "other")
+    with pytest.raises(VideoFolderMismatchError, match=rf"holds the videos of {videos}, not of {other}.*--video-dir-moved"):
+        build(other, tmp_path / "index", encoder)
+    assert read_manifest(tmp_path / "index").generation == 1
+
+    moved = tmp_path / "moved"
+    videos.rename(moved)
+    report = index.update(moved, video_dir_moved=True, **FAST)
+    assert (report.added, report.removed, report.unchanged) == ([], [], 5)  # the rows stay: paths are relative
+    assert index.video_dir == moved and index.search("a red square", k=1)[0].video_path.startswith(str(moved))
+    assert build(other, tmp_path / "index", encoder, overwrite=True).last_report.added == sorted(VIDEOS)
+
+
+@pytest.mark.parametrize("deleted, refused", [(VIDEOS, True), (VIDEOS[:3], True), (VIDEOS[:2], False)])
+def test_an_update_removing_all_or_most_videos_stops(videos, tmp_path, encoder, deleted, refused):
+    from transformers_tempme.search import UnsafeRemovalError
+
+    index = build(videos, tmp_path / "index", encoder)
+    before = [(h.path, h.start, h.score) for h in index.search("a red square", k=7)]
+    for path in deleted:
+        (videos / path).unlink()
+    if not refused:
+        assert sorted(index.update(**FAST).removed) == sorted(deleted)
+        return
+    share = "all" if len(deleted) == len(VIDEOS) else "more than half"
+    with pytest.raises(UnsafeRemovalError, match=rf"remove {len(deleted)} of the 5 videos .*\({share} of them\).*"
+                                                 r"Nothing was changed.*--allow-removals"):
+        index.update(**FAST)
+    reopened = VideoSearchIndex.open(tmp_path / "index", *encoder)
+    assert reopened.manifest.generation == 1 and [(h.path, h.start, h.score) for h in reopened.search("a red square", k=7)] == before
+    assert sorted(index.update(allow_removals=True, **FAST).removed) == sorted(deleted)
+
+
+def test_embeddings_that_are_not_finite_fail_their_video(videos, tmp_path, encoder):
+    from transformers_tempme.search import SearchIndexError
+
+    model, processor = tiny_search_model()
+    with torch.no_grad():
+        model.visual_projection.weight[0, 0] = float("nan")
+    index = build(videos, tmp_path / "index", (model, processor))
+    report = index.last_report
+    assert report.added == [] and len(index) == 0
+    reasons = {failure.path: failure.reason for failure in report.failed}
+    assert sorted(reasons) == sorted(VIDEOS + BAD_FILES)
+    assert all("not finite (NaN or infinity)" in reasons[path] for path in VIDEOS)
+    with pytest.raises(SearchIndexError, match="not finite"):
+        index.search_embedding(np.full(16, np.nan, np.float32))

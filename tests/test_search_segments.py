@@ -9,15 +9,13 @@ from search_helpers import BAD_FILES, VIDEOS, make_video_folder
 
 from transformers_tempme.data.synthetic_video import write_video
 from transformers_tempme.search.discovery import list_files, probe_video
-from transformers_tempme.search.segments import segment_windows
-from transformers_tempme.video_io import (
-    VideoDecodeError,
-    read_video_frames,
+from transformers_tempme.search.segments import (
     read_video_timeline,
     read_window_frames,
-    sample_frame_indices,
+    segment_windows,
     window_frame_indices,
 )
+from transformers_tempme.video_io import VideoDecodeError, read_video_frames, sample_frame_indices
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..video_io import (
-    DEFAULT_DECODE_TIMEOUT_S,
-    VideoDecodeError,
-    VideoTimeline,
-    _open_video_stream,
-    read_video_timeline,
-)
+from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, _open_video_stream
+from .segments import VideoTimeline, read_video_timeline
 
 # FFmpeg demuxers and decoders that turn a still image or a text file into a "video stream".
 _STILL_IMAGE_DEMUXER_SUFFIX = "_pipe"  # png_pipe, jpeg_pipe, webp_pipe, ...
@@ -39,11 +34,13 @@ class VideoFile:
         path (`str`): path relative to the video folder, with `/` separators.
         size (`int`): bytes.
         mtime_ns (`int`): modification time, nanoseconds since the epoch.
+        sha256 (`str`): SHA-256 of its content, when an update with `verify` has hashed it (else empty).
     """
 
     path: str
     size: int
     mtime_ns: int
+    sha256: str = ""
 
 
 def _is_hidden(name: str) -> bool:
@@ -95,7 +92,7 @@ def probe_video(path: str | os.PathLike, *, timeout_s: float = DEFAULT_DECODE_TI
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's content (what `--verify` compares)."""
+    """Hex SHA-256 of a file's content (what `--verify` compares, and what the index records of its own files)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):

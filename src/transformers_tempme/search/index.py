@@ -10,14 +10,15 @@
     index = VideoSearchIndex.open("videos.index")   # later: loads the model the index names on first query
     report = index.update()                          # encode what was added or changed, drop what was deleted
 
-The folder layout (`index.json`, `segments/*.parquet`, `vectors-*.faiss`, `report-*.json`) is described in
-`manifest.py`, `table.py` and `vectors.py`.
+An open index follows the folder: each search first checks whether `index.json` was replaced (one `stat`) and, when
+another process committed a newer generation, loads it (`refresh`). The folder layout is described in `storage.py`.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,10 +28,24 @@ import torch
 from ..video_io import read_video_frames
 from .fingerprint import check_fingerprint, model_fingerprint
 from .indexer import IndexingOptions, run_update
-from .manifest import IndexManifest, read_manifest
 from .results import IndexingReport, SearchHit
-from .table import read_shards
-from .vectors import VectorIndexSettings, load_vector_index, search_vectors
+from .storage import (
+    IndexManifest,
+    OpenGeneration,
+    SearchIndexError,
+    VectorIndexSettings,
+    damaged,
+    manifest_stamp,
+    open_generation,
+    read_report,
+    read_segment_rows,
+    search_vectors,
+)
+
+logger = logging.getLogger(__name__)
+
+# A score above |query| (a cosine above 1) by more than float error can only come from damaged vectors.
+_SCORE_TOLERANCE = 1e-3
 
 QUERY_CHARS_PER_TOKEN = 32  # a query is cut to this many characters per text position before tokenizing
 
@@ -40,26 +55,30 @@ class VideoSearchIndex:
 
     Attributes:
         index_dir (`Path`): the index folder.
-        manifest (`IndexManifest`): the content of its `index.json`.
+        manifest (`IndexManifest`): the content of its `index.json` (of the generation loaded).
+        auto_refresh (`bool`): check for a newer generation before each search (see `refresh`).
     """
 
-    def __init__(self, index_dir: str | os.PathLike, model=None, processor=None, device: str | None = None):
+    def __init__(self, index_dir: str | os.PathLike, model=None, processor=None, device: str | None = None,
+                 auto_refresh: bool = True):
         self.index_dir = Path(index_dir).absolute()
-        self.manifest: IndexManifest = read_manifest(self.index_dir)
+        self._generation: OpenGeneration = open_generation(self.index_dir)
         self.device = device
+        self.auto_refresh = auto_refresh
+        self._refresh_lock = threading.Lock()
+        self._refused_stamp = None  # the index.json whose generation could not be loaded (not retried until it changes)
         self._model, self._processor = None, None
+        self._model_from_manifest = False
         if model is not None:
             self.set_model(model, processor)
-        settings = VectorIndexSettings(**{k: v for k, v in self.manifest.vector_index.items() if k != "file"})
-        self.vector_settings = settings
-        self._vectors = load_vector_index(self.index_dir / self.manifest.vector_index["file"], settings)
-        shards = [self.index_dir / name for name in self.manifest.shards]
-        self._rows = read_shards(shards, self.manifest.embedding_dim, columns=["path", "start", "end"])
-        if self._rows.num_rows != self._vectors.ntotal:
-            raise ValueError(
-                f"The index {self.index_dir} is inconsistent: {self._rows.num_rows} table rows but "
-                f"{self._vectors.ntotal} vectors. Rebuild it with `tempme index ... --overwrite`."
-            )
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self._generation.manifest
+
+    @property
+    def vector_settings(self) -> VectorIndexSettings:
+        return self._generation.manifest.vector_settings
 
     # ------------------------------------------------------------------ building
 
@@ -92,18 +111,25 @@ class VideoSearchIndex:
                 "preset": None, "schedule": model.config.merge_schedule, **(model_info or {})}
         info["fingerprint"] = model_fingerprint(model, processor)
         report = run_update(index_dir, video_dir, model, processor, info, options)
-        index = cls(index_dir, model=model, processor=processor, device=options.device)
+        index = cls(index_dir, device=options.device)
+        # The update checked the model against the index (or built it with it): no second pass over the weights.
+        index._model, index._processor = model, processor
         index.last_report = report
         return index
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, model=None, processor=None, device: str | None = None) -> "VideoSearchIndex":
+    def open(cls, index_dir: str | os.PathLike, model=None, processor=None, device: str | None = None,
+             auto_refresh: bool = True) -> "VideoSearchIndex":
         """Open an index for searching. Without `model`, the model named in the index loads on the first query.
+
+        Every file is checked as it is read (sizes, the vector file's SHA-256, Parquet page checksums).
 
         Raises:
             `EmbeddingSpaceMismatchError`: `model` (with `processor`) is not the model the index was built with.
+            `IndexNotFoundError`, `IndexDamagedError` (naming the file and `tempme index --repair`),
+            `IndexVersionError`, `IndexFileError`: no index, or one that cannot be read.
         """
-        return cls(index_dir, model=model, processor=processor, device=device)
+        return cls(index_dir, model=model, processor=processor, device=device, auto_refresh=auto_refresh)
 
     def update(self, video_dir: str | os.PathLike | None = None, options: IndexingOptions | None = None,
                **option_kwargs) -> IndexingReport:
@@ -112,9 +138,55 @@ class VideoSearchIndex:
         options = options or IndexingOptions(**option_kwargs)
         report = run_update(self.index_dir, video_dir or self.manifest.video_dir, model, processor,
                             self.manifest.model, options)
-        self.__init__(self.index_dir, model=model, processor=processor, device=self.device)
+        self._generation = open_generation(self.index_dir)
         self.last_report = report
         return report
+
+    # ------------------------------------------------------------------ following the folder
+
+    def refresh(self) -> bool:
+        """Load the newest generation when another process committed one since this one was loaded.
+
+        Cheap when nothing changed (one `stat` of `index.json`), so a server can call it before every query. The
+        generation in use keeps answering while the new one loads, and stays when the new one cannot be loaded.
+        A newer generation built with another model drops the model loaded from the index (the new one loads on the
+        next query); a model passed by the caller raises `EmbeddingSpaceMismatchError` instead.
+
+        Returns:
+            `True` when a newer generation was loaded.
+        """
+        stamp = manifest_stamp(self.index_dir)
+        if stamp in (self._generation.stamp, self._refused_stamp) or not self._refresh_lock.acquire(blocking=False):
+            return False  # unchanged, refused before, or another thread is loading it now
+        try:
+            try:
+                loaded = open_generation(self.index_dir)
+            except SearchIndexError:
+                self._refused_stamp = stamp  # not tried again until index.json changes
+                raise
+            if loaded.manifest.generation == self.manifest.generation:
+                self._generation = loaded
+                return False
+            if loaded.manifest.model["fingerprint"] != self.manifest.model["fingerprint"] and self._model is not None:
+                if not self._model_from_manifest:
+                    self._refused_stamp = stamp
+                    check_fingerprint(loaded.manifest.model["fingerprint"], self.manifest.model["fingerprint"],
+                                      self.index_dir, loaded.manifest.model["name_or_path"])
+                self._model, self._processor, self._model_from_manifest = None, None, False
+            self._generation = loaded
+            logger.info("Loaded generation %d of %s", loaded.manifest.generation, self.index_dir)
+            return True
+        finally:
+            self._refresh_lock.release()
+
+    def _refresh_before_search(self) -> None:
+        if not self.auto_refresh:
+            return
+        try:
+            self.refresh()
+        except SearchIndexError as error:
+            logger.warning("Still searching generation %d of %s: the newer one cannot be used (%s)",
+                           self.manifest.generation, self.index_dir, error)
 
     # ------------------------------------------------------------------ the model
 
@@ -149,19 +221,21 @@ class VideoSearchIndex:
     def model(self):
         if self._model is None:
             self._load_model()
+            self._model_from_manifest = True
         return self._model
 
     @property
     def processor(self):
         if self._processor is None:
             self._load_model()
+            self._model_from_manifest = True
         return self._processor
 
     # ------------------------------------------------------------------ contents
 
     def __len__(self) -> int:
         """Number of stored segments."""
-        return self._rows.num_rows
+        return self._generation.rows.num_rows
 
     @property
     def video_dir(self) -> Path:
@@ -170,21 +244,19 @@ class VideoSearchIndex:
     @property
     def videos(self) -> list[str]:
         """Paths (relative to the video folder) of the indexed videos, sorted."""
-        return sorted(set(self._rows.column("path").to_pylist()))
+        return sorted(set(self._generation.rows.column("path").to_pylist()))
 
     @property
     def report(self) -> IndexingReport | None:
         """The report of the update that made this generation of the index."""
-        if not self.manifest.report:
-            return None
-        return IndexingReport.from_dict(json.loads((self.index_dir / self.manifest.report).read_text()))
+        report = read_report(self.index_dir, self.manifest)
+        return IndexingReport.from_dict(report) if report is not None else None
 
     def to_dataset(self):
         """Every stored segment, embeddings included, as a `datasets.Dataset`."""
         from datasets import Dataset
 
-        shards = [self.index_dir / name for name in self.manifest.shards]
-        return Dataset(read_shards(shards, self.manifest.embedding_dim))
+        return Dataset(read_segment_rows(self.index_dir, self.manifest))
 
     # ------------------------------------------------------------------ searching
 
@@ -227,10 +299,12 @@ class VideoSearchIndex:
             k (`int`): hits to return.
             max_per_video (`int`, *optional*): at most this many hits from one video (e.g. 1 for distinct videos).
         """
+        self._refresh_before_search()  # before encoding: a newer generation may come with another model
         return self.search_embedding(self.encode_text(query)[0], k, max_per_video)
 
     def search_like(self, video: str | os.PathLike, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
         """The `k` moments most similar to an example video clip (encoded as one segment), best first."""
+        self._refresh_before_search()
         return self.search_embedding(self.encode_video(video)[0], k, max_per_video)
 
     def search_embedding(self, embedding: np.ndarray, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
@@ -239,19 +313,35 @@ class VideoSearchIndex:
             raise ValueError(f"k must be at least 1, got {k}.")
         if max_per_video is not None and max_per_video < 1:
             raise ValueError(f"max_per_video must be at least 1, got {max_per_video}.")
-        total = len(self)
+        embedding = np.asarray(embedding, dtype=np.float32)
+        if not np.isfinite(embedding).all():
+            raise SearchIndexError("The query's embedding is not finite (NaN or infinity): the model's weights are "
+                                   "broken.")
+        self._refresh_before_search()
+        generation = self._generation  # one generation for the whole query, whatever a refresh does meanwhile
+        total = generation.rows.num_rows
         fetch = k if max_per_video is None else min(total, 4 * k)
         while True:
-            scores, ids = search_vectors(self._vectors, embedding[None, :], fetch, self.vector_settings)
-            hits = self._hits(scores[0], ids[0], k, max_per_video)
+            scores, ids = search_vectors(generation.vectors, embedding[None, :], fetch, generation.manifest.vector_settings)
+            self._check_scores(generation, scores[0], float(np.linalg.norm(embedding)))
+            hits = self._hits(generation, scores[0], ids[0], k, max_per_video)
             if len(hits) == k or fetch >= total:
                 return hits
             fetch = min(total, 4 * fetch)
 
-    def _hits(self, scores: np.ndarray, ids: np.ndarray, k: int, max_per_video: int | None) -> list[SearchHit]:
+    def _check_scores(self, generation: OpenGeneration, scores: np.ndarray, query_norm: float) -> None:
+        """Stored vectors are unit vectors, so no score exceeds the query's norm in size: one that does (or is not
+        finite) comes from a damaged vector file (one whose damage no checksum saw), and is never returned."""
+        if len(scores) and not (np.isfinite(scores).all() and np.abs(scores).max() <= query_norm * (1 + _SCORE_TOLERANCE)):
+            raise damaged(self.index_dir, generation.manifest.vector_file,
+                          f"it gives a score of {float(np.nanmax(np.abs(scores))):.3g} where a cosine similarity is "
+                          "at most 1")
+
+    def _hits(self, generation: OpenGeneration, scores: np.ndarray, ids: np.ndarray, k: int,
+              max_per_video: int | None) -> list[SearchHit]:
         valid = ids >= 0
         scores, ids = scores[valid], ids[valid]
-        rows = self._rows.take(ids).to_pydict()
+        rows = generation.rows.take(ids).to_pydict()
         per_video: dict[str, int] = {}
         hits = []
         for score, path, start, end in zip(scores, rows["path"], rows["start"], rows["end"]):
@@ -259,7 +349,8 @@ class VideoSearchIndex:
                 if per_video.get(path, 0) >= max_per_video:
                     continue
                 per_video[path] = per_video.get(path, 0) + 1
-            hits.append(SearchHit(len(hits) + 1, path, float(start), float(end), float(score), str(self.video_dir / path)))
+            hits.append(SearchHit(len(hits) + 1, path, float(start), float(end), float(score),
+                                  str(Path(generation.manifest.video_dir) / path)))
             if len(hits) == k:
                 break
         return hits

@@ -54,6 +54,8 @@ class IndexingReport:
             shards, not encoded again).
         precision (`str`, *optional*): the inference precision the videos were encoded at (`None`: the model's
             own `encode_video`).
+        interrupted (`bool`): the run was stopped (Ctrl-C) and committed only the videos it had encoded.
+        pending (`int`): files an interrupted run did not reach (the next run encodes them).
     """
 
     added: list[str] = field(default_factory=list)
@@ -67,6 +69,8 @@ class IndexingReport:
     processes: int = 1
     resumed: int = 0
     precision: str | None = "fp32"
+    interrupted: bool = False
+    pending: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -83,6 +87,8 @@ class IndexingReport:
         lines = [", ".join(f"{name} {count}" for name, count in self.counts.items())]
         if self.resumed:
             lines[0] += f" ({self.resumed} finished by an interrupted run)"
+        if self.interrupted:
+            lines[0] += f"; interrupted, {self.pending} not reached yet"
         for failure in self.failed[:max_failures]:
             lines.append(f"  failed: {failure.path}: {failure.reason}")
         if len(self.failed) > max_failures:

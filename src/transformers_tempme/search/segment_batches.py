@@ -13,7 +13,8 @@ Each yielded batch is a dict:
     segments      [(path, segment number, start s, end s)] for every row of pixel_values
     videos        [video record] for every video whose last segment is in this batch or an earlier one
 
-A video record is a dict with `path`, `size`, `mtime_ns`, `sha256`, `duration`, `segments` (how many were yielded),
+A video record is a dict with `path`, `size`, `mtime_ns`, `sha256` (its content's hash when `hash_files`, else
+empty), `duration`, `segments` (how many were yielded),
 `error` (the reason the video is skipped, or None) and `warnings` (windows left out). A video never stops the
 run: any error while reading it becomes its record's `error`.
 """
@@ -27,9 +28,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, read_video_frames, read_window_frames
+from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, read_video_frames
 from .discovery import VideoFile, file_sha256, probe_video
-from .segments import segment_windows
+from .segments import read_window_frames, segment_windows
 
 
 class SegmentBatches(IterableDataset):
@@ -42,6 +43,8 @@ class SegmentBatches(IterableDataset):
         segment_seconds (`float`), overlap_seconds (`float`): the windows (`segment_windows`).
         batch_size (`int`): segments per batch.
         timeout_s (`float`): limit for reading one window.
+        hash_files (`bool`): record each file's SHA-256 (what `verify` compares later); reading a whole file costs
+            time, so it is done only when asked (a file the update already hashed keeps its `VideoFile.sha256`).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class SegmentBatches(IterableDataset):
         overlap_seconds: float = 0.0,
         batch_size: int = 16,
         timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
+        hash_files: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -63,6 +67,7 @@ class SegmentBatches(IterableDataset):
         self.overlap_seconds = overlap_seconds
         self.batch_size = batch_size
         self.timeout_s = timeout_s
+        self.hash_files = hash_files
 
     def _my_files(self) -> list[VideoFile]:
         worker = get_worker_info()
@@ -73,7 +78,8 @@ class SegmentBatches(IterableDataset):
     def _read_segments(self, file: VideoFile, record: dict) -> Iterator[tuple[tuple, torch.Tensor, torch.Tensor]]:
         """`((path, number, start, end), pixel_values, video_mask)` of every window of one video that decodes."""
         full_path = self.video_dir / file.path
-        record["sha256"] = file_sha256(full_path)
+        if self.hash_files and not record["sha256"]:
+            record["sha256"] = file_sha256(full_path)
         timeline = probe_video(full_path, timeout_s=self.timeout_s)
         record["duration"] = timeline.duration
         windows = segment_windows(timeline.duration, self.segment_seconds, self.overlap_seconds)
@@ -111,7 +117,7 @@ class SegmentBatches(IterableDataset):
 
         for file in self._my_files():
             record = {
-                "path": file.path, "size": file.size, "mtime_ns": file.mtime_ns, "sha256": "", "duration": 0.0,
+                "path": file.path, "size": file.size, "mtime_ns": file.mtime_ns, "sha256": file.sha256, "duration": 0.0,
                 "segments": 0, "error": None, "warnings": [],
             }
             try:
