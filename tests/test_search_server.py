@@ -51,16 +51,18 @@ class Response:
 
 
 def rewrite_paths(index_dir: Path, renames: dict[str, str]) -> None:
-    """Edit the `path` column of an index's shards in place, as a hand-edited or downloaded index would be."""
-    from transformers_tempme.search.manifest import read_manifest
-    from transformers_tempme.search.table import read_shard_record, write_shard
+    """Edit the `path` column of an index's shards in place, as a hand-edited or downloaded index would be: the
+    shards and their checksums in the manifest are rewritten together, so the index is consistent but lies."""
+    from transformers_tempme.search.storage import read_manifest, read_shard_record, write_manifest, write_shard
 
-    for name in read_manifest(index_dir).shards:
+    manifest = read_manifest(index_dir)
+    for name in manifest.shards:
         shard = index_dir / name
         table = pq.read_table(shard)
         paths = [renames.get(path, path) for path in table.column("path").to_pylist()]
         table = table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
-        write_shard(shard, table, read_shard_record(shard))
+        manifest.files[name] = write_shard(shard, table, read_shard_record(shard))
+    write_manifest(index_dir, manifest)
 
 
 @pytest.fixture(scope="module")
