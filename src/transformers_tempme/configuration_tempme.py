@@ -144,10 +144,9 @@ _READING_SAVED_CONFIG = contextvars.ContextVar("tempme_reading_saved_config", de
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """`" (did you mean 'x'?)"` with the valid name closest to `name`, or `""` when none is close."""
-    valid = list(valid)
     by_case = {choice.lower(): choice for choice in valid}
-    match = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, valid, n=1, cutoff=0.6)), None)
-    return f" (did you mean {match!r}?)" if match else ""
+    close = difflib.get_close_matches(name.lower(), list(by_case), n=1, cutoff=0.6)  # case does not count
+    return f" (did you mean {by_case[close[0]]!r}?)" if close else ""
 
 
 def unknown_names(unknown: Iterable[str], valid: Iterable[str]) -> str:

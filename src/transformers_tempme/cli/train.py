@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "model"  # a section of --help (HfArgumentParser)
+
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -98,6 +100,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    _argument_group_name = "data"
+
     dataset_name: str = field(
         default="msrvtt", metadata={"aliases": ["--dataset"], "help": "msrvtt, didemo, activitynet or lsmdc."}
     )
@@ -160,6 +164,14 @@ def hide_rare_trainer_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def trainer_options_last(parser: argparse.ArgumentParser) -> None:
+    """In `--help`, this command's own sections (model, data) first, then the Trainer's options."""
+    general = parser._optionals
+    general.title = "Trainer options (TrainingArguments) and help"
+    parser._action_groups.remove(general)
+    parser._action_groups.append(general)
+
+
 def explicit_settings(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """The settings the command line names (by dest), whatever their spelling (aliases, `--no-x`, `--x=value`)."""
     defaults = {action: action.default for action in parser._actions}
@@ -190,6 +202,7 @@ def parse_settings(argv: list[str]) -> tuple[ModelArguments, DataArguments, Trai
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     hyphens_first(parser)
+    trainer_options_last(parser)
     argv = list(argv)
     if HELP_ALL in argv:
         argv[argv.index(HELP_ALL)] = "--help"
@@ -251,8 +264,9 @@ def run_warnings(model_args: ModelArguments, training_args: TrainingArguments) -
     ]
     method = peft_config(model_args)
     if method is not None and not isinstance(method, TunerConfig):
+        name = str(getattr(method.peft_type, "value", method.peft_type)).replace("LORA", "LoRA")
         warnings.append(
-            f"{type(method).__name__.removesuffix('Config')} on random weights trains only its own small matrices "
+            f"{name} on random weights trains only its own small matrices "
             "and the clip position embeddings; every other weight stays random. Pass --use-lora false to train all "
             "weights. The output folder will hold the full model with the method folded in, not an adapter."
         )

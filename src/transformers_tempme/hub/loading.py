@@ -304,6 +304,8 @@ def load_processor(
         text = load_tokenizer(*(candidate for candidate, _ in candidates), tokenizer=tokenizer)
         defaults = {"num_frames": model.config.num_frames, "image_size": model.config.vision_config.image_size}
         processor = TempMeProcessor(text, **{**defaults, **settings})
+        if "max_words" not in settings:  # the processor's default, unless the model has fewer text positions
+            processor.max_words = min(processor.max_words, model.config.text_config.max_position_embeddings)
     check_processor_fits(model, processor)
     return processor
 
@@ -332,7 +334,7 @@ def check_processor_fits(model, processor) -> None:
     if vocabulary > embeddings:
         raise ValueError(
             f"The tokenizer has {vocabulary} tokens but the model's text embedding table only {embeddings}: it is not "
-            "the model's tokenizer. Save the model's processor (or tokenizer) beside it, or name its tokenizer."
+            "the model's tokenizer. Save the model's processor (processor.save_pretrained(folder)) or tokenizer beside it."
         )
 
 

@@ -27,8 +27,9 @@ OFFLINE_HINT = (
     "local folder instead"
 )
 MODEL_FOLDER_CONTENT = (
-    f"a model folder holds {CONFIG_NAME} and *.safetensors weights (TempMeCLIPModel.save_pretrained, or a CLIP "
-    f"checkpoint), an adapter folder {ADAPTER_CONFIG_NAME} and adapter_model.safetensors (save_adapter, tempme train)"
+    f"A model folder holds {CONFIG_NAME} and *.safetensors weights (what TempMeCLIPModel.save_pretrained or "
+    f"CLIPModel.save_pretrained write); an adapter folder holds {ADAPTER_CONFIG_NAME} and adapter_model.safetensors "
+    "(what save_adapter and tempme train write)."
 )
 
 
@@ -61,11 +62,13 @@ def check_model_folder(folder: str | os.PathLike) -> Path:
     """`folder` as a `Path`, after checking it is a model or adapter folder (an error says what one contains)."""
     folder = Path(folder).expanduser()
     if not folder.exists():
-        raise FileNotFoundError(f"{folder} does not exist; {MODEL_FOLDER_CONTENT}.")
+        raise FileNotFoundError(f"No such folder: {folder}. Give a model folder or a Hub id (owner/name). "
+                                f"{MODEL_FOLDER_CONTENT}")
     if not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is a file, not a model folder; {MODEL_FOLDER_CONTENT}.")
+        raise NotADirectoryError(f"{folder} is a file, not a model folder. {MODEL_FOLDER_CONTENT}")
     if not (folder / CONFIG_NAME).is_file() and not (folder / ADAPTER_CONFIG_NAME).is_file():
-        raise ValueError(f"{folder} is not a model folder: {MODEL_FOLDER_CONTENT}.")
+        raise ValueError(f"{folder} is not a model folder: it has no {CONFIG_NAME} or {ADAPTER_CONFIG_NAME}. "
+                         f"{MODEL_FOLDER_CONTENT}")
     return folder
 
 
@@ -111,7 +114,7 @@ def check_model_source(name_or_path: str | os.PathLike, revision: str | None = N
         validate_repo_id(name)
     except HFValidationError:
         raise FileNotFoundError(
-            f"{name} is neither a local folder nor a Hub repo id (owner/name); {MODEL_FOLDER_CONTENT}."
+            f"{name} is neither a local folder nor a Hub repo id (owner/name). {MODEL_FOLDER_CONTENT}"
         ) from None
     if constants.HF_HUB_OFFLINE:
         if not _in_cache(name, revision):
