@@ -312,7 +312,7 @@ def build_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
         return TempMeCLIPModel(config)
     path = model_args.model_name_or_path
     kwargs = {"cache_dir": model_args.cache_dir} if model_args.cache_dir else {}
-    kwargs.update(check_model_source(path))  # a wrong path or an unreachable Hub is one clear error, at once
+    kwargs.update(check_model_source(path, cache_dir=model_args.cache_dir))  # a wrong path or no Hub: one error, now
     if saved_model_type(path, **kwargs) == TempMeConfig.model_type:
         # A saved TempMe model keeps its schedule, unless overrides change some of its fields.
         schedule = TempMeConfig.from_pretrained(path, **kwargs, **schedule_overrides) if schedule_overrides else None

@@ -133,7 +133,7 @@ def _same_schedule(config: TempMeConfig, other: TempMeConfig) -> bool:
 def _checked_source(source: str | os.PathLike, hub_kwargs: dict, role: str = "") -> dict:
     """`check_model_source(source)`, its keyword arguments added to `hub_kwargs`; `role` prefixes an error."""
     try:
-        hub_kwargs.update(check_model_source(source, hub_kwargs.get("revision")))
+        hub_kwargs.update(check_model_source(source, hub_kwargs.get("revision"), hub_kwargs.get("cache_dir")))
     except (OSError, ValueError) as error:
         if not role:
             raise

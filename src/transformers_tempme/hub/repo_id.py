@@ -76,9 +76,9 @@ def _looks_like_a_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith(("/", os.sep)) or name.count("/") > 1
 
 
-def _in_cache(repo_id: str, revision: str | None) -> bool:
+def _in_cache(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> bool:
     return any(
-        isinstance(try_to_load_from_cache(repo_id, name, revision=revision), str)
+        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=revision), str)
         for name in (CONFIG_NAME, ADAPTER_CONFIG_NAME)
     )
 
@@ -96,7 +96,9 @@ def hub_unreachable_reason(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) 
     return None
 
 
-def check_model_source(name_or_path: str | os.PathLike, revision: str | None = None) -> dict:
+def check_model_source(
+    name_or_path: str | os.PathLike, revision: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> dict:
     """Check that a model can be loaded from `name_or_path` before `from_pretrained` tries; returns the keyword
     arguments the loading needs (`{"local_files_only": True}` when the Hub is unreachable but the cache holds it).
 
@@ -117,17 +119,17 @@ def check_model_source(name_or_path: str | os.PathLike, revision: str | None = N
             f"{name} is neither a local folder nor a Hub repo id (owner/name). {MODEL_FOLDER_CONTENT}"
         ) from None
     if constants.HF_HUB_OFFLINE:
-        if not _in_cache(name, revision):
+        if not _in_cache(name, revision, cache_dir):
             raise HubUnreachableError(
                 f"{name} is not a local folder, and with HF_HUB_OFFLINE=1 it is loaded from the Hugging Face cache "
-                f"({constants.HF_HUB_CACHE}), which does not hold it. Download it once with the Hub reachable (unset "
+                f"({cache_dir or constants.HF_HUB_CACHE}), which does not hold it. Download it once with the Hub reachable (unset "
                 "HF_HUB_OFFLINE), or give a local folder."
             )
         return {}
     reason = hub_unreachable_reason(constants.ENDPOINT)
     if reason is None:
         return {}
-    if _in_cache(name, revision):
+    if _in_cache(name, revision, cache_dir):
         logger.warning("The Hub (%s) cannot be reached (%s): loading %s from the local cache.", constants.ENDPOINT,
                        reason, name)
         return {"local_files_only": True}
