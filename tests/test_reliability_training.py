@@ -166,11 +166,15 @@ def test_without_the_eval_split_it_trains_and_says_it_does_not_evaluate(benchmar
                             r"\(The merge schedule does not divide the frame count"),
         ({"max_words": 32}, r"max_words=32 is more than the model's 16 text positions"),
         ({"schedule_overrides": '{"num_frames": "4"}'}, r"Field 'num_frames' expected int, got str"),
+        ({"model_name_or_path": "/nonexistent/model"}, r"No such folder: /nonexistent/model"),
+        ({"model_name_or_path": "{videos}"}, r"videos is not a model folder: it has no config\.json"),
     ],
     ids=["misspelt-dataset", "misspelt-dataset-without-training", "no-folders", "both-off", "frames", "max-words",
-         "type"],
+         "type", "missing-model", "videos-as-model"],
 )
 def test_what_cannot_run_is_one_error_line_before_training(benchmark, tmp_path, capsys, overrides, message):  # noqa: F811
+    overrides = {key: value.format(videos=benchmark / "videos") if isinstance(value, str) and key == "model_name_or_path"
+                 else value for key, value in overrides.items()}
     assert cli_main(["train", run_config(benchmark, tmp_path, **overrides)]) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1 and re.search(message, lines[0]), lines

@@ -273,10 +273,18 @@ def run_warnings(model_args: ModelArguments, training_args: TrainingArguments) -
     return warnings
 
 
-def load_tokenizer_for(model_args: ModelArguments):
+def model_source_kwargs(model_args: ModelArguments) -> dict:
+    """The keyword arguments that load files from --model, after checking it (`check_model_source`): a wrong path or
+    an unreachable Hub is one error before anything is loaded."""
+    kwargs = {"cache_dir": model_args.cache_dir} if model_args.cache_dir else {}
+    if model_args.model_name_or_path is not None:
+        kwargs.update(check_model_source(model_args.model_name_or_path, cache_dir=model_args.cache_dir))
+    return kwargs
+
+
+def load_tokenizer_for(model_args: ModelArguments, **source_kwargs):
     """--tokenizer, else the tokenizer saved with --model, else OpenAI CLIP's BPE tokenizer built offline."""
-    return load_tokenizer(model_args.model_name_or_path, tokenizer=model_args.tokenizer_name_or_path,
-                          **({"cache_dir": model_args.cache_dir} if model_args.cache_dir else {}))
+    return load_tokenizer(model_args.model_name_or_path, tokenizer=model_args.tokenizer_name_or_path, **source_kwargs)
 
 
 def json_option(name: str, text: str | None) -> dict:
@@ -290,9 +298,10 @@ def json_option(name: str, text: str | None) -> dict:
     return value
 
 
-def build_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
+def build_model(model_args: ModelArguments, tokenizer, **source_kwargs) -> TempMeCLIPModel:
     """The model to train: random weights of --preset (with --config-overrides), or the --model checkpoint (a CLIP
-    checkpoint under --preset's schedule, a TempMe model under its own), --schedule-overrides on top."""
+    checkpoint under --preset's schedule, a TempMe model under its own), --schedule-overrides on top.
+    `source_kwargs`: from `model_source_kwargs`."""
     schedule_overrides = json_option("schedule-overrides", model_args.schedule_overrides)
     not_schedule = [key for key in schedule_overrides if key not in SCHEDULE_FIELDS]
     if not_schedule:
@@ -310,9 +319,7 @@ def build_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
         config = TempMeConfig.from_preset(model_args.preset, **{**overrides, **schedule_overrides})
         logger.info("Random initialisation of %s", model_args.preset)
         return TempMeCLIPModel(config)
-    path = model_args.model_name_or_path
-    kwargs = {"cache_dir": model_args.cache_dir} if model_args.cache_dir else {}
-    kwargs.update(check_model_source(path, cache_dir=model_args.cache_dir))  # a wrong path or no Hub: one error, now
+    path, kwargs = model_args.model_name_or_path, source_kwargs
     if saved_model_type(path, **kwargs) == TempMeConfig.model_type:
         # A saved TempMe model keeps its schedule, unless overrides change some of its fields.
         schedule = TempMeConfig.from_pretrained(path, **kwargs, **schedule_overrides) if schedule_overrides else None
@@ -425,8 +432,9 @@ def train(argv: list[str]) -> dict:
         eval_rows = load_eval_rows(data_args, required)
         training_args.do_eval = training_args.do_eval and eval_rows is not None
 
-    tokenizer = load_tokenizer_for(model_args)
-    model = build_model(model_args, tokenizer)
+    source_kwargs = model_source_kwargs(model_args)
+    tokenizer = load_tokenizer_for(model_args, **source_kwargs)
+    model = build_model(model_args, tokenizer, **source_kwargs)
     processor = TempMeProcessor(
         tokenizer,
         num_frames=data_args.num_frames,
