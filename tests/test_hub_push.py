@@ -108,6 +108,7 @@ def test_upload_sends_exactly_the_dry_run_folder(saved, tmp_path, monkeypatch):
     def fake_upload_folder(repo_id, folder_path, revision, commit_message, repo_type):
         calls["upload_folder"] = (repo_id, revision, folder_digest(Path(folder_path)))
 
+    monkeypatch.setattr(script, "check_hub_reachable", lambda action: None)  # the tests run with HF_HUB_OFFLINE=1
     monkeypatch.setattr(script, "create_repo", fake_create_repo)
     monkeypatch.setattr(script, "create_branch", fake_create_branch)
     monkeypatch.setattr(script, "upload_folder", fake_upload_folder)
@@ -133,10 +134,8 @@ def without_custom_pipelines(folder: Path) -> None:
         (lambda folder: (folder / "pytorch_model.bin").write_bytes(b"pickle"), "pickled weights"),
         (lambda folder: (folder / "model.safetensors").unlink(), "no safetensors weights"),
         (lambda folder: (folder / "video_io.py").unlink(), "lacks its remote code (['video_io.py'])"),
-        (lambda folder: (folder / "pipeline_tempme.py").unlink(), "not the pipeline (['pipeline_tempme.py'])"),
-        (without_custom_pipelines, "no custom_pipelines in config.json"),
     ],
-    ids=["no-remote-code", "pickle", "no-weights", "no-processor-code", "no-pipeline-code", "no-custom-pipelines"],
+    ids=["no-remote-code", "pickle", "no-weights", "no-processor-code"],
 )
 def test_incomplete_folders_are_refused(saved, tmp_path, capsys, break_folder, message):
     import shutil
@@ -168,3 +167,129 @@ def test_a_model_without_a_processor_is_published_alone_with_a_warning(saved, tm
     assert "has no processor" in caplog.text
     card = (out / "README.md").read_text()
     assert "AutoProcessor" not in card and "pipeline(" not in card
+
+
+# --- a folder saved the standard way gets its pipeline; bad repo ids and failed pushes are one error line -------------
+
+
+def standard_save(model, root: Path, folder: Path) -> None:
+    """`model.save_pretrained(folder)` + `processor.save_pretrained(folder)`: a model folder without the pipeline."""
+    model.save_pretrained(folder)
+    TempMeProcessor.from_pretrained(root / "model").save_pretrained(folder)
+
+
+def copy_then(break_folder):
+    def make(model, root: Path, folder: Path) -> None:
+        import shutil
+
+        shutil.copytree(root / "model", folder)
+        break_folder(folder)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "make_folder, added",
+    [
+        (standard_save, "pipeline_tempme.py, custom_pipelines in config.json"),
+        (copy_then(lambda folder: (folder / "pipeline_tempme.py").unlink()), "pipeline_tempme.py"),
+        (copy_then(without_custom_pipelines), "custom_pipelines in config.json"),
+    ],
+    ids=["model-and-processor-saved", "no-pipeline-code", "no-custom-pipelines"],
+)
+def test_push_adds_the_pipeline_a_folder_with_a_processor_lacks(saved, tmp_path, capsys, make_folder, added):
+    root, model, card_args = saved
+    folder = tmp_path / "model"
+    make_folder(model, root, folder)
+    before = folder_digest(folder)
+    complete, staged = tmp_path / "complete", tmp_path / "staged"
+    for source, out in ((root / "model", complete), (folder, staged)):
+        capsys.readouterr()
+        argv = [str(source), "--repo-id", "owner/tempme-tiny", "--base-model", BASE_MODEL, *card_args, "--dry-run", str(out)]
+        assert load_script().main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"Adding the pipeline the folder was saved without ({added})" in out and "  pipeline_tempme.py" in out
+    # The staged folder is what save_with_pipeline writes: the same files, the same pipeline code and entry.
+    assert {p.name for p in staged.iterdir()} == {p.name for p in complete.iterdir()}
+    assert (staged / "pipeline_tempme.py").read_bytes() == (complete / "pipeline_tempme.py").read_bytes()
+    config = json.loads((staged / "config.json").read_text())
+    assert config["custom_pipelines"] == json.loads((complete / "config.json").read_text())["custom_pipelines"]
+    assert 'pipeline(model="owner/tempme-tiny", trust_remote_code=True)' in (staged / "README.md").read_text()
+    assert folder_digest(folder) == before  # the user's folder is left as it was
+
+
+@pytest.mark.slow
+def test_a_completed_folder_runs_its_pipeline_without_the_package(saved, tmp_path):
+    from test_hub_remote_code import run_without_package
+
+    root, model, card_args = saved
+    standard_save(model, root, tmp_path / "model")
+    staged = tmp_path / "staged"
+    argv = [str(tmp_path / "model"), "--repo-id", "o/m", "--base-model", BASE_MODEL, *card_args, "--dry-run", str(staged)]
+    assert load_script().main(argv) == 0
+    script = (
+        "import json, os, sys\n"
+        "sys.path += [p for p in json.loads(os.environ['TEMPME_TEST_SITE_PACKAGES'])"
+        " if not os.path.isdir(os.path.join(p, 'transformers_tempme'))]\n"
+        "import numpy as np\n"
+        "from transformers import pipeline\n"
+        "pipe = pipeline(model=sys.argv[1], trust_remote_code=True)\n"
+        "frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)\n"
+        "labels = [r['label'] for r in pipe(frames, candidate_labels=['a dog', 'a cat'])]\n"
+        "print(type(pipe).__module__.split('.')[0], sorted(labels))\n"
+    )
+    result = run_without_package(script, str(staged), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["transformers_modules", "['a", "cat',", "'a", "dog']"]
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("repo_id", ["me/bad name!!", "a/b/c", "owner/" + "x" * 100])
+def test_an_invalid_repo_id_is_refused_before_anything_is_written(saved, tmp_path, capsys, repo_id):
+    root, _, card_args = saved
+    argv = [str(root / "model"), "--repo-id", repo_id, "--base-model", BASE_MODEL, *card_args,
+            "--dry-run", str(tmp_path / "staged")]
+    assert load_script().main(argv) == 2
+    assert f"--repo-id {repo_id!r} is not a valid Hub repo id" in one_error_line(capsys)
+    assert not (tmp_path / "staged").exists()
+
+
+def test_an_unreachable_hub_fails_at_once_with_one_line(saved, monkeypatch, capsys):
+    import time
+
+    from huggingface_hub import constants
+
+    root, _, card_args = saved
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    script = load_script()
+    monkeypatch.setattr(script, "create_repo", lambda *a, **k: pytest.fail("no request after the Hub check failed"))
+    started = time.perf_counter()
+    assert script.main([str(root / "model"), "--repo-id", "owner/m", "--base-model", BASE_MODEL, *card_args]) == 2
+    assert time.perf_counter() - started < 20
+    line = one_error_line(capsys)
+    assert "Pushing to owner/m needs the Hub, which cannot be reached at http://127.0.0.1:9" in line
+
+
+def test_a_failed_upload_is_one_error_line(saved, monkeypatch, capsys):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    root, _, card_args = saved
+    script = load_script()
+    connect_error = next(cls for cls in HfHubHTTPError.__bases__ if cls is not OSError)  # the HTTP client's base error
+
+    def failing_create_repo(*args, **kwargs):
+        raise type("ConnectError", (connect_error,), {})("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(script, "check_hub_reachable", lambda action: None)
+    monkeypatch.setattr(script, "create_repo", failing_create_repo)
+    assert script.main([str(root / "model"), "--repo-id", "owner/m", "--base-model", BASE_MODEL, *card_args]) == 2
+    line = one_error_line(capsys)
+    assert "Pushing to owner/m failed: ConnectError: [Errno 111] Connection refused" in line
+    assert "run the same command again" in line

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from test_training_scripts import benchmark, train_config, write_config  # noqa: F401 (fixture)
 
 from transformers_tempme import TempMeCLIPModel
+from transformers_tempme.cli import main as cli_main
 from transformers_tempme.cli import push
 from transformers_tempme.cli.evaluate import evaluate
 from transformers_tempme.cli.train import main, parse_arguments, train
@@ -114,3 +116,120 @@ def test_the_command_reports_bad_settings_in_one_line(benchmark, tmp_path, capsy
     assert main([missing]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+# --- `tempme train` does what the user means, and says why not in one line ---------------------------------------------
+
+
+def error_lines(capsys) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def run_config(benchmark, tmp_path, **overrides) -> str:  # noqa: F811
+    """A config file of the tiny run, with `do_train` / `do_eval` left out unless given (None drops a key)."""
+    config = {key: value for key, value in train_config(benchmark, tmp_path / "out").items()
+              if key not in ("do_train", "do_eval")}
+    config.update(overrides)
+    return write_config(tmp_path / "c.json", {key: value for key, value in config.items() if value is not None})
+
+
+def test_a_dataset_given_means_train_then_evaluate(benchmark, tmp_path, capsys):  # noqa: F811
+    assert cli_main(["train", run_config(benchmark, tmp_path, save_strategy="no")]) == 0, capsys.readouterr().err
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").is_file() and "train_loss" in json.loads((out / "train_results.json").read_text())
+    assert "eval_rsum" in json.loads((out / "eval_results.json").read_text())
+
+
+def test_without_the_eval_split_it_trains_and_says_it_does_not_evaluate(benchmark, tmp_path, caplog):  # noqa: F811
+    annotations = Path(shutil.copytree(benchmark / "annotations", tmp_path / "annotations"))
+    (annotations / "MSRVTT_JSFUSION_test.csv").unlink()
+    config = run_config(benchmark, tmp_path, save_strategy="no", annotations_dir=str(annotations))
+    with caplog.at_level(logging.WARNING, logger="transformers_tempme"):
+        results = train([config])
+    assert "train_loss" in results and not any(key.startswith("eval_") for key in results)
+    assert "Not evaluating: the dataset has no test split" in caplog.text
+    # Asked for, a missing split is an error.
+    with pytest.raises(FileNotFoundError, match="MSRVTT_JSFUSION_test.csv"):
+        train([config, "--do-eval", "true"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dataset_name": "msrvt"}, r"Unknown benchmark 'msrvt' \(did you mean 'msrvtt'\?\)"),
+        ({"dataset_name": "MSRVT", "do_train": False}, r"did you mean 'msrvtt'"),
+        ({"annotations_dir": None, "videos_dir": None}, r"Loading msrvtt needs annotations_dir and videos_dir"),
+        ({"do_train": False, "do_eval": False}, r"Nothing to do: --do-train and --do-eval are both off"),
+        ({"num_frames": 5}, r"The processor samples 5 frames per video, which the model's merge schedule cannot take "
+                            r"\(The merge schedule does not divide the frame count"),
+        ({"max_words": 32}, r"max_words=32 is more than the model's 16 text positions"),
+        ({"schedule_overrides": '{"num_frames": "4"}'}, r"Field 'num_frames' expected int, got str"),
+        ({"model_name_or_path": "/nonexistent/model"}, r"No such folder: /nonexistent/model"),
+        ({"model_name_or_path": "{videos}"}, r"videos is not a model folder: it has no config\.json"),
+    ],
+    ids=["misspelt-dataset", "misspelt-dataset-without-training", "no-folders", "both-off", "frames", "max-words",
+         "type", "missing-model", "videos-as-model"],
+)
+def test_what_cannot_run_is_one_error_line_before_training(benchmark, tmp_path, capsys, overrides, message):  # noqa: F811
+    overrides = {key: value.format(videos=benchmark / "videos") if isinstance(value, str) and key == "model_name_or_path"
+                 else value for key, value in overrides.items()}
+    assert cli_main(["train", run_config(benchmark, tmp_path, **overrides)]) == 2
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and re.search(message, lines[0]), lines
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_nothing_to_do_without_a_dataset_on_the_command_line(tmp_path, capsys):
+    assert cli_main(["train", "--output-dir", str(tmp_path / "out")]) == 2
+    assert error_lines(capsys) == [
+        "error: Nothing to do: no dataset is given. Give a dataset to train on (--dataset, --annotations-dir, "
+        "--videos-dir); training and evaluating on it is the default."
+    ]
+
+
+def test_too_many_videos_that_do_not_decode_is_one_error_line(benchmark, tmp_path, capsys):  # noqa: F811
+    videos = Path(shutil.copytree(benchmark / "videos", tmp_path / "videos"))
+    for video in sorted(videos.iterdir())[:4]:
+        video.write_bytes(b"not a video")
+    config = run_config(benchmark, tmp_path, videos_dir=str(videos), do_eval=False, save_strategy="no")
+    assert cli_main(["train", config]) == 2
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and "of this split do not decode" in lines[0] and "raise max_skipped_videos" in lines[0]
+
+
+def test_help_shows_our_options_and_the_common_trainer_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--help"])
+    assert exit_info.value.code == 0
+    short = capsys.readouterr().out
+    for option in ("--model", "--peft", "--dataset", "--annotations-dir", "--num-frames", "--output-dir",
+                   "--learning-rate", "--num-train-epochs", "--per-device-train-batch-size", "--do-train"):
+        assert option in short, option
+    assert "--adam-beta1" not in short and "--help-all" in short
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help-all"])
+    full = capsys.readouterr().out
+    assert "--adam-beta1" in full and len(full.splitlines()) > 3 * len(short.splitlines())
+    # Hidden options still parse.
+    _, _, training_args = parse_arguments(["--output-dir", "x", "--adam-beta1", "0.8"])
+    assert training_args.adam_beta1 == 0.8
+
+
+def test_warnings_that_change_the_meaning_of_a_run_come_first(benchmark, tmp_path, caplog):  # noqa: F811
+    with caplog.at_level(logging.INFO):
+        train([run_config(benchmark, tmp_path, save_strategy="no", do_eval=False, max_steps=1)])
+    records = [record for record in caplog.records if record.levelno >= logging.INFO]
+    assert records[0].getMessage().startswith("No --model: training starts from random weights")
+    assert records[1].getMessage().startswith("LoRA on random weights trains only its own small matrices")
+    assert all(record.levelno == logging.WARNING for record in records[:2])
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--max-steps", "many"])
+    assert exit_info.value.code == 2
+    assert error_lines(capsys) == [
+        "error: argument --max-steps/--max_steps: invalid int value: 'many' (see `tempme train --help`)"
+    ]

@@ -4,10 +4,14 @@ folder and a plain CLIP checkpoint with a preset (zero-shot)."""
 from __future__ import annotations
 
 import json
+import re
+import time
 
+import numpy as np
 import pytest
+import torch
 from data_helpers import wheel_cache_dir
-from search_helpers import BAD_FILES, VIDEOS, make_video_folder, save_tiny_search_model
+from search_helpers import BAD_FILES, VIDEOS, make_video_folder, save_tiny_search_model, stored_rows
 from transformers import CLIPConfig, CLIPModel
 
 from transformers_tempme.cli import main
@@ -137,6 +141,14 @@ def test_from_clip_builds_zero_shot_tempme_on_a_clip_checkpoint(tmp_path, capsys
     assert len(json.loads(capsys.readouterr().out)) == 2
 
 
+def exit_code(argv) -> int:
+    """`main(argv)`'s exit code, whether returned or raised by argparse."""
+    try:
+        return main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
 def one_error_line(capsys) -> str:
     """The `error:` line of a command that failed as a user error should (and nothing like a traceback)."""
     err = capsys.readouterr().err
@@ -247,3 +259,105 @@ def test_check_and_repair_of_a_folder_that_is_no_index(tmp_path, capsys):
         assert main(["index", flag, "--index", str(tmp_path / "nothing")]) == 2
         assert "is not a video index" in one_error_line(capsys)
     assert not (tmp_path / "nothing").exists()
+
+
+# --- what --model / --from-clip take, and one error line for what they do not ------------------------------------------
+
+
+def small_clip(folder):
+    config = CLIPConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 12, "num_attention_heads": 2,
+                       "image_size": 224, "patch_size": 32},
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "model_option, message",
+    [
+        (lambda root: ["--model", "/nonexistent/model"], r"No such folder: /nonexistent/model\. Give a model folder"),
+        (lambda root: ["--model", str(root / "videos")], r"videos is not a model folder: it has no config\.json or "
+                                                          r"adapter_config\.json\. A model folder holds config\.json"),
+        (lambda root: ["--model", str(root / "model" / "config.json")], r"config\.json is a file, not a model folder"),
+        (lambda root: ["--model", "owner/not-downloaded"], r"owner/not-downloaded is not a local folder, and with "
+                                                           r"HF_HUB_OFFLINE=1 it is loaded from the Hugging Face cache"),
+        (lambda root: ["--model", "me/bad name!!"], r"is neither a local folder nor a Hub repo id"),
+        (lambda root: ["--model", str(small_clip(root / "clip"))], r"clip is a plain CLIP checkpoint: give the TempMe "
+                                                                   r"schedule .* --from-clip"),
+    ],
+    ids=["missing-path", "video-folder", "a-file", "not-in-cache-offline", "invalid-id", "clip-without-from-clip"],
+)
+def test_a_model_option_that_names_no_model_is_one_error_line(indexed, tmp_path, capsys, model_option, message):
+    model_dir, videos, index_dir = indexed
+    root = tmp_path
+    (root / "videos").symlink_to(videos)
+    (root / "model").symlink_to(model_dir)
+    option = model_option(root)
+    for argv in (["index", str(videos), *option, "--index", str(tmp_path / "new.index")],
+                 ["search", str(index_dir), QUERY, *option]):
+        assert exit_code(argv) == 2
+        assert re.search(message, one_error_line(capsys))
+    assert not (tmp_path / "new.index").exists()
+
+
+@pytest.mark.parametrize("option", [["-k", "0"], ["-k", "-3"], ["--max-per-video", "0"], ["-k", "many"]])
+def test_search_counts_must_be_positive(indexed, capsys, option):
+    _, _, index_dir = indexed
+    assert exit_code(["search", str(index_dir), QUERY, *option]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: argument {'-k/--top-k' if option[0] == '-k' else '--max-per-video'}: ")
+    assert "(see `tempme search --help`)" in line
+
+
+def test_an_unreachable_hub_fails_at_once_with_a_hint(indexed, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    _, videos, _ = indexed
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    started = time.perf_counter()
+    assert exit_code(["index", str(videos), "--from-clip", "openai/clip-vit-base-patch32",
+                      "--index", str(tmp_path / "idx")]) == 2
+    assert time.perf_counter() - started < 20  # one probe, not a minute of retries
+    line = one_error_line(capsys)
+    assert "openai/clip-vit-base-patch32 is not a local folder and the Hub (http://127.0.0.1:9) cannot be reached" in line
+    assert "Set HF_HUB_OFFLINE=1" in line and "or give a local folder" in line
+
+
+def trained_adapter(base, folder, method: str):
+    """An adapter of `method` on the saved `base`, saved without a processor, with weights that change the output."""
+    from transformers_tempme import TempMeCLIPModel, apply_adapter, apply_lora, apply_prompt, save_adapter
+
+    tuned = {"lora": apply_lora, "adapter": apply_adapter, "prompt": apply_prompt}[method](
+        TempMeCLIPModel.from_pretrained(base))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            if parameter.requires_grad:
+                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+    save_adapter(tuned, folder, base_model_name_or_path=str(base))
+    return folder
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "prompt"])
+def test_an_adapter_folder_takes_its_base_processor_and_indexes_unmerged_when_it_must(indexed, tmp_path, capsys, method):
+    from transformers_tempme import VideoSearchIndex
+    from transformers_tempme.hub.loading import load_processor
+
+    model_dir, videos, base_index = indexed
+    adapter = trained_adapter(model_dir, tmp_path / "adapter", method)
+    assert not (adapter / "processor_config.json").exists()
+    for precision in ("fp32", "model"):  # fp32: what the fast path does with it; model: the model's own forward
+        assert main(["index", str(videos), "--model", str(adapter), "--index", str(tmp_path / precision),
+                     "--precision", precision, "--num-workers", "0", "--no-progress"]) == 0, capsys.readouterr().err
+    fast, own = (VideoSearchIndex.open(tmp_path / name) for name in ("fp32", "model"))
+    np.testing.assert_allclose(stored_rows(fast)[1], stored_rows(own)[1], atol=1e-5)
+    # The tuner is on (the embeddings are not the base model's), and the base model's processor came with it.
+    assert not np.allclose(stored_rows(own)[1], stored_rows(VideoSearchIndex.open(base_index))[1], atol=1e-3)
+    assert own.processor.tokenizer.get_vocab() == load_processor(model_dir, own.model).tokenizer.get_vocab()
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "fp32"), QUERY, "-k", "3", "--json"]) == 0  # the manifest's model, reloaded
+    assert len(json.loads(capsys.readouterr().out)) == 3

@@ -91,8 +91,9 @@ def plan_merges(
         if layer in groups:
             if clips % group != 0:
                 raise ValueError(
-                    f"Block {layer} joins groups of {group} clips, but {clips} clips enter it: the schedule "
-                    f"{list(clip_merge_groups)} does not divide {num_frames} frames."
+                    f"The merge schedule does not divide the frame count: block {layer} joins groups of {group} clips "
+                    f"but {clips} clips enter it (num_frames={num_frames}, clip_merge_groups={list(clip_merge_groups)}). "
+                    "Choose groups whose running product divides num_frames, e.g. [2, 2, 3] for 12 frames."
                 )
             clips, num_cls, tokens = clips // group, num_cls * group, tokens * group
             cross = merge_count(tokens, num_cls, cross_fraction)

@@ -38,7 +38,7 @@ from transformers.models.clip.modeling_clip import (
 )
 from transformers.utils import ModelOutput
 
-from .configuration_tempme import PRESETS, TempMeConfig
+from .configuration_tempme import TempMeConfig
 from .merging import (
     MergeStep,
     add_clip_position_embedding,
@@ -481,8 +481,6 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
             clip = CLIPModel.from_pretrained(clip, **from_pretrained_kwargs)
         schedule = config_or_preset
         if isinstance(schedule, str):
-            if schedule not in PRESETS:
-                raise ValueError(f"Unknown TempMe preset {schedule!r}. Available presets: {', '.join(PRESETS)}.")
             schedule = TempMeConfig.from_preset(schedule)
         config = TempMeConfig(
             text_config=clip.config.text_config.to_dict(),

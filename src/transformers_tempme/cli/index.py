@@ -25,70 +25,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import command_parser
+from .common import (
+    add_model_arguments,
+    command_parser,
+    default_device,
+    load_model_from_arguments,
+    reports_user_errors,
+)
 
 DEFAULT_NUM_WORKERS = 2
-
-
-def add_model_arguments(parser, required_help: str) -> None:
-    """--model / --from-clip / --preset / --revision, shared by `tempme index`, `search` and `serve`."""
-    group = parser.add_argument_group("model")
-    choice = group.add_mutually_exclusive_group()
-    choice.add_argument("--model", default=None, help=f"TempMe model folder, Hub id or adapter folder ({required_help})")
-    choice.add_argument("--from-clip", default=None, metavar="CLIP_ID",
-                        help="a plain CLIP checkpoint (folder or Hub id), turned into TempMe with --preset")
-    group.add_argument("--preset", default="tempme-vit-b-32", help="TempMe schedule applied with --from-clip")
-    group.add_argument("--revision", default=None, help="Hub revision of the model")
-    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: GPU if available)")
-
-
-def load_model_from_arguments(args):
-    """`(model, processor, model_info)` from --model / --from-clip, or `None` when neither is given."""
-    from ..search import load_search_model
-
-    if args.from_clip:
-        return load_search_model(args.from_clip, from_clip=True, preset=args.preset, revision=args.revision)
-    if args.model:
-        return load_search_model(args.model, revision=args.revision)
-    return None
-
-
-def open_index_from_arguments(args):
-    """The index at `args.index`, with the model of --model / --from-clip when given (checked against the index's
-    fingerprint), else the index's own model, loaded now."""
-    from ..search import VideoSearchIndex
-
-    index = VideoSearchIndex.open(args.index, device=default_device(args.device))
-    loaded = load_model_from_arguments(args)
-    if loaded is not None:
-        index.set_model(loaded[0], loaded[1])
-    else:
-        index.model  # noqa: B018 - loads the index's model
-    return index
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by the command line or the files it names: reported in one line, exit code 2. Every error of an
-    index (missing, damaged, locked, another model, another folder, a full disk, ...) is a `SearchIndexError`."""
-    from ..search.storage import SearchIndexError
-    from ..video_io import VideoDecodeError
-
-    return (SearchIndexError, NotADirectoryError, VideoDecodeError)
-
-
-def run_reporting_user_errors(command, args) -> int:
-    """`command(args)`, with the errors of `user_errors` printed as `error: ...` (exit code 2), not as tracebacks."""
-    try:
-        return command(args)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-def default_device(requested: str | None) -> str:
-    import torch
-
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def parse_args(argv=None):
@@ -130,10 +75,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run_reporting_user_errors(index_videos, args)
+        return index_videos(args)
     except KeyboardInterrupt:
         print("\nInterrupted. The index is whole, as of its last commit; run the same command again to resume (videos "
               "already encoded are not encoded again).", file=sys.stderr)
@@ -186,11 +132,10 @@ def index_videos(args) -> int:
         if not manifest_exists(args.index):
             print(f"error: {args.index} holds no index yet: pass --model (or --from-clip) to build one.", file=sys.stderr)
             return 2
-        from ..search import load_search_model
+        from ..hub.loading import load_from_model_info
 
         info = read_manifest(args.index).model
-        loaded = load_search_model(info["name_or_path"], from_clip=info.get("from_clip", False),
-                                   preset=info.get("preset") or args.preset, revision=info.get("revision"))
+        loaded = (*load_from_model_info(info, args.index), info)
     model, processor, model_info = loaded
     vector_index = None
     if args.ann is not None:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import command_parser
-from .index import add_model_arguments, open_index_from_arguments, run_reporting_user_errors
+from .common import add_model_arguments, command_parser, open_index_from_arguments, positive_int, reports_user_errors
 
 
 def parse_args(argv=None):
@@ -25,8 +24,8 @@ def parse_args(argv=None):
     parser.add_argument("index", metavar="INDEX_DIR", help="index folder written by `tempme index`")
     parser.add_argument("query", nargs="?", default=None, help="what happens in the moment you are looking for")
     parser.add_argument("--like", default=None, metavar="VIDEO", help="search by an example video clip instead")
-    parser.add_argument("-k", "--top-k", type=int, default=10, help="hits to show (default 10)")
-    parser.add_argument("--max-per-video", type=int, default=None, help="at most this many hits from one video")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show (default 10)")
+    parser.add_argument("--max-per-video", type=positive_int, default=None, help="at most this many hits from one video")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON list")
     add_model_arguments(parser, "default: the index's")
     args = parser.parse_args(argv)
@@ -42,17 +41,15 @@ def printable_path(path: str) -> str:
 
 
 def format_hits(hits) -> str:
-    from ..search.app import _clock
-
     lines = [f"{'rank':>4}  {'score':>6}  {'time':<17}  path"]
     for hit in hits:
-        time = _clock(hit.start) + "-" + _clock(hit.end)
-        lines.append(f"{hit.rank:>4}  {hit.score:6.3f}  {time:<17}  {printable_path(hit.path)}")
+        lines.append(f"{hit.rank:>4}  {hit.score:6.3f}  {hit.time_range:<17}  {printable_path(hit.path)}")
     return "\n".join(lines)
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    return run_reporting_user_errors(search_index, parse_args(sys.argv[1:] if argv is None else argv))
+    return search_index(parse_args(sys.argv[1:] if argv is None else argv))
 
 
 def search_index(args) -> int:

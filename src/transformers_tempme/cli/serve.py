@@ -16,8 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import command_parser
-from .index import add_model_arguments, open_index_from_arguments, run_reporting_user_errors
+from .common import add_model_arguments, command_parser, open_index_from_arguments, reports_user_errors
 
 
 def _host_name(text: str) -> str:
@@ -44,8 +43,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    return run_reporting_user_errors(serve_index, parse_args(sys.argv[1:] if argv is None else argv))
+    return serve_index(parse_args(sys.argv[1:] if argv is None else argv))
 
 
 def serve_index(args) -> int:

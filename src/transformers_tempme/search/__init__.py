@@ -16,17 +16,16 @@ The index folder is open data: a Parquet table of segment embeddings with Huggin
 - `fingerprint`: refusing to score queries from a model other than the index's.
 - `distributed`: sharing an update among `accelerate launch` processes.
 - `indexer`: one update, end to end; `index`: `VideoSearchIndex`, the Python API.
-- `model_loading`: the model and processor from a folder, the Hub, an adapter or CLIP.
 - `app`: the Gradio search page; `request_gate`: what its server answers, and to whom.
 
 Every error about an index or what is asked of it is a `SearchIndexError` (a `ValueError`), whose message says
 what to do; `tempme` prints it as one `error:` line.
 """
 
+from ..hub.loading import load_search_model  # the model and processor from a folder, the Hub, an adapter or CLIP
 from .fingerprint import EmbeddingSpaceMismatchError, model_fingerprint
 from .index import VideoSearchIndex
 from .indexer import IndexingOptions
-from .model_loading import load_search_model
 from .results import FailedFile, IndexingReport, SearchHit
 from .segments import segment_windows
 from .storage import (

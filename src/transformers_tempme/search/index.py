@@ -107,8 +107,9 @@ class VideoSearchIndex:
         The report of the run is in `index.last_report`.
         """
         options = options or IndexingOptions(**option_kwargs)
-        info = {"name_or_path": getattr(model, "name_or_path", "") or "", "revision": None, "from_clip": False,
-                "preset": None, "schedule": model.config.merge_schedule, **(model_info or {})}
+        from ..hub.loading import describe_model
+
+        info = {**describe_model(model), **(model_info or {})}
         info["fingerprint"] = model_fingerprint(model, processor)
         report = run_update(index_dir, video_dir, model, processor, info, options)
         index = cls(index_dir, device=options.device)
@@ -193,29 +194,18 @@ class VideoSearchIndex:
     def set_model(self, model, processor=None) -> None:
         """Use `model` for queries after checking that it computes the embedding space of the index."""
         if processor is None:
-            from .model_loading import load_search_processor
+            from ..hub.loading import load_processor
 
-            processor = load_search_processor(self.manifest.model["name_or_path"], model)
+            processor = load_processor(self.manifest.model["name_or_path"] or None, model)
         check_fingerprint(self.manifest.model["fingerprint"], model_fingerprint(model, processor), self.index_dir,
                           self.manifest.model["name_or_path"])
         device = self.device or next(model.parameters()).device
         self._model, self._processor = model.to(device).eval(), processor
 
     def _load_model(self) -> None:
-        from .model_loading import load_search_model
+        from ..hub.loading import load_from_model_info
 
-        info = self.manifest.model
-        if not info.get("name_or_path"):
-            raise ValueError(
-                f"The index {self.index_dir} was built with a model held in memory, so it cannot load it by itself: "
-                "pass it with VideoSearchIndex.open(index_dir, model, processor), or save the model and build the "
-                "index with model_info={'name_or_path': folder}."
-            )
-        model, processor, _ = load_search_model(
-            info["name_or_path"], from_clip=info.get("from_clip", False), preset=info.get("preset") or "tempme-vit-b-32",
-            revision=info.get("revision") if not Path(info["name_or_path"]).exists() else None,
-        )
-        self.set_model(model, processor)
+        self.set_model(*load_from_model_info(self.manifest.model, self.index_dir))
 
     @property
     def model(self):

@@ -423,6 +423,8 @@ def video_encoder(model, precision: str | None):
     from ..inference import optimize_for_inference
 
     try:
+        if hasattr(model, "peft_config"):  # unmerged bottleneck adapters or deep prompts: only the model's forward runs them
+            raise NotImplementedError(f"the fast paths do not run the {type(model).__name__}'s adapters or prompts")
         return optimize_for_inference(model, precision)
     except (NotImplementedError, TypeError) as error:
         if precision != "fp32":

@@ -27,6 +27,18 @@ class SearchHit:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def time_range(self) -> str:
+        """The segment as `0:10.0-0:20.0` (`h:mm:ss.s` past an hour)."""
+        return f"{format_clock(self.start)}-{format_clock(self.end)}"
+
+
+def format_clock(seconds: float) -> str:
+    """`1:05.0`, or `1:02:05.0` past an hour."""
+    minutes, secs = divmod(max(0.0, seconds), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
+
 
 @dataclass(frozen=True)
 class FailedFile:
@@ -107,4 +119,4 @@ class IndexingReport:
         return cls(**fields)
 
 
-__all__ = ["SearchHit", "FailedFile", "IndexingReport"]
+__all__ = ["SearchHit", "FailedFile", "IndexingReport", "format_clock"]
