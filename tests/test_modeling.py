@@ -292,3 +292,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         gradients.append(model.vision_model.encoder.layers[2].clip_position_embedding.weight.grad.clone())
     assert model.vision_model.encoder.layers[0].gradient_checkpointing
     torch.testing.assert_close(gradients[0], gradients[1])
+
+
+@pytest.mark.parametrize("schedule", ["clip", "tome", "tempme"])
+def test_the_vision_tower_is_captured_as_one_graph(schedule):
+    """Token counts come from the plan, never from the data: no graph break, no host sync, static shapes."""
+    model = TempMeCLIPModel(tiny_config(schedule, attn_implementation="sdpa")).eval()
+    pixel_values = random_video(2, 4, model.config)
+    compiled = torch.compile(model.vision_model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        actual, expected = compiled(pixel_values), model.vision_model(pixel_values)
+    assert actual.token_counts == expected.token_counts
+    torch.testing.assert_close(actual.pooler_output, expected.pooler_output, rtol=0, atol=1e-6)

@@ -29,6 +29,9 @@ import torch
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# A pure function of integers and the config's ratios: `torch.compile` takes its result as a constant of the graph
+# (it cannot trace `Fraction`), so that the whole vision tower compiles as one graph.
+@torch.compiler.assume_constant_result
 def merge_count(num_tokens: int, num_cls: int, fraction: float) -> int:
     """Tokens to merge away: `floor(num_tokens * fraction)` capped at half the non-CLS tokens.
 
