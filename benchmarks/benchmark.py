@@ -774,15 +774,19 @@ def main(argv: list[str] | None = None) -> list[Record]:
         records.extend(benchmark_backbone(backbone, args, device, dtype))
 
     command = "python benchmarks/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = report(records, command.strip())
-    print(text)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(record) for record in records], indent=2) + "\n")
+    publish(report(records, command.strip()), [asdict(record) for record in records], args.markdown, args.json)
     return records
+
+
+def publish(text: str, records: object, markdown: Path | None, json_path: Path | None) -> None:
+    """Print the report and write it (markdown) and the records (JSON) where asked."""
+    print(text)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(records, indent=2) + "\n")
 
 
 if __name__ == "__main__":

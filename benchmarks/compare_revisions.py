@@ -199,13 +199,13 @@ def write_models(args: argparse.Namespace, work_dir: Path, benchmark) -> dict[st
     return presets
 
 
-def compare(args: argparse.Namespace) -> list[Comparison]:
+def compare(args: argparse.Namespace, benchmark) -> list[Comparison]:
+    """Run both workers interleaved (see the module docstring); `benchmark` is `benchmarks/benchmark.py`."""
     import torch
     import torch.nn.functional as F
 
     from transformers_tempme.inference import cpu_features
 
-    benchmark = load_benchmark_script()
     steps = [f"{method}/{path}" for method in args.methods for path in args.paths]
     times = {side: {step: [] for step in steps} for side in SIDES}
     cpu_times = {side: {step: [] for step in steps} for side in SIDES}
@@ -341,16 +341,10 @@ def main(argv: list[str] | None = None) -> list[Comparison] | None:
         git("rev-parse", "--verify", f"{args.baseline}^{{commit}}")
     except subprocess.CalledProcessError:
         raise SystemExit(f"error: --baseline {args.baseline!r} is not a commit of {REPO}.") from None
-    comparisons = compare(args)
+    benchmark = load_benchmark_script()
+    comparisons = compare(args, benchmark)
     command = "python benchmarks/compare_revisions.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = report(comparisons, command.strip())
-    print(text)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(c) for c in comparisons], indent=2) + "\n")
+    benchmark.publish(report(comparisons, command.strip()), [asdict(c) for c in comparisons], args.markdown, args.json)
     return comparisons
 
 

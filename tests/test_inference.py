@@ -46,6 +46,13 @@ def features(model, pixel_values, video_mask, input_ids, attention_mask):
     return video, text
 
 
+def prepared(model, precision: str):
+    """`optimize_for_inference`, without the warning bf16 gives on CPUs without native bfloat16."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optimize_for_inference(model, precision)
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_fp32_fast_path_matches_the_model(schedule, attn):
@@ -84,9 +91,7 @@ def test_low_precision_embeddings_stay_close(schedule, precision):
     pixel_values = random_video(4, 4, model.config)
     input_ids, attention_mask = padded_text(model.config)
     expected_video, expected_text = features(model, pixel_values, None, input_ids, attention_mask)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bf16 warns on CPUs without native bfloat16
-        fast = optimize_for_inference(model, precision)
+    fast = prepared(model, precision)
     video, text = features(fast, pixel_values, None, input_ids, attention_mask)
     assert video.video_embeds.dtype == torch.float32 and text.dtype == torch.float32
     assert video.token_counts == expected_video.token_counts
@@ -215,9 +220,7 @@ def test_bottleneck_adapters_run_on_the_prepared_model(precision, atol, min_cosi
     pixel_values = random_video(3, 4, tuned.config)
     input_ids, attention_mask = padded_text(tuned.config)
     expected_video, expected_text = features(tuned, pixel_values, None, input_ids, attention_mask)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bf16 warns on CPUs without native bfloat16
-        fast = optimize_for_inference(tuned, precision)
+    fast = prepared(tuned, precision)
     assert type(fast) is TempMeCLIPModel
     assert type(fast.vision_model.encoder.layers[0].mlp.base_layer) is linear.InferenceMLP
     video, text = features(fast, pixel_values, None, input_ids, attention_mask)
