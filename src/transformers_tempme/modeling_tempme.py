@@ -150,8 +150,9 @@ class TempMeVisionAttention(CLIPAttention):
 
     The mean of the keys over heads is the similarity metric for merging after attention (ToMe). The attention itself
     is dispatched through transformers' registry (`ALL_ATTENTION_FUNCTIONS`, by the model's `attn_implementation`),
-    with the bias as its additive `attention_mask`. `project` and `attend` are the two halves around that call, so
-    that a module swapped in for this one (a fused q/k/v projection, a lower precision) changes one half only.
+    with the bias as its additive `attention_mask`. `project` (the q/k/v projections) and `apply_attention` (that call)
+    are methods of their own, so that a module swapped in for this one (a fused q/k/v projection, a lower precision)
+    changes what it must and runs the rest as it is.
     """
 
     def __init__(self, config: TempMeConfig):
@@ -180,14 +181,14 @@ class TempMeVisionAttention(CLIPAttention):
         """
         queries, keys, values = self.project(hidden_states)
         key_metric = keys.mean(dim=2) if return_key_metric else None
-        return self.out_proj(self.attend(queries, keys, values, attention_mask, **kwargs)), key_metric
+        return self.out_proj(self.apply_attention(queries, keys, values, attention_mask, **kwargs)), key_metric
 
     def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of `(n, t, hidden_size)` tokens, each `(n, t, heads, head_dim)`."""
         head_shape = (*hidden_states.shape[:2], self.num_heads, self.head_dim)
         return tuple(projection(hidden_states).view(head_shape) for projection in (self.q_proj, self.k_proj, self.v_proj))
 
-    def attend(
+    def apply_attention(
         self,
         queries: torch.Tensor,
         keys: torch.Tensor,

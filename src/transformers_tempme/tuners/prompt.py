@@ -112,7 +112,7 @@ class PromptedVisionAttention(TunerLayer):
         queries, keys, values = attention.project(hidden_states)
         key_metric = keys.mean(dim=2) if return_key_metric else None
         keys, values, attention_mask = self.append_prompts(keys, values, attention_mask, prompt_states, prompt_copies)
-        return attention.out_proj(attention.attend(queries, keys, values, attention_mask, **kwargs)), key_metric
+        return attention.out_proj(attention.apply_attention(queries, keys, values, attention_mask, **kwargs)), key_metric
 
     def append_prompts(
         self,
