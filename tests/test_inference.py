@@ -278,3 +278,29 @@ def test_fp32_fast_path_matches_the_model_on_vit_b_32_shapes():
     assert video.token_counts[-1] == (1, 97)
     torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, atol=1e-5, rtol=0)
     torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_kernels_come_from_transformers_registry():
+    """A kernel registered with transformers' AttentionInterface runs in every block of the model and of its prepared
+    copy, chosen by `attn_implementation` alone."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    calls = []
+
+    def counting_sdpa(module, query, key, value, attention_mask, **kwargs):
+        calls.append(tuple(query.shape))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("tempme_test_counting_sdpa", counting_sdpa)
+    model = tiny_model()
+    pixel_values = random_video(2, 4, model.config)
+    with torch.no_grad():
+        expected = model.encode_video(pixel_values).video_embeds
+        model.set_attn_implementation("tempme_test_counting_sdpa")
+        torch.testing.assert_close(model.encode_video(pixel_values).video_embeds, expected, rtol=0, atol=0)
+        assert [shape[2] for shape in calls] == [step.tokens_attention for step in model.config.merge_plan()]
+        calls.clear()
+        fast = optimize_for_inference(model)
+        torch.testing.assert_close(fast.encode_video(pixel_values).video_embeds, expected, atol=1e-5, rtol=0)
+    assert len(calls) == 4
