@@ -116,3 +116,36 @@ def test_inference_paths_run_beside_eager_with_accuracy_and_efficiency(benchmark
 def test_unknown_path_is_refused(benchmark):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--paths", "fp16"])
+
+
+@pytest.mark.slow
+def test_revision_comparison_runs_both_sides_interleaved(tmp_path):
+    """benchmarks/compare_revisions.py at tiny widths, this checkout against its own HEAD: every path on both sides,
+    the baseline imported from an exported copy, equal embeddings where the code is the same."""
+    import subprocess
+
+    root = SCRIPT.parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: no revision to compare against")
+    path = tmp_path / "compare.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "compare_revisions.py"), "--baseline", "HEAD", "--tiny", "--batch", "1",
+         "--repeats", "2", "--warmup", "0", "--threads", "1", "--paths", "eager,fp32,int8", "--json", str(path),
+         "--markdown", str(tmp_path / "compare.md")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(path.read_text())
+    assert [row["path"] for row in rows] == ["eager", "fp32", "int8"]
+    for row in rows:
+        assert set(row["videos_per_s"]) == {"baseline", "checkout"} and min(row["videos_per_s"].values()) > 0
+        assert len(row["speed_ratio_per_round"]) == 2 and row["speed_ratio"] > 0
+        assert row["min_cosine"] > 0.999
+    assert rows[0]["max_abs_diff"] < 1e-5 and rows[1]["max_abs_diff"] < 1e-5
+    machine = rows[0]["machine"]
+    assert isinstance(machine["cpu_features"]["flags"], list) and len(machine["commits"]["baseline"]) == 40
+    assert "tempme-compare-" in result.stderr  # the baseline worker imported the exported copy
+    assert "python benchmarks/compare_revisions.py --baseline HEAD" in (tmp_path / "compare.md").read_text()
+    bad = subprocess.run([sys.executable, str(SCRIPT.parent / "compare_revisions.py"), "--baseline", "no-such-rev"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "is not a commit" in bad.stderr

@@ -292,3 +292,39 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         gradients.append(model.vision_model.encoder.layers[2].clip_position_embedding.weight.grad.clone())
     assert model.vision_model.encoder.layers[0].gradient_checkpointing
     torch.testing.assert_close(gradients[0], gradients[1])
+
+
+@pytest.mark.parametrize("schedule", ["clip", "tome", "tempme"])
+def test_the_vision_tower_is_captured_as_one_graph(schedule):
+    """Token counts come from the plan, never from the data: no graph break, no host sync, static shapes."""
+    model = TempMeCLIPModel(tiny_config(schedule, attn_implementation="sdpa")).eval()
+    pixel_values = random_video(2, 4, model.config)
+    compiled = torch.compile(model.vision_model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        actual, expected = compiled(pixel_values), model.vision_model(pixel_values)
+    assert actual.token_counts == expected.token_counts
+    torch.testing.assert_close(actual.pooler_output, expected.pooler_output, rtol=0, atol=1e-6)
+
+
+def test_the_encoder_owns_the_loop_and_each_block_runs_its_steps():
+    """`TempMeVisionEncoder.forward` over the plan is the tower's middle, and a block's forward is its four steps."""
+    model = TempMeCLIPModel(tiny_config("tempme", clip_position_embedding_init_std=0.02)).eval()
+    vision, plan = model.vision_model, model.config.merge_plan()
+    pixel_values = random_video(2, 4, model.config)
+    with torch.no_grad():
+        expected = vision(pixel_values)
+        hidden = vision.pre_layrnorm(vision.embeddings(pixel_values.flatten(0, 1)))
+        encoded = vision.encoder(hidden, plan, 2)
+        sizes = None
+        for layer, step in zip(vision.encoder.layers, plan):
+            sources = None
+            if layer.is_clip_merge_block:
+                hidden, sizes, sources = layer.cross_clip_merge(hidden, sizes, sources, step)
+            hidden, key_metric = layer.attend(hidden, sizes, step)
+            if step.intra_merge > 0:
+                hidden, sizes, sources = layer.intra_clip_merge(hidden, sizes, sources, key_metric, step)
+            hidden = layer.feed_forward(hidden)
+    assert encoded.token_counts == expected.token_counts
+    torch.testing.assert_close(encoded.last_hidden_state, expected.last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(hidden, expected.last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(sizes, expected.token_sizes, rtol=0, atol=0)

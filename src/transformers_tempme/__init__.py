@@ -98,8 +98,7 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "EmbeddingSpaceMismatchError": ".search",
     "load_search_model": ".search",
     # inference
-    "optimize_for_inference": ".inference.model",
-    "TempMeInferenceModel": ".inference.model",
+    "optimize_for_inference": ".inference.optimize",
     "cpu_features": ".inference.cpu_features",
 }
 
@@ -126,7 +125,7 @@ if TYPE_CHECKING:
     from .frame_transforms import CLIP_MEAN, CLIP_STD, VideoRandAugment, preprocess_video, stack_videos
     from .hub.loading import adapter_base_model, load_tempme, save_adapter
     from .inference.cpu_features import cpu_features
-    from .inference.model import TempMeInferenceModel, optimize_for_inference
+    from .inference.optimize import optimize_for_inference
     from .processing_tempme import TempMeProcessor
     from .search import (
         EmbeddingSpaceMismatchError,

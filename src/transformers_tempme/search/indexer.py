@@ -415,16 +415,14 @@ def run_update(
 def video_encoder(model, precision: str | None):
     """What encodes the videos: `optimize_for_inference(model, precision)`, or `model` itself for `None`.
 
-    A model the inference path does not implement (e.g. with bottleneck adapters or deep prompts) encodes with its
-    own `encode_video` at fp32; asking it for bf16 or int8 is an error that says so.
+    A model the inference path does not implement (deep prompts, unmerged LoRA: `optimize_for_inference` names what it
+    cannot run) encodes with its own `encode_video` at fp32; asking it for bf16 or int8 is an error that says so.
     """
     if precision is None:
         return model
     from ..inference import optimize_for_inference
 
     try:
-        if hasattr(model, "peft_config"):  # unmerged bottleneck adapters or deep prompts: only the model's forward runs them
-            raise NotImplementedError(f"the fast paths do not run the {type(model).__name__}'s adapters or prompts")
         return optimize_for_inference(model, precision)
     except (NotImplementedError, TypeError) as error:
         if precision != "fp32":
