@@ -81,6 +81,23 @@ def write_clip(path: Path, frames: np.ndarray) -> Path:
     return path
 
 
+def write_truncated_mp4(path: Path, seconds: int, keep: float) -> Path:
+    """`long_video_frames(seconds)` as an mp4 with its index first (`faststart`, as streaming sites serve), cut to the
+    first `keep` of its bytes: a download cut short whose header still states the whole duration."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for frame in long_video_frames(seconds):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path
+
+
 def make_video_folder(root: Path) -> Path:
     """A folder of videos: four 3-second clips (one in a subfolder, one without a video extension), a 25-second
     video (three 10 s windows), plus an empty file, a text file named `.mp4`, a PNG image and a hidden file."""
@@ -102,6 +119,7 @@ def make_video_folder(root: Path) -> Path:
 
 VIDEOS = ["green_clip", "long.mp4", "red_left.mp4", "red_right.mp4", "sub/blue_right.mp4"]
 BAD_FILES = ["empty.mp4", "notes.mp4", "thumbnail.png"]
+NOT_VIDEOS = ["thumbnail.png"]  # of BAD_FILES, skipped as not a video; the others are named like videos: failed
 
 
 def make_many_videos(root: Path, count: int, seconds: int = 25) -> Path:

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 from data_helpers import wheel_cache_dir
-from search_helpers import BAD_FILES, VIDEOS, make_video_folder, save_tiny_search_model, stored_rows
+from search_helpers import (
+    BAD_FILES,
+    NOT_VIDEOS,
+    VIDEOS,
+    make_video_folder,
+    save_tiny_search_model,
+    stored_rows,
+    write_truncated_mp4,
+)
 from transformers import CLIPConfig, CLIPModel
 
 from transformers_tempme.cli import main
@@ -38,12 +46,12 @@ def test_index_prints_a_summary_with_the_failures(tmp_path, capsys):
                  "--num-workers", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "5 videos, 7 segments" in out
-    assert "added 5, updated 0, removed 0, unchanged 0, failed 3" in out
+    assert "added 5, updated 0, removed 0, unchanged 0, failed 2, skipped 1 (not videos)" in out
     for name in BAD_FILES:
-        assert f"failed: {name}: " in out
+        assert (f"skipped, not a video: {name}: " if name in NOT_VIDEOS else f"failed: {name}: ") in out
     # Run again without --model: the index's model is used and nothing is re-encoded.
     assert main(["index", str(videos), "--index", str(tmp_path / "idx"), "--no-progress"]) == 0
-    assert "added 0, updated 0, removed 0, unchanged 5, failed 3" in capsys.readouterr().out
+    assert "added 0, updated 0, removed 0, unchanged 5, failed 2, skipped 1" in capsys.readouterr().out
     # Another precision re-encodes nothing either: the embedding space is the model's.
     assert main(["index", str(videos), "--index", str(tmp_path / "idx"), "--precision", "int8", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -82,6 +90,36 @@ def test_search_like_an_example_clip(indexed, capsys):
     best, second = json.loads(capsys.readouterr().out)
     assert best["path"] == "red_right.mp4" and best["score"] == pytest.approx(1.0, abs=1e-5)
     assert second["score"] < best["score"]
+
+
+def test_index_prints_partial_decodes_and_what_is_not_a_video(tmp_path, capsys):
+    model_dir = save_tiny_search_model(tmp_path / "model")
+    videos = make_video_folder(tmp_path / "videos")
+    write_truncated_mp4(videos / "cut.mp4", seconds=30, keep=0.8)
+    (videos / "notes.txt").write_text("not a video\n")
+    assert main(["index", str(videos), "--model", str(model_dir), "--index", str(videos / "v.index"),
+                 "--num-workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert f"10 files in {videos}: 10 new" in captured.out  # 5 + 3 + 2: the index's own files are not listed
+    assert "added 6, updated 0, removed 0, unchanged 0, failed 2, skipped 2 (not videos)" in captured.out
+    assert re.search(r"warning: cut\.mp4: indexed up to 1\d\.\d s of the 30\.0 s its header states", captured.out)
+    assert "skipped, not a video: notes.txt: not a readable media container" in captured.out
+    # The next run probes the files that are not videos again, and says so.
+    assert main(["index", "--index", str(videos / "v.index")]) == 0
+    assert "0 new, 0 changed, 0 removed, 6 unchanged, 2 that failed before (tried again), 2 not videos before " \
+           "(probed again)" in capsys.readouterr().out
+
+
+def test_search_like_a_long_clip_says_how_it_combines_its_windows(indexed, capsys):
+    _, videos, index_dir = indexed
+    assert main(["search", str(index_dir), "--like", str(videos / "long.mp4"), "-k", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 3  # stdout stays JSON
+    notes = [line for line in captured.err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {videos / 'long.mp4'} lasts 25.0 s: searching by the mean of its 3 windows of 10 s (cut "
+                     "as the index cuts videos)"]
+    assert main(["search", str(index_dir), "--like", str(videos / "red_right.mp4"), "-k", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err  # one window: nothing to combine
 
 
 def test_search_with_another_model_is_refused(indexed, tmp_path, capsys):

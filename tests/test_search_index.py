@@ -9,7 +9,17 @@ import os
 import numpy as np
 import pytest
 import torch
-from search_helpers import BAD_FILES, FPS, VIDEOS, moving_square, save_tiny_search_model, tiny_search_model, write_clip
+from search_helpers import (
+    BAD_FILES,
+    FPS,
+    NOT_VIDEOS,
+    VIDEOS,
+    moving_square,
+    save_tiny_search_model,
+    tiny_search_model,
+    write_clip,
+    write_truncated_mp4,
+)
 
 from transformers_tempme import (
     EmbeddingSpaceMismatchError,
@@ -44,12 +54,40 @@ def test_build_indexes_every_video_and_reports_bad_files(videos, tmp_path, encod
     report = index.last_report
     assert sorted(report.added) == sorted(VIDEOS) and report.segments_encoded == 7
     failed = {failure.path: failure.reason for failure in report.failed}
-    assert sorted(failed) == sorted(BAD_FILES)
+    assert sorted(failed) == sorted(set(BAD_FILES) - set(NOT_VIDEOS))  # named like videos, and broken
     assert failed["empty.mp4"] == "file is empty"
-    assert "not a video" in failed["thumbnail.png"]
-    assert "failed 3" in report.summary() and "empty.mp4: file is empty" in report.summary()
+    assert [(f.path, f.reason) for f in report.skipped] == [("thumbnail.png", "a still image (png_pipe)")]
+    summary = report.summary()
+    assert "failed 2, skipped 1 (not videos)" in summary and "failed: empty.mp4: file is empty" in summary
+    assert "skipped, not a video: thumbnail.png: a still image (png_pipe)" in summary
     # The report is stored with the index, and reopening reads it back.
-    assert VideoSearchIndex.open(tmp_path / "index", *encoder).report.failed == report.failed
+    stored = VideoSearchIndex.open(tmp_path / "index", *encoder).report
+    assert (stored.failed, stored.skipped) == (report.failed, report.skipped)
+
+
+def test_the_report_keeps_files_that_are_not_videos_apart_from_failures(videos, tmp_path, encoder):
+    """What a real folder holds beside its videos: notes, an image, sound, an index of it, a download cut short."""
+    from test_search_segments import write_audio
+
+    (videos / "notes.txt").write_text("where each clip was filmed\n")
+    write_audio(videos / "sound.wav")
+    build(videos, videos / "videos.index", encoder)  # an index inside the folder it indexes
+    build(videos / "sub", videos / "sub" / "old.index", encoder)  # and another one, of a subfolder
+    write_truncated_mp4(videos / "cut.mp4", seconds=30, keep=0.8)
+    index = build(videos, videos / "videos.index", encoder)
+    report = index.last_report
+    assert report.added == ["cut.mp4"] and report.unchanged == len(VIDEOS)
+    assert sorted(f.path for f in report.failed) == ["empty.mp4", "notes.mp4"]
+    assert sorted(f.path for f in report.skipped) == sorted(["notes.txt", "sound.wav", *NOT_VIDEOS])
+    assert not any(".index/" in path for path in index.videos)  # no file of either index was probed
+    # The truncated file is indexed up to its last readable frame, and the report says so.
+    duration = index.to_dataset().filter(lambda row: row["path"] == "cut.mp4")["duration"][0]
+    assert 10 < duration < 25
+    assert report.warnings == [f"cut.mp4: indexed up to {duration:.1f} s of the 30.0 s its header states (the rest "
+                               "cannot be read: the file looks truncated or damaged)"]
+    assert f"warning: {report.warnings[0]}" in report.summary()
+    # Files that are not videos are probed again by the next update, which says so.
+    assert index.update(**FAST).skipped == report.skipped
 
 
 def test_the_index_folder_is_open_data(videos, tmp_path, encoder):
@@ -59,7 +97,7 @@ def test_the_index_folder_is_open_data(videos, tmp_path, encoder):
     assert manifest["embedding_dim"] == model.config.projection_dim == 16
     assert manifest["num_frames"] == processor.num_frames and manifest["frame_sampling"] == "fps"
     assert (manifest["segment_seconds"], manifest["segment_overlap"]) == (10.0, 0.0)
-    assert manifest["counts"] == {"videos": 5, "segments": 7, "failed": 3}
+    assert manifest["counts"] == {"videos": 5, "segments": 7, "failed": 2}
     assert manifest["model"]["fingerprint"] == model_fingerprint(model, processor)
     assert manifest["model"]["schedule"]["clip_merge_layers"] == [2, 3]
     assert manifest["vector_index"]["kind"] == "flat" and manifest["package_version"]
@@ -107,6 +145,42 @@ def test_search_like_finds_the_example_clip_first(videos, tmp_path, encoder):
     index = build(videos, tmp_path / "index", encoder)
     hits = index.search_like(videos / "sub" / "blue_right.mp4", k=3)
     assert hits[0].path == "sub/blue_right.mp4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_like_cuts_a_long_clip_into_the_index_windows_and_takes_their_mean(videos, tmp_path, encoder):
+    index = build(videos, tmp_path / "index", encoder)
+    embeddings, windows = index.encode_video_windows(videos / "long.mp4")
+    assert windows == [(0.0, 10.0), (10.0, 20.0), (15.0, 25.0)]  # the windows indexing cut it into
+    stored = {(row["path"], row["start"]): row["embedding"] for row in index.to_dataset()}
+    np.testing.assert_allclose(embeddings, [stored[("long.mp4", start)] for start, _ in windows], atol=1e-5)
+    # The query: the mean of the windows' unit embeddings, re-normalised.
+    mean = embeddings.mean(axis=0)
+    np.testing.assert_allclose(index.encode_video(videos / "long.mp4")[0], mean / np.linalg.norm(mean), atol=1e-6)
+    hits = index.search_like(videos / "long.mp4", k=len(index))
+    assert [hit.score for hit in hits if hit.path == "long.mp4"] == pytest.approx(
+        sorted((float(e @ mean / np.linalg.norm(mean)) for e in embeddings), reverse=True), abs=1e-5)
+    # With other segment settings the same clip is cut otherwise: 5 s windows.
+    other = build(videos, tmp_path / "index5", encoder, segment_seconds=5.0)
+    assert len(other.encode_video_windows(videos / "long.mp4")[1]) == 5
+
+
+@pytest.mark.parametrize("name, error", [("thumbnail.png", "NotAVideoError"), ("notes.mp4", "VideoDecodeError"),
+                                         ("missing.mp4", "VideoDecodeError")])
+def test_search_like_names_what_is_wrong_with_the_clip(videos, tmp_path, encoder, name, error):
+    from transformers_tempme import VideoDecodeError
+
+    index = build(videos, tmp_path / "index", encoder)
+    with pytest.raises(VideoDecodeError) as raised:
+        index.search_like(videos / name)
+    assert type(raised.value).__name__ == error and str(videos / name) in str(raised.value)
+
+
+def test_combine_windows_is_the_normalised_mean():
+    from transformers_tempme.search.index import combine_windows
+
+    one = np.array([[0.6, 0.8]], np.float32)
+    np.testing.assert_allclose(combine_windows(one), one[0])  # one window: its own embedding
+    np.testing.assert_allclose(combine_windows(np.array([[1, 0], [0, 1]], np.float32)), [2**-0.5, 2**-0.5], rtol=1e-6)
 
 
 def test_max_per_video_gives_distinct_videos(videos, tmp_path, encoder):
@@ -384,7 +458,7 @@ def test_embeddings_that_are_not_finite_fail_their_video(videos, tmp_path, encod
     report = index.last_report
     assert report.added == [] and len(index) == 0
     reasons = {failure.path: failure.reason for failure in report.failed}
-    assert sorted(reasons) == sorted(VIDEOS + BAD_FILES)
+    assert sorted(reasons) == sorted(set(VIDEOS + BAD_FILES) - set(NOT_VIDEOS))
     assert all("not finite (NaN or infinity)" in reasons[path] for path in VIDEOS)
     with pytest.raises(SearchIndexError, match="not finite"):
         index.search_embedding(np.full(16, np.nan, np.float32))

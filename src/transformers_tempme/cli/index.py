@@ -8,9 +8,11 @@
     tempme index videos/ --from-clip openai/clip-vit-base-patch32 --preset tempme-vit-b-32 --index videos.index
     accelerate launch -m transformers_tempme.cli index videos/ --model ... --index videos.index
 
-Every file under VIDEO_DIR is probed; videos longer than --segment-seconds are cut into windows, each sampled to
-the model's frame count as in training. Files that cannot be decoded are skipped and listed (with the reason) at
-the end and in the index's report. A run that is interrupted (even killed) resumes where it stopped when run again;
+Every file under VIDEO_DIR is probed (hidden files and index folders inside it are left out); videos longer than
+--segment-seconds are cut into windows, each sampled to the model's frame count as in training. The summary at the
+end, and the index's report, list with the reason the videos that failed (a file named like a video that cannot be
+read counts here) apart from the files skipped as not videos (images, text, sound), and warn about videos indexed
+only in part (a truncated file, windows that do not decode). A run that is interrupted (even killed) resumes where it stopped when run again;
 Ctrl-C commits the videos encoded so far (exit code 130). Without VIDEO_DIR an existing index updates the folder it
 was built from. An update that names another folder, or would remove all videos or more than half of them, is
 refused (--video-dir-moved, --allow-removals). --check exits with 1 when it finds a problem.

@@ -9,6 +9,10 @@ newline or another unprintable character) and the segment's start-end time.
 `--json` prints a JSON list, best first, of objects with `rank`, `path`, `start`, `end` (seconds), `score` and
 `video_path` (absolute). The model the index was built with is loaded from the index's manifest unless --model /
 --from-clip names it (it must be the same model: another one is refused).
+
+--like cuts the clip into the index's windows (its --segment-seconds and overlap) and encodes each as indexing
+does; a clip longer than one segment is searched by the mean of its windows' embeddings, re-normalised (a note on
+stderr says how many windows).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ def parse_args(argv=None):
     parser = command_parser("search", __doc__)
     parser.add_argument("index", metavar="INDEX_DIR", help="index folder written by `tempme index`")
     parser.add_argument("query", nargs="?", default=None, help="what happens in the moment you are looking for")
-    parser.add_argument("--like", default=None, metavar="VIDEO", help="search by an example video clip instead")
+    parser.add_argument("--like", default=None, metavar="VIDEO",
+                        help="search by an example video clip instead (cut into the index's windows, their mean)")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show (default 10)")
     parser.add_argument("--max-per-video", type=positive_int, default=None, help="at most this many hits from one video")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON list")
@@ -53,9 +58,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def search_index(args) -> int:
+    from ..search.index import combine_windows
+
     index = open_index_from_arguments(args)
     if args.like is not None:
-        hits = index.search_like(args.like, k=args.top_k, max_per_video=args.max_per_video)
+        embeddings, windows = index.encode_video_windows(args.like)
+        if len(windows) > 1:
+            print(f"note: {args.like} lasts {windows[-1][1]:.1f} s: searching by the mean of its {len(windows)} windows "
+                  f"of {index.manifest.segment_seconds:g} s (cut as the index cuts videos)", file=sys.stderr)
+        hits = index.search_embedding(combine_windows(embeddings), k=args.top_k, max_per_video=args.max_per_video)
     else:
         hits = index.search(args.query, k=args.top_k, max_per_video=args.max_per_video)
     print(json.dumps([hit.to_dict() for hit in hits], indent=2) if args.json else format_hits(hits))

@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..video_io import read_video_frames
+from ..video_io import VideoDecodeError
+from .discovery import NotAVideoError, VideoFile
 from .fingerprint import check_fingerprint, model_fingerprint
 from .indexer import IndexingOptions, run_update
 from .results import IndexingReport, SearchHit
+from .segment_batches import SegmentBatches
 from .storage import (
     IndexManifest,
     OpenGeneration,
@@ -270,16 +272,39 @@ class VideoSearchIndex:
         return torch.nn.functional.normalize(embeds.float(), dim=-1).cpu().numpy()
 
     @torch.inference_mode()
-    def encode_video(self, video: str | os.PathLike) -> np.ndarray:
-        """L2-normalised embedding `(1, dim)` of a video file, its `num_frames` frames sampled over the whole clip."""
-        processor = self.processor
-        frames, _ = read_video_frames(video, processor.num_frames, processor.frame_sampling)
-        pixel_values, video_mask = processor.preprocess_videos([frames])
+    def encode_video_windows(self, video: str | os.PathLike) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """A video file cut and encoded exactly as indexing cuts and encodes the videos of this index.
+
+        The file goes through the indexing path (`SegmentBatches`): probed, cut into the index's windows
+        (`manifest.segment_seconds`, `segment_overlap`), each window sampled to the model's frame count as training
+        samples a video; a clip no longer than one segment is one window covering all of it.
+
+        Returns:
+            The L2-normalised embeddings `(windows, dim)` float32, and each window's `(start, end)` in seconds.
+
+        Raises:
+            `VideoDecodeError` naming the reason (`NotAVideoError` for a file that is not a video).
+        """
+        path = Path(video)
+        batches = SegmentBatches([VideoFile(path.name, 0, 0)], path.parent, self.processor,
+                                 self.manifest.segment_seconds, self.manifest.segment_overlap)
         device = next(self.model.parameters()).device
-        embeds = self.model.encode_video(
-            torch.from_numpy(pixel_values).to(device=device, dtype=self.model.dtype), torch.from_numpy(video_mask).to(device)
-        ).video_embeds
-        return torch.nn.functional.normalize(embeds.float(), dim=-1).cpu().numpy()
+        embeddings, windows = [], []
+        for batch in batches:
+            if batch["pixel_values"] is not None:
+                embeds = self.model.encode_video(batch["pixel_values"].to(device=device, dtype=self.model.dtype),
+                                                 batch["video_mask"].to(device)).video_embeds
+                embeddings.append(torch.nn.functional.normalize(embeds.float(), dim=-1).cpu().numpy())
+                windows += [(start, end) for _, _, start, end in batch["segments"]]
+            for record in batch["videos"]:
+                if record["error"] is not None:
+                    raise (NotAVideoError if record["not_video"] else VideoDecodeError)(str(video), record["error"])
+        return np.concatenate(embeddings), windows
+
+    def encode_video(self, video: str | os.PathLike) -> np.ndarray:
+        """L2-normalised embedding `(1, dim)` of a video file as a query: its windows (`encode_video_windows`)
+        combined by `combine_windows` (for a clip of one window, that window's embedding)."""
+        return combine_windows(self.encode_video_windows(video)[0])[None, :]
 
     def search(self, query: str, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
         """The `k` moments that best match a text query, best first.
@@ -293,7 +318,12 @@ class VideoSearchIndex:
         return self.search_embedding(self.encode_text(query)[0], k, max_per_video)
 
     def search_like(self, video: str | os.PathLike, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
-        """The `k` moments most similar to an example video clip (encoded as one segment), best first."""
+        """The `k` moments most similar to an example video clip, best first.
+
+        The clip is cut into the index's windows and encoded as indexing encodes videos (`encode_video_windows`);
+        a clip longer than one segment is searched by the mean of its windows' unit embeddings, re-normalised
+        (`combine_windows`). A clip that is one window of the index finds that window with a score of 1.
+        """
         self._refresh_before_search()
         return self.search_embedding(self.encode_video(video)[0], k, max_per_video)
 
@@ -346,4 +376,15 @@ class VideoSearchIndex:
         return hits
 
 
-__all__ = ["VideoSearchIndex"]
+def combine_windows(embeddings: np.ndarray) -> np.ndarray:
+    """One query `(dim,)` from the unit embeddings `(windows, dim)` of a clip's windows: their mean, re-normalised.
+
+    The mean is the direction the windows share, so the query finds moments like the clip as a whole (what a TempMe
+    video embedding is for one window, a pooled clip); segments like only one part of a long clip score lower. One
+    window gives its own embedding back.
+    """
+    mean = np.asarray(embeddings, dtype=np.float32).mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+__all__ = ["VideoSearchIndex", "combine_windows"]

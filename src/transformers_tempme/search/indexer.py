@@ -55,6 +55,7 @@ from .storage import (
     WorkShardWriter,
     highest_generation,
     collect_work,
+    is_index_folder,
     commit_generation,
     find_work_shards,
     read_manifest,
@@ -126,6 +127,7 @@ class _Plan:
     shares: list[list[VideoFile]]
     resumed: int
     retried: int = 0
+    skipped_before: int = 0
 
 
 def _new_manifest(video_dir: Path, model_info: dict, processor, embedding_dim: int, options: IndexingOptions,
@@ -209,24 +211,26 @@ def _plan(index_dir: Path, video_dir: Path, model_info: dict, processor, embeddi
     if previous is not None and not options.overwrite:
         _check_compatible(previous, manifest, index_dir, options)
         indexed = indexed_videos(read_segment_rows(index_dir, previous, METADATA_COLUMNS))
-    files = list_files(video_dir, exclude=[index_dir])
+    # The index's own folder, and any other index inside the video folder, hold no videos to index.
+    files = list_files(video_dir, exclude=[index_dir], skip_folder=is_index_folder)
     update = plan_update(files, indexed, video_dir, verify=options.verify)
     _check_removals(update, len(indexed), index_dir, video_dir, options)
     done = _paths_done_by_earlier_attempt(index_dir, manifest, update)
     remaining = [file for file in update.to_encode if file.path not in done]
-    failed_before = _failed_before(index_dir, previous)
-    retried = sum(1 for path in update.new if path in failed_before)
-    return _Plan(manifest, update, split_by_size(remaining, processes), resumed=len(done), retried=retried)
+    failed_before, skipped_before = _not_indexed_before(index_dir, previous)
+    return _Plan(manifest, update, split_by_size(remaining, processes), resumed=len(done),
+                 retried=sum(1 for path in update.new if path in failed_before),
+                 skipped_before=sum(1 for path in update.new if path in skipped_before))
 
 
-def _failed_before(index_dir: Path, previous: IndexManifest | None) -> set[str]:
-    """Paths the previous update could not index (they are tried again)."""
+def _not_indexed_before(index_dir: Path, previous: IndexManifest | None) -> tuple[set[str], set[str]]:
+    """Paths the previous update could not index, and those it skipped as not videos (both are probed again)."""
     try:
         report = read_report(index_dir, previous) if previous is not None else None
     except SearchIndexError as error:  # the report only feeds the summary: a damaged one costs nothing else
         logger.warning("%s", error)
-        return set()
-    return {failure["path"] for failure in (report or {}).get("failed", [])}
+        report = None
+    return tuple({file["path"] for file in (report or {}).get(kind, [])} for kind in ("failed", "skipped"))
 
 
 def _work_record(manifest: IndexManifest) -> dict:
@@ -330,18 +334,22 @@ def _commit(index_dir: Path, plan: _Plan, options: IndexingOptions, processes: i
     manifest, update = plan.manifest, plan.update
     wanted = [(f.path, f.size, f.mtime_ns) for f in update.to_encode]
     work = collect_work(index_dir, _work_shards(index_dir, manifest), wanted, manifest.embedding_dim)
-    missing = sorted({f.path for f in update.to_encode} - work.encoded - set(work.failed))
+    missing = sorted({f.path for f in update.to_encode} - work.encoded - set(work.failed) - set(work.skipped))
     if missing and not interrupted:
         raise RuntimeError(
             f"{len(missing)} videos were neither encoded nor reported as failed (e.g. {missing[:3]}): a process "
             "stopped early. Nothing was committed; run the same command again to finish the update."
         )
+    # A file the index held as a video that no longer is one (overwritten, damaged) failed, whatever its name says.
+    skipped = {path: reason for path, reason in work.skipped.items() if path not in update.changed}
+    failed = {**work.failed, **{path: reason for path, reason in work.skipped.items() if path not in skipped}}
     report = IndexingReport(
         added=sorted(p for p in update.new if p in work.encoded),
         updated=sorted(p for p in update.changed if p in work.encoded),
         removed=list(update.removed),
         unchanged=len(update.unchanged),
-        failed=[FailedFile(path, reason) for path, reason in sorted(work.failed.items())],
+        failed=[FailedFile(path, reason) for path, reason in sorted(failed.items())],
+        skipped=[FailedFile(path, reason) for path, reason in sorted(skipped.items())],
         warnings=work.warnings,
         segments_encoded=work.rows.num_rows if work.rows is not None else 0,
         seconds=time.perf_counter() - started,
@@ -458,11 +466,14 @@ def _on_main(group: ProcessGroup, work):
 def _plan_summary(plan: _Plan, video_dir: Path, processes: int) -> str:
     update = plan.update
     text = (
-        f"{len(update.to_encode) + len(update.unchanged)} files in {video_dir}: {len(update.new) - plan.retried} new, "
-        f"{len(update.changed)} changed, {len(update.removed)} removed, {len(update.unchanged)} unchanged"
+        f"{len(update.to_encode) + len(update.unchanged)} files in {video_dir}: "
+        f"{len(update.new) - plan.retried - plan.skipped_before} new, {len(update.changed)} changed, "
+        f"{len(update.removed)} removed, {len(update.unchanged)} unchanged"
     )
     if plan.retried:
         text += f", {plan.retried} that failed before (tried again)"
+    if plan.skipped_before:
+        text += f", {plan.skipped_before} not videos before (probed again)"
     if plan.resumed:
         text += f"; {plan.resumed} already done by an interrupted run"
     if processes > 1:

@@ -14,23 +14,45 @@ Each yielded batch is a dict:
     videos        [video record] for every video whose last segment is in this batch or an earlier one
 
 A video record is a dict with `path`, `size`, `mtime_ns`, `sha256` (its content's hash when `hash_files`, else
-empty), `duration`, `segments` (how many were yielded),
-`error` (the reason the video is skipped, or None) and `warnings` (windows left out). A video never stops the
-run: any error while reading it becomes its record's `error`.
+empty), `duration`, `segments` (how many were yielded), `error` (the reason the file is not indexed, or None),
+`not_video` (the file is not a video: skipped, not failed; `discovery.NotAVideoError`) and `warnings` (what was left
+out of an indexed video: windows that do not decode, or the part of a truncated file past what can be read). A
+file never stops the run: any error while reading it becomes its record's `error`.
+
+A truncated file (a download cut short) whose header states a longer duration than its frames cover is indexed up
+to the last frame that can be read, with a warning giving both durations.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, read_video_frames
-from .discovery import VideoFile, file_sha256, probe_video
-from .segments import read_window_frames, segment_windows
+from ..video_io import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    TRUNCATION_TOLERANCE_FRACTION,
+    TRUNCATION_TOLERANCE_S,
+    TruncatedVideoWarning,
+    VideoDecodeError,
+    read_video_frames,
+)
+from .discovery import NotAVideoError, VideoFile, file_sha256, probe_video
+from .segments import VideoTimeline, read_window_frames, segment_windows
+
+
+def partial_decode_warning(path: str, timeline: VideoTimeline) -> str | None:
+    """The report's warning for a video whose readable frames cover clearly less time than its header states (the
+    tolerance of `read_video_frames`' `TruncatedVideoWarning`), else `None`."""
+    header = timeline.index.header_duration_s
+    if header is None or header - timeline.duration <= max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * header):
+        return None
+    return (f"{path}: indexed up to {timeline.duration:.1f} s of the {header:.1f} s its header states (the rest "
+            "cannot be read: the file looks truncated or damaged)")
 
 
 class SegmentBatches(IterableDataset):
@@ -82,13 +104,17 @@ class SegmentBatches(IterableDataset):
             record["sha256"] = file_sha256(full_path)
         timeline = probe_video(full_path, timeout_s=self.timeout_s)
         record["duration"] = timeline.duration
+        if (warning := partial_decode_warning(file.path, timeline)) is not None:
+            record["warnings"].append(warning)
         windows = segment_windows(timeline.duration, self.segment_seconds, self.overlap_seconds)
         num_frames, sampling = self.processor.num_frames, self.processor.frame_sampling
         number = 0
         for start, end in windows:
             try:
                 if len(windows) == 1:
-                    frames, _ = read_video_frames(full_path, num_frames, sampling, timeout_s=self.timeout_s)
+                    with warnings.catch_warnings():  # the record's warning says it, once, in the report
+                        warnings.simplefilter("ignore", TruncatedVideoWarning)
+                        frames, _ = read_video_frames(full_path, num_frames, sampling, timeout_s=self.timeout_s)
                 else:
                     frames, _ = read_window_frames(
                         full_path, timeline, start, end, num_frames, sampling, timeout_s=self.timeout_s
@@ -118,7 +144,7 @@ class SegmentBatches(IterableDataset):
         for file in self._my_files():
             record = {
                 "path": file.path, "size": file.size, "mtime_ns": file.mtime_ns, "sha256": file.sha256, "duration": 0.0,
-                "segments": 0, "error": None, "warnings": [],
+                "segments": 0, "error": None, "not_video": False, "warnings": [],
             }
             try:
                 for segment, pixel_values, video_mask in self._read_segments(file, record):
@@ -132,6 +158,7 @@ class SegmentBatches(IterableDataset):
                     raise VideoDecodeError(file.path, "none of its windows decodes")
             except VideoDecodeError as error:
                 record["error"] = error.reason
+                record["not_video"] = isinstance(error, NotAVideoError)
             except Exception as error:  # noqa: BLE001 - one bad file must not stop an indexing run
                 record["error"] = f"{type(error).__name__}: {error}"
             if record["error"] is not None and record["segments"]:
@@ -146,4 +173,4 @@ class SegmentBatches(IterableDataset):
             yield batch()
 
 
-__all__ = ["SegmentBatches"]
+__all__ = ["SegmentBatches", "partial_decode_warning"]

@@ -444,6 +444,16 @@ def manifest_exists(index_dir: str | os.PathLike) -> bool:
     return (index_dir / MANIFEST_NAME).is_file() or any(index_dir.glob("index-*.json"))
 
 
+def is_index_folder(folder: str | os.PathLike) -> bool:
+    """Whether a folder is a video index (its manifest, or the lock and work shards of a first update still running),
+    so that indexing a folder that holds it does not probe the index's own files as videos."""
+    folder = Path(folder)
+    locked = (folder / LOCK_NAME).is_file()  # every update leaves it; an `index.json` alone may be anyone's
+    if manifest_exists(folder):
+        return locked or (folder / SEGMENTS_DIR).is_dir()
+    return locked and (folder / WORK_DIR).is_dir()
+
+
 def write_manifest(index_dir: str | os.PathLike, manifest: IndexManifest) -> None:
     """Commit `manifest`: write its generation's copy, then replace `index.json` (one atomic rename)."""
     index_dir = Path(index_dir)
@@ -791,7 +801,9 @@ class WorkShardWriter:
         self._videos.append({key: video[key] for key in ("path", "size", "mtime_ns", "warnings")})
 
     def add_failure(self, video: dict) -> None:
-        self._failed.append({key: video[key] for key in ("path", "size", "mtime_ns", "error")})
+        """A file that is not indexed: a video that failed, or (`not_video`) a file that is not a video."""
+        self._failed.append({**{key: video[key] for key in ("path", "size", "mtime_ns", "error")},
+                             "not_video": bool(video.get("not_video"))})
 
     @property
     def buffered_rows(self) -> int:
@@ -887,12 +899,14 @@ class EncodedWork:
         rows (`pa.Table`, *optional*): the segment rows of the encoded videos.
         encoded (`set[str]`): their paths.
         failed (`dict[str, str]`): paths of the files that failed, with the reason.
-        warnings (`list[str]`): windows left out of encoded videos.
+        skipped (`dict[str, str]`): paths of the files that are not videos, with the reason.
+        warnings (`list[str]`): windows left out of encoded videos, partial decodes.
     """
 
     rows: pa.Table | None = None
     encoded: set = field(default_factory=set)
     failed: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
 
@@ -913,9 +927,10 @@ def collect_work(index_dir: str | os.PathLike, shards: Iterable[WorkShard], want
             work.warnings.extend(w for v in videos for w in v.get("warnings", []))
         for video in shard.failed:
             if (video["path"], video["size"], video["mtime_ns"]) in wanted:
-                work.failed[video["path"]] = video["error"]
+                (work.skipped if video.get("not_video") else work.failed)[video["path"]] = video["error"]
     for path in work.encoded:
         work.failed.pop(path, None)
+        work.skipped.pop(path, None)
     if tables:
         work.rows = pa.concat_tables(tables)
     return work
@@ -1336,6 +1351,7 @@ __all__ = [
     "file_record",
     "find_work_shards",
     "highest_generation",
+    "is_index_folder",
     "load_vector_index",
     "manifest_exists",
     "manifest_stamp",
