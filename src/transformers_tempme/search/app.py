@@ -31,7 +31,9 @@ import logging
 import mimetypes
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Container, Iterable
 from pathlib import Path
 from urllib.parse import quote
@@ -309,9 +311,29 @@ def serve(index: VideoSearchIndex, host: str = DEFAULT_HOST, port: int = DEFAULT
     `QueryService` for `batch_size`, `batch_wait_ms` and `cache_size`)."""
     import uvicorn
 
-    with _private_upload_folder() as uploads, QueryService(index, batch_size, batch_wait_ms, cache_size) as service:
+    with (_private_upload_folder() as uploads, QueryService(index, batch_size, batch_wait_ms, cache_size) as service,
+          _sigterm_exits()):
         app = build_app(service, k, host=host, allowed_hosts=allowed_hosts, upload_dir=uploads)
         uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """Make SIGTERM end `serve` as Ctrl-C does, through the `finally` blocks. uvicorn stops gracefully on it, then
+    raises the signal again for the handler it found: Python's default one would kill the process right there,
+    leaving the private upload folder behind."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = [
