@@ -197,7 +197,8 @@ def test_clip_slots_are_bounded(index):
 @pytest.mark.parametrize(
     "option, value, said",
     [("--batch-size", "0", "must be at least 1"), ("--batch-wait-ms", "-1", "must be at least 0"),
-     ("--batch-wait-ms", "nan", "must be at least 0"), ("--cache-size", "x", "is not a number"), ("-k", "0", "at least 1")],
+     ("--batch-wait-ms", "nan", "must be at least 0"), ("--cache-size", "x", "is not a number"),
+     ("-k", "0", "at least 1")],
 )
 def test_bad_serve_options_are_usage_errors(option, value, said, capsys):
     from transformers_tempme.cli import main
@@ -222,3 +223,34 @@ def test_serve_passes_the_engine_settings(tmp_path, encoder, monkeypatch):  # no
     assert main(["serve", str(tmp_path / "videos.index"), "--batch-size", "8", "--batch-wait-ms", "0",
                  "--cache-size", "0"]) == 0
     assert (served["batch_size"], served["batch_wait_ms"], served["cache_size"]) == (8, 0.0, 0)
+
+
+# ------------------------------------------------------------------ the load benchmark runs
+
+
+@pytest.mark.slow
+def test_the_load_benchmark_checks_every_answer(tmp_path, monkeypatch):
+    """`benchmarks/search_load.py` at a tiny size: a real server, every answer compared (no timing asserted)."""
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    import search_load
+
+    results = search_load.main(["--tiny", "--segments", "300", "--queries", "12", "--concurrency", "1,6",
+                                "--batch-wait-ms", "20", "--output", str(tmp_path / "load.json"),
+                                "--markdown", str(tmp_path / "load.md")])
+    assert [level["concurrency"] for level in results["levels"]] == [1, 6]
+    for level in results["levels"]:
+        assert level["answered"] == level["queries"] == 12 and level["wrong"] == level["failed"] == 0
+        assert level["queries_per_s"] > 0 and level["p95_ms"] >= level["p50_ms"] > 0
+    assert results["cache_hits"] == 0 and results["server_settings"]["batch_wait_ms"] == 20
+    assert "flags" in results["cpu_features"] and len(results["machine"]["load_average"]) == 3
+    assert "--tiny --segments 300" in (tmp_path / "load.md").read_text()
+    # What counts as a wrong answer: another order, another score, a hit missing; a float-precision tie may swap.
+    expected = [("a.mp4", 0.0, 0.9), ("b.mp4", 10.0, 0.8), ("c.mp4", 0.0, 0.8 + 2e-6)]
+    hits = [{"path": p, "start": s, "score": score} for p, s, score in expected]
+    assert search_load.is_correct(hits, expected) and search_load.is_correct([hits[0], hits[2], hits[1]], expected)
+    assert not search_load.is_correct([hits[1], hits[0], hits[2]], expected)
+    assert not search_load.is_correct(hits[:2], expected)
+    assert not search_load.is_correct([hits[0], hits[1], {**hits[2], "score": 0.7}], expected)

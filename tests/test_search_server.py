@@ -436,7 +436,8 @@ def assert_answers_as(response: Response, expected: list) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("k, one_per_video", [(3, False), (7, True), (100, False)])
 def test_the_api_answers_as_the_python_api(server, opened, k, one_per_video):
-    response = server.request("GET", "/api/search?" + urlencode({"q": QUERY, "k": k, "one_per_video": int(one_per_video)}))
+    parameters = {"q": QUERY, "k": k, "one_per_video": int(one_per_video)}
+    response = server.request("GET", "/api/search?" + urlencode(parameters))
     assert_answers_as(response, opened.search(QUERY, k=k, max_per_video=1 if one_per_video else None))
     assert response.json["query"] == QUERY and response.json["generation"] == opened.manifest.generation
 
@@ -503,7 +504,8 @@ def test_a_clip_uploaded_to_the_api_is_searched_then_deleted(server, library, op
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "body_kind",
-    ["clip named by a server path", "clip as a text field", "a JSON body naming a path", "no clip field", "not a video"],
+    ["clip named by a server path", "clip as a text field", "a JSON body naming a path", "no clip field",
+     "not a video"],
 )
 def test_the_api_searches_only_the_bytes_sent(server, library, body_kind):
     secret = str(library / "secret.txt")

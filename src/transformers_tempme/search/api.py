@@ -11,6 +11,8 @@ fails): 400 for a missing, unknown or bad parameter, 413 for a body over its lim
 multipart or a clip that is not a video, 503 when every slot for clips is taken. No message names a server path.
 
 An uploaded clip is written, as it arrives, into the server's private upload folder, searched, and deleted.
+
+The routes run on the server's event loop and wait for the engine without blocking it.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def add_api_routes(app, service: QueryService, clip_folder: str | os.PathLike) -
             k, one_per_video = _hits_parameter(given)
             if not given.get("q", "").strip():
                 raise ApiError(400, "Give the query as q=TEXT.")
-            result = await asyncio.wrap_future(service.submit(given["q"], k, one_per_video))
+            result = await service.search_async(given["q"], k, one_per_video)
         except ApiError as error:
             return error_response(error.status, error.message)
         except Exception:
@@ -180,7 +182,7 @@ def add_api_routes(app, service: QueryService, clip_folder: str | os.PathLike) -
             k, one_per_video = _hits_parameter(_parameters(request, ("k", "one_per_video")))
             with service.clip_slot():  # before reading a byte of the upload
                 clip = await receive_clip(request, clip_folder)
-                hits = await asyncio.wrap_future(service.submit_like(clip, k, one_per_video))
+                hits = await service.search_like_async(clip, k, one_per_video)
         except ApiError as error:
             return error_response(error.status, error.message)
         except ServiceBusyError as error:
@@ -202,7 +204,7 @@ def add_api_routes(app, service: QueryService, clip_folder: str | os.PathLike) -
             _parameters(request, ())
         except ApiError as error:
             return error_response(error.status, error.message)
-        return service.status()
+        return await asyncio.to_thread(service.status)
 
 
 __all__ = ["API_ROUTE", "CLIP_FIELD", "MAX_API_HITS", "add_api_routes", "error_response", "hit_json", "receive_clip"]

@@ -14,7 +14,7 @@ batch, vector searches run in a thread pool and repeated queries come from a cac
 once. The set of files `/media` serves follows the index to each new generation (`VideoSearchIndex.video_paths`).
 
 Every request first passes the `RequestGate` (`request_gate.py`): a `Host` naming this server, a route of
-`SERVER_ROUTES` (the page, its assets, the Gradio calls the page makes, the media route) and a bounded body;
+`SERVER_ROUTES` (the page, its assets, the Gradio calls the page makes, the media route, the API) and a bounded body;
 anything else is refused. The search-by-clip handler takes only files the browser uploaded into Gradio's upload
 folder, and errors reach the browser without details (they are logged here).
 
@@ -160,23 +160,24 @@ def build_blocks(service: QueryService, k: int = 8):
         return hits_html(hits, lambda hit: indexed_file(index.video_dir, index.video_paths, hit.path) is not None)
 
     # Both handlers wait for the engine without holding a thread, and the events run with no concurrency limit
-    # (Gradio's default is one at a time): the engine batches the page's queries with the API's.
+    # (Gradio's default is one at a time): the engine batches the page's queries with the API's. `show` looks at the
+    # files, so it runs off the event loop.
     async def search(query: str, k: float, one_per_video: bool) -> str:
         if not query or not query.strip():
             return "<p class='no-hits'>Type what happens in the moment you are looking for.</p>"
-        result = await asyncio.wrap_future(service.submit(query, int(k), one_per_video))
-        return show(list(result.hits))
+        result = await service.search_async(query, int(k), one_per_video)
+        return await asyncio.to_thread(show, list(result.hits))
 
     async def search_like(clip: str | None, k: float, one_per_video: bool) -> str:
         # `clip` is a file of Gradio's upload folder: Gradio refuses any other path a client names (see build_app).
         if clip is None:
             return "<p class='no-hits'>Choose a video clip.</p>"
         try:
-            hits = await asyncio.wrap_future(service.submit_like(clip, int(k), one_per_video))
+            hits = await service.search_like_async(clip, int(k), one_per_video)
         except VideoDecodeError as error:  # the browser learns that the clip failed; the log says why
             logger.warning("search by clip: %s", error)
             raise gr.Error("This file could not be read as a video.") from None
-        return show(list(hits))
+        return await asyncio.to_thread(show, list(hits))
 
     counts = index.manifest.counts
     model_name = display_name(index.manifest.model.get("name_or_path") or "(model built in memory)")

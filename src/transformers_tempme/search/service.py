@@ -22,6 +22,7 @@ The answers are those of `VideoSearchIndex.search` one query at a time (within f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -195,6 +196,12 @@ class QueryService:
         """`submit`, waiting for the answer."""
         return self.submit(query, k, one_per_video).result()
 
+    async def search_async(self, query: str, k: int = 10, one_per_video: bool = False) -> QueryResult:
+        """`search` for an event loop: asks from a worker thread (asking may first load a newer generation of the
+        index, which must not stall the loop), then awaits the answer without holding a thread."""
+        future = await asyncio.to_thread(self.submit, query, k, one_per_video)
+        return await asyncio.wrap_future(future)
+
     def _run_batches(self) -> None:
         while True:
             first = self._queue.get()
@@ -281,6 +288,11 @@ class QueryService:
         return self._clip_pool.submit(
             lambda: tuple(self.index.search_like(clip, k=int(k), max_per_video=1 if one_per_video else None))
         )
+
+    async def search_like_async(self, clip: str | os.PathLike, k: int = 10,
+                                one_per_video: bool = False) -> tuple[SearchHit, ...]:
+        """`submit_like` for an event loop: awaits the hits without holding a thread."""
+        return await asyncio.wrap_future(self.submit_like(clip, k, one_per_video))
 
     # ------------------------------------------------------------------ state
 
