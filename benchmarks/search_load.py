@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from search_latency import DIM, point_manifest, random_unit_vectors, write_index
-from search_machine import load_average, machine
+from search_machine import load_average, machine, write_results
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
@@ -286,12 +285,7 @@ def main(argv=None) -> dict:
         server.stop()
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
-    results["machine"]["load_average_end"] = load_average()
-    for path, text in ((args.output, json.dumps(results, indent=2)), (args.markdown, markdown(results))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-    print("\n" + markdown(results))
-    print(f"\nWrote {args.output} and {args.markdown}")
+    write_results(results, args.output, args.markdown, markdown(results))
     return results
 
 
