@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from search_machine import load_average, machine
+from search_machine import load_average, machine, write_results
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
@@ -288,12 +288,7 @@ def main(argv=None) -> None:
         print(markdown({**results, "sizes": results["sizes"][-1:]}), flush=True)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")  # what is done so far
-    results["machine"]["load_average_end"] = load_average()
-    for path, text in ((args.output, json.dumps(results, indent=2)), (args.markdown, markdown(results))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-    print("\n" + markdown(results))
-    print(f"\nWrote {args.output} and {args.markdown}")
+    write_results(results, args.output, args.markdown, markdown(results))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ next to it, so that a reader can tell a quiet run from a busy one.
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 
 import torch
 from benchmark import load_average, machine_description
@@ -37,4 +39,14 @@ def machine() -> dict:
     return description
 
 
-__all__ = ["cpu_flags", "machine", "load_average"]
+def write_results(results: dict, json_path: str, markdown_path: str, table: str) -> None:
+    """Write a benchmark's records (JSON, with the load average at the end) and its markdown table, and print it."""
+    results["machine"]["load_average_end"] = load_average()
+    for path, text in ((json_path, json.dumps(results, indent=2)), (markdown_path, table)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    print("\n" + table)
+    print(f"\nWrote {json_path} and {markdown_path}")
+
+
+__all__ = ["cpu_flags", "machine", "load_average", "write_results"]

@@ -6,7 +6,11 @@ The library holds, besides ordinary clips: a video whose name holds a newline, a
 real video outside it (the indexer follows links to files, so it is indexed), and an indexed video replaced by a
 link to the secret after indexing. The index's rows are then edited to hold `../secret.txt`, the secret's absolute
 path, `../outside/real.mp4` and `.hidden.mp4`. The server runs in the library's folder, so the secret lies in its
-working directory, and its upload folder is watched for copies of the secret.
+working directory, and its upload folder is watched for copies of the secret. The JSON API (`/api/...`) is sent the
+same attacks as the page.
+
+A second server, on an ordinary library, serves many clients at once: its answers are those of the Python API one
+query at a time, its batches form (for the API and for the page), and it follows the index to a new generation.
 """
 
 from __future__ import annotations
@@ -18,14 +22,23 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from search_helpers import free_port, make_video_folder, moving_square, subprocess_env, tiny_search_model, write_clip
+from search_helpers import (
+    free_port,
+    make_video_folder,
+    moving_square,
+    save_tiny_search_model,
+    subprocess_env,
+    tiny_search_model,
+    write_clip,
+)
 
 from transformers_tempme import VideoSearchIndex
 
@@ -48,6 +61,11 @@ class Response:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+    @property
+    def json(self):
+        assert "content-type: application/json" in self.headers.lower(), self.headers
+        return json.loads(self.body)
 
 
 def rewrite_paths(index_dir: Path, renames: dict[str, str]) -> None:
@@ -95,10 +113,13 @@ def library(tmp_path_factory):
 class Server:
     """`tempme serve` in a subprocess on 127.0.0.1 and a free port, run from the library's folder."""
 
-    def __init__(self, root: Path, *args: str):
+    def __init__(self, root: Path, *args: str, env: dict[str, str | None] | None = None):
+        """`env`: changes to the environment (None: unset), e.g. no GRADIO_TEMP_DIR, so that the server makes its
+        own private upload folder (in TMPDIR)."""
         self.root, self.port, self.uploads = root, free_port(), root / "uploads"
         self.log = root / f"serve-{self.port}.log"
-        env = {**subprocess_env(), "GRADIO_TEMP_DIR": str(self.uploads)}
+        env = {**subprocess_env(), "GRADIO_TEMP_DIR": str(self.uploads), **(env or {})}
+        env = {name: value for name, value in env.items() if value is not None}
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "transformers_tempme.cli", "serve", str(root / "videos.index"),
@@ -116,13 +137,14 @@ class Server:
             assert time.monotonic() < deadline, "tempme serve did not answer:\n" + self.log.read_text()
             time.sleep(0.5)
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Stop the server with SIGTERM (as a service manager does); returns its exit code."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=30)
+            return self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:  # uvicorn waits for open connections to finish
             self.process.kill()
-            self.process.wait(timeout=30)
+            return self.process.wait(timeout=30)
 
     def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
                 host: str | None = OWN_ADDRESS, chunked: bool = False) -> Response:
@@ -324,11 +346,13 @@ def test_the_page_marks_hits_it_does_not_play(server, library):
 )
 def test_only_requests_for_this_server_are_answered(server, host, status):
     host = host.replace("PORT", str(server.port)) if host else host
-    for path in ("/", "/media/red_right.mp4", "/config"):
+    for path in ("/", "/media/red_right.mp4", "/config", "/api/status", f"/api/search?q={quote(QUERY)}"):
         response = server.request("GET", path, host=host)
         assert response.status == status, (host, path, response.status)
         if status == 400:
             assert len(response.body) < 100
+            if path.startswith("/api/") and host is not None:  # without one, uvicorn refuses it itself
+                assert response.json == {"error": "Invalid host header."}
 
 
 # ------------------------------------------------------------------ queries: bounded
@@ -385,6 +409,223 @@ def test_long_queries_are_cut_before_the_tokenizer(opened, monkeypatch):
     assert opened.search(query, k=3) == opened.search(cut, k=3)
     assert max(seen) == len(cut) < 2000
     assert [hit.path for hit in opened.search(QUERY + "  ", k=3)] == [hit.path for hit in opened.search(QUERY, k=3)]
+
+
+# ------------------------------------------------------------------ the JSON API: the same rules
+
+
+def multipart(name: str, content: bytes, filename: str | None = "clip.mp4") -> tuple[bytes, dict]:
+    """A multipart/form-data body with one part (a file part when `filename` is given), and its headers."""
+    boundary = uuid.uuid4().hex
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+    body = (f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: video/mp4\r\n\r\n").encode()
+    body += content + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def assert_answers_as(response: Response, expected: list) -> None:
+    """The API's hits are the Python API's: same ranks, paths and times, scores within 1e-5, nothing more."""
+    assert response.status == 200, response.text
+    hits = response.json["hits"]
+    assert [(h["rank"], h["path"], h["start"], h["end"]) for h in hits] == [
+        (h.rank, h.path, h.start, h.end) for h in expected]
+    assert all(abs(h["score"] - e.score) <= 1e-5 for h, e in zip(hits, expected))
+    assert all(set(hit) == {"rank", "path", "start", "end", "score"} for hit in hits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k, one_per_video", [(3, False), (7, True), (100, False)])
+def test_the_api_answers_as_the_python_api(server, opened, k, one_per_video):
+    parameters = {"q": QUERY, "k": k, "one_per_video": int(one_per_video)}
+    response = server.request("GET", "/api/search?" + urlencode(parameters))
+    assert_answers_as(response, opened.search(QUERY, k=k, max_per_video=1 if one_per_video else None))
+    assert response.json["query"] == QUERY and response.json["generation"] == opened.manifest.generation
+
+
+@pytest.mark.slow
+def test_the_api_status_names_no_server_path(server, library, opened):
+    status = server.request("GET", "/api/status")
+    assert status.status == 200 and str(library).encode() not in status.body and b"/tmp" not in status.body
+    assert {key: status.json[key] for key in ("videos", "segments", "generation", "model", "vector_index")} == {
+        "videos": opened.manifest.counts["videos"], "segments": len(opened), "generation": 1, "model": "model",
+        "vector_index": "flat"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method, path, status, said",
+    [
+        ("GET", "/api/search", 400, "q=TEXT"),
+        ("GET", "/api/search?q=%20%0A", 400, "q=TEXT"),
+        ("GET", "/api/search?q=red&k=0", 400, "k must be a whole number from 1 to 100"),
+        ("GET", "/api/search?q=red&k=101", 400, "k must be"),
+        ("GET", "/api/search?q=red&k=-1", 400, "k must be"),
+        ("GET", "/api/search?q=red&k=NaN", 400, "k must be"),
+        ("GET", "/api/search?q=red&k=1e3", 400, "k must be"),
+        ("GET", "/api/search?q=red&k=99999999999999999999", 400, "k must be"),
+        ("GET", "/api/search?q=red&one_per_video=maybe", 400, "one_per_video must be"),
+        ("GET", "/api/search?q=red&q=blue", 400, "more than once"),
+        ("GET", "/api/search?q=red&top_k=3", 400, "Unknown parameter 'top_k'"),
+        ("GET", "/api/search?q=red&path=/etc/passwd", 400, "Unknown parameter 'path'"),
+        ("GET", "/api/status?verbose=1", 400, "Unknown parameter 'verbose'"),
+        ("POST", "/api/search_like?k=0", 400, "k must be"),
+        ("POST", "/api/search_like?path=/etc/passwd", 400, "Unknown parameter 'path'"),
+        ("GET", "/api/nothing", 404, "Not found."),
+        ("GET", "/api/search/", 404, "Not found."),
+        ("GET", "/api", 404, "Not found."),  # not under /api/: plain text
+        ("POST", "/api/search?q=red", 404, "Not found."),
+        ("HEAD", "/api/status", 404, ""),
+        ("DELETE", "/api/status", 404, "Not found."),
+        ("GET", "/api/search_like", 404, "Not found."),
+        ("GET", "/api/docs", 404, "Not found."),
+        ("GET", "/api/openapi.json", 404, "Not found."),
+    ],
+)
+def test_api_errors_are_json_with_4xx_codes(server, method, path, status, said):
+    response = server.request(method, path)
+    assert response.status == status, (path, response.status, response.text)
+    if method == "HEAD":
+        assert response.body == b""
+    elif path.startswith("/api/"):
+        assert response.json == {"error": response.json["error"]} and said in response.json["error"]
+    else:
+        assert response.text == said
+
+
+@pytest.mark.slow
+def test_a_clip_uploaded_to_the_api_is_searched_then_deleted(server, library, opened):
+    clip = library / "videos" / "sub" / "blue_right.mp4"
+    response = server.request("POST", "/api/search_like?k=3", *multipart("clip", clip.read_bytes()))
+    assert_answers_as(response, opened.search_like(clip, k=3))
+    assert response.json["hits"][0]["path"] == "sub/blue_right.mp4"
+    assert [path.name for path in (server.uploads / "api-clips").iterdir()] == []  # written there, then deleted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "body_kind",
+    ["clip named by a server path", "clip as a text field", "a JSON body naming a path", "no clip field",
+     "not a video"],
+)
+def test_the_api_searches_only_the_bytes_sent(server, library, body_kind):
+    secret = str(library / "secret.txt")
+    body, headers = {
+        "clip named by a server path": multipart("clip", b"not a video", filename=secret),
+        "clip as a text field": multipart("clip", secret.encode(), filename=None),
+        "a JSON body naming a path": (json.dumps({"path": secret, "meta": {"_type": "gradio.FileData"}}).encode(),
+                                      {"Content-Type": "application/json"}),
+        "no clip field": multipart("file", (library / "videos" / "red_right.mp4").read_bytes()),
+        "not a video": multipart("clip", (library / "videos" / "notes.mp4").read_bytes()),
+    }[body_kind]
+    response = server.request("POST", "/api/search_like?k=3", body, headers)
+    expected = {"a JSON body naming a path": (415, "Send the clip as multipart/form-data, in a field named 'clip'."),
+                "no clip field": (400, "The request holds no field named 'clip'.")}
+    assert (response.status, response.json["error"]) == expected.get(
+        body_kind, (415, "This file could not be read as a video."))
+    assert str(library).encode() not in response.body and b"/tmp" not in response.body
+    assert [path.name for path in (server.uploads / "api-clips").iterdir()] == []
+
+
+@pytest.mark.slow
+def test_api_bodies_over_the_limit_are_refused_at_once(server):
+    from transformers_tempme.search.app import MAX_UPLOAD_BYTES
+
+    started = time.monotonic()
+    headers = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(MAX_UPLOAD_BYTES + (1 << 20))}
+    response = server.request("POST", "/api/search_like", b"--x\r\n", headers)
+    assert (response.status, response.json) == (413, {"error": "Content too large."})
+    response = server.request("GET", "/api/search?q=red", b"0123456789")  # a query takes no body
+    assert (response.status, response.json) == (413, {"error": "Content too large."})
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.slow
+def test_a_10_mb_query_in_the_url_is_refused_and_a_long_one_cut(server, opened):
+    started = time.monotonic()
+    response = server.request("GET", "/api/search?q=" + "red+" * 2_500_000)
+    # uvicorn refuses a request line that long before any route: an error, or the connection closed mid-send
+    assert 400 <= response.status < 500 or (response.status == 0 and b"reset" in response.body), response
+    assert time.monotonic() - started < 60
+    long = server.request("GET", "/api/search?" + urlencode({"q": "a red square moves " * 400, "k": 3}))  # 7.6 KB
+    assert_answers_as(long, opened.search("a red square moves " * 400, k=3))
+    assert len(long.json["query"]) <= 32 * opened.processor.max_words
+
+
+# ------------------------------------------------------------------ many users at once, and a new generation
+
+SEARCHES = ["red", "blue", "green", "yellow", "a red square moves from left to right", "a blue square grows",
+            "a green circle moves from right to left on black background", "a yellow square shrinks", "square",
+            "a red circle", "blue square moves from top to bottom", "green grows"]
+
+
+@pytest.fixture(scope="module")
+def busy_library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("busy_library")
+    model_dir = save_tiny_search_model(root / "model")
+    model, processor = tiny_search_model()
+    VideoSearchIndex.build(make_video_folder(root / "videos"), root / "videos.index", model, processor,
+                           model_info={"name_or_path": str(model_dir)}, num_workers=0, progress=False)
+    (root / "tmp").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def busy_server(busy_library):
+    """A server whose batches wait 300 ms for more queries, with its own private upload folder (no GRADIO_TEMP_DIR)
+    in a TMPDIR of its own."""
+    running = Server(busy_library, "--batch-size", "8", "--batch-wait-ms", "300",
+                     env={"GRADIO_TEMP_DIR": None, "TMPDIR": str(busy_library / "tmp")})
+    assert len(list((busy_library / "tmp").glob("tempme-serve-uploads-*"))) == 1
+    yield running
+    # SIGTERM stops it cleanly: exit code 0 and its private upload folder removed.
+    assert running.close() == 0
+    assert list((busy_library / "tmp").iterdir()) == []
+
+
+def status_of(server: Server) -> dict:
+    return server.request("GET", "/api/status").json
+
+
+@pytest.mark.slow
+def test_concurrent_api_queries_are_batched_and_answered_one_at_a_time(busy_server, busy_library):
+    index = VideoSearchIndex.open(busy_library / "videos.index")
+    with ThreadPoolExecutor(len(SEARCHES)) as clients:
+        responses = list(clients.map(
+            lambda query: busy_server.request("GET", "/api/search?" + urlencode({"q": query, "k": 5})), SEARCHES))
+    for query, response in zip(SEARCHES, responses):
+        assert_answers_as(response, index.search(query, k=5))
+    counts = status_of(busy_server)["queries"]
+    assert counts["largest_batch"] > 1 and counts["batches"] < len(SEARCHES)
+    again = busy_server.request("GET", "/api/search?" + urlencode({"q": SEARCHES[0], "k": 5}))
+    assert again.body == responses[0].body
+    assert status_of(busy_server)["queries"]["cache_hits"] == counts["cache_hits"] + 1
+
+
+@pytest.mark.slow
+def test_the_page_is_not_served_one_query_at_a_time(busy_server):
+    """Gradio runs an event one at a time unless told otherwise: the page's queries reach the engine together."""
+    before = status_of(busy_server)["queries"]
+    queries = [f"{colour} square {action}" for colour in ("red", "blue") for action in ("grows", "shrinks", "moves")]
+    with ThreadPoolExecutor(len(queries)) as clients:
+        events = list(clients.map(lambda query: busy_server.call("search", [query, 3, False]), queries))
+    assert all(event == "complete" and data[0].count("class='hit'") == 3 for event, data in events)
+    after = status_of(busy_server)["queries"]
+    assert after["encoded"] - before["encoded"] == len(queries)
+    assert after["batches"] - before["batches"] < len(queries)
+
+
+@pytest.mark.slow
+def test_a_new_generation_is_served_at_once(busy_server, busy_library):
+    """Another process commits a new generation: the running server plays and finds its new video, no restart."""
+    write_clip(busy_library / "videos" / "new" / "yellow.mp4", moving_square("yellow", 12))
+    assert busy_server.request("GET", "/media/new/yellow.mp4").status == 404
+    VideoSearchIndex.open(busy_library / "videos.index").update(num_workers=0, progress=False)
+    media = busy_server.request("GET", "/media/new/yellow.mp4")
+    assert media.status == 200 and media.body == (busy_library / "videos" / "new" / "yellow.mp4").read_bytes()
+    status = status_of(busy_server)
+    assert (status["generation"], status["videos"]) == (2, 6)
+    hits = busy_server.request("GET", "/api/search?q=a+yellow+square&k=100").json["hits"]
+    assert "new/yellow.mp4" in {hit["path"] for hit in hits}
 
 
 # ------------------------------------------------------------------ the command line

@@ -16,7 +16,8 @@ The index folder is open data: a Parquet table of segment embeddings with Huggin
 - `fingerprint`: refusing to score queries from a model other than the index's.
 - `distributed`: sharing an update among `accelerate launch` processes.
 - `indexer`: one update, end to end; `index`: `VideoSearchIndex`, the Python API.
-- `app`: the Gradio search page; `request_gate`: what its server answers, and to whom.
+- `service`: `QueryService`, the engine of the server (batched, cached, concurrent queries); `api`: its JSON API;
+  `app`: the Gradio search page and the server; `request_gate`: what the server answers, and to whom.
 
 Every error about an index or what is asked of it is a `SearchIndexError` (a `ValueError`), whose message says
 what to do; `tempme` prints it as one `error:` line.
@@ -28,6 +29,7 @@ from .index import VideoSearchIndex
 from .indexer import IndexingOptions
 from .results import FailedFile, IndexingReport, SearchHit
 from .segments import segment_windows
+from .service import QueryResult, QueryService
 from .storage import (
     IndexCheck,
     IndexDamagedError,
@@ -58,6 +60,8 @@ __all__ = [
     "IndexVersionError",
     "IndexingOptions",
     "IndexingReport",
+    "QueryResult",
+    "QueryService",
     "SearchHit",
     "SearchIndexError",
     "UnsafeRemovalError",

@@ -1,15 +1,20 @@
 """The search page: a Gradio app with a query box whose hits play from the matching moment.
 
-`build_app(index)` returns a FastAPI application holding two things:
+`build_app(index)` returns a FastAPI application holding three things:
 
 - `/media/PATH`: the video files of the index, and nothing else (`indexed_file`). Range requests are supported,
   so that the browser can start a long video in the middle.
+- `/api/...`: the JSON API (`api.py`): search by text or by an uploaded clip, and the index's status.
 - `/`: the Gradio page. Each hit is an HTML5 `<video>` whose source carries a media fragment (`#t=start,end`), so
   that the browser starts playback at the segment and stops at its end; the score, path and times are shown with
   it. A clip can be uploaded to search by example.
 
+The page and the API ask one engine, a `QueryService` (`service.py`): queries arriving together are encoded as one
+batch, vector searches run in a thread pool and repeated queries come from a cache, so many users are served at
+once. The set of files `/media` serves follows the index to each new generation (`VideoSearchIndex.video_paths`).
+
 Every request first passes the `RequestGate` (`request_gate.py`): a `Host` naming this server, a route of
-`SERVER_ROUTES` (the page, its assets, the Gradio calls the page makes, the media route) and a bounded body;
+`SERVER_ROUTES` (the page, its assets, the Gradio calls the page makes, the media route, the API) and a bounded body;
 anything else is refused. The search-by-clip handler takes only files the browser uploaded into Gradio's upload
 folder, and errors reach the browser without details (they are logged here).
 
@@ -19,11 +24,14 @@ external resource, so it works offline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import logging
 import mimetypes
 import os
+import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Container, Iterable
@@ -33,9 +41,11 @@ from urllib.parse import quote
 from starlette.convertors import Convertor, register_url_convertor
 
 from ..video_io import VideoDecodeError
+from .api import API_ROUTE, add_api_routes
 from .index import VideoSearchIndex
 from .request_gate import HostPolicy, RequestGate, Route, host_name, is_loopback, normalize_host_name
 from .results import SearchHit
+from .service import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WAIT_MS, DEFAULT_CACHE_SIZE, QueryService, display_name
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +56,7 @@ MAX_QUERY_BODY_BYTES = 64 * 1024  # a Gradio call carrying a query: the text and
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024  # an example clip to search by
 _GET = frozenset({"GET", "HEAD"})
 _POST = frozenset({"POST"})
+_GET_ONLY = frozenset({"GET"})
 
 # Everything the server answers (see `request_gate.py`); any other request gets 404. The Gradio routes are those the
 # page itself calls (and `gradio_client`, which calls the same ones). Not here, so never answered: Gradio's file and
@@ -58,6 +69,8 @@ SERVER_ROUTES: tuple[Route, ...] = (
     Route(_GET, r"/gradio_api/(heartbeat/[^/]+|call/[^/]+/[^/]+)"),
     Route(_POST, r"/gradio_api/(queue/join|cancel|reset/?|call/[^/]+/?)", MAX_QUERY_BODY_BYTES),
     Route(_POST, r"/gradio_api/upload", MAX_UPLOAD_BYTES + 64 * 1024),  # + the multipart envelope
+    Route(_GET_ONLY, API_ROUTE + r"/(search|status)"),  # the JSON API (api.py): the query is in the URL
+    Route(_POST, API_ROUTE + r"/search_like", MAX_UPLOAD_BYTES + 64 * 1024),
 )
 
 _CSS = """
@@ -137,49 +150,41 @@ class _AnyPathConvertor(Convertor[str]):
 register_url_convertor("any_path", _AnyPathConvertor())
 
 
-def _display_name(name_or_path: str) -> str:
-    """What the page shows of a folder or model: a Hub id as it is, a local path by its last component only (the
-    page does not say where files lie on the server)."""
-    if os.path.isabs(name_or_path) or os.path.exists(name_or_path):
-        return Path(name_or_path).name or name_or_path
-    return name_or_path
-
-
-def build_blocks(index: VideoSearchIndex, k: int = 8):
+def build_blocks(service: QueryService, k: int = 8):
     """The Gradio `Blocks` of the page (without the media route and the gate: see `build_app`)."""
     import gradio as gr
 
-    lock = threading.Lock()  # one query at a time through the model
-    indexed = frozenset(index.videos)
+    index = service.index
 
     def show(hits: list[SearchHit]) -> str:
-        return hits_html(hits, lambda hit: indexed_file(index.video_dir, indexed, hit.path) is not None)
+        return hits_html(hits, lambda hit: indexed_file(index.video_dir, index.video_paths, hit.path) is not None)
 
-    def search(query: str, k: float, one_per_video: bool) -> str:
+    # Both handlers wait for the engine without holding a thread, and the events run with no concurrency limit
+    # (Gradio's default is one at a time): the engine batches the page's queries with the API's. `show` looks at the
+    # files, so it runs off the event loop.
+    async def search(query: str, k: float, one_per_video: bool) -> str:
         if not query or not query.strip():
             return "<p class='no-hits'>Type what happens in the moment you are looking for.</p>"
-        with lock:
-            hits = index.search(query.strip(), k=int(k), max_per_video=1 if one_per_video else None)
-        return show(hits)
+        result = await service.search_async(query, int(k), one_per_video)
+        return await asyncio.to_thread(show, list(result.hits))
 
-    def search_like(clip: str | None, k: float, one_per_video: bool) -> str:
+    async def search_like(clip: str | None, k: float, one_per_video: bool) -> str:
         # `clip` is a file of Gradio's upload folder: Gradio refuses any other path a client names (see build_app).
         if clip is None:
             return "<p class='no-hits'>Choose a video clip.</p>"
         try:
-            with lock:
-                hits = index.search_like(clip, k=int(k), max_per_video=1 if one_per_video else None)
+            hits = await service.search_like_async(clip, int(k), one_per_video)
         except VideoDecodeError as error:  # the browser learns that the clip failed; the log says why
             logger.warning("search by clip: %s", error)
             raise gr.Error("This file could not be read as a video.") from None
-        return show(hits)
+        return await asyncio.to_thread(show, list(hits))
 
     counts = index.manifest.counts
-    model_name = _display_name(index.manifest.model.get("name_or_path") or "(model built in memory)")
+    model_name = display_name(index.manifest.model.get("name_or_path") or "(model built in memory)")
     with gr.Blocks(title="TempMe video search", delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
             f"## TempMe video search\n{counts['videos']} videos, {counts['segments']} segments of up to "
-            f"{index.manifest.segment_seconds:g} s in `{_display_name(str(index.video_dir))}` — model `{model_name}`"
+            f"{index.manifest.segment_seconds:g} s in `{display_name(str(index.video_dir))}` — model `{model_name}`"
         )
         with gr.Row():
             query = gr.Textbox(label="Describe a moment", placeholder="a dog catches a frisbee", scale=4,
@@ -191,47 +196,78 @@ def build_blocks(index: VideoSearchIndex, k: int = 8):
         with gr.Accordion("Search by an example clip", open=False):
             clip = gr.File(label="Video clip", file_types=["video"], type="filepath")
         results = gr.HTML(elem_id="results")
-        query.submit(search, [query, top_k, one_per_video], results)
-        button.click(search, [query, top_k, one_per_video], results)
-        clip.upload(search_like, [clip, top_k, one_per_video], results)
+        query.submit(search, [query, top_k, one_per_video], results, concurrency_limit=None)
+        button.click(search, [query, top_k, one_per_video], results, concurrency_limit=None)
+        clip.upload(search_like, [clip, top_k, one_per_video], results, concurrency_limit=None)
     return blocks
 
 
-def build_app(index: VideoSearchIndex, k: int = 8, host: str = DEFAULT_HOST, allowed_hosts: Iterable[str] = ()):
-    """The FastAPI application of the page: the media route and the Gradio app behind the request gate.
+def build_app(index: VideoSearchIndex | QueryService, k: int = 8, host: str = DEFAULT_HOST,
+              allowed_hosts: Iterable[str] = (), upload_dir: str | os.PathLike | None = None):
+    """The FastAPI application of the page: the media route, the JSON API and the Gradio app behind the request gate.
 
     Args:
-        index (`VideoSearchIndex`): what the page searches and plays.
+        index (`VideoSearchIndex` or `QueryService`): what the page and the API search and play; an index gets a
+            `QueryService` with the default settings, closed when the application stops.
         k (`int`): hits shown at first.
         host (`str`): the address the server binds; with `allowed_hosts`, the `Host` headers it answers
             (`HostPolicy.for_bind`).
+        upload_dir: the private folder where clips sent to `/api/search_like` are written while they are searched
+            (default: Gradio's upload folder, `GRADIO_TEMP_DIR`, when set; else a new private folder).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
-    indexed = frozenset(index.videos)
-    app = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None, openapi_url=None)
+    own_service = not isinstance(index, QueryService)
+    service = QueryService(index) if own_service else index
+    index = service.index
+    own_clips = upload_dir is None and not os.environ.get("GRADIO_TEMP_DIR")
+    clips = Path(tempfile.mkdtemp(prefix="tempme-api-clips-")) if own_clips else _clip_folder(
+        upload_dir or os.environ["GRADIO_TEMP_DIR"])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:  # what was made here is undone here
+            if own_service:
+                await asyncio.to_thread(service.close)
+            if own_clips:
+                shutil.rmtree(clips, ignore_errors=True)
+
+    app = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.query_service = service
 
     @app.get(MEDIA_ROUTE + "/{requested:any_path}")
     def media(requested: str):
-        path = indexed_file(index.video_dir, indexed, requested)
+        service.refresh()  # a video added by a newer generation is served at once
+        path = indexed_file(index.video_dir, index.video_paths, requested)
         if path is None:
             raise HTTPException(status_code=404, detail="Not a video of this index.")
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
 
+    add_api_routes(app, service, clips)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    blocks = build_blocks(index, k)
+    blocks = build_blocks(service, k)
     gr.mount_gradio_app(app, blocks, path="/", allowed_paths=[], theme=theme, css=_CSS, footer_links=[],
                         show_error=False, max_file_size=MAX_UPLOAD_BYTES, app_kwargs={"openapi_url": None})
     # `launch()` sets this flag and `mount_gradio_app` does not; without it Gradio skips its check that an event's
     # file inputs lie in its upload folder, and would copy any server file a client names into its cache.
     blocks.has_launched = True
-    app.add_middleware(RequestGate, hosts=HostPolicy.for_bind(host, allowed_hosts), routes=SERVER_ROUTES)
+    app.add_middleware(RequestGate, hosts=HostPolicy.for_bind(host, allowed_hosts), routes=SERVER_ROUTES,
+                       json_under=API_ROUTE + "/")
     return app
+
+
+def _clip_folder(upload_dir: str | os.PathLike) -> Path:
+    """The private folder (mode 0700) for the clips of `/api/search_like` in an upload folder."""
+    folder = Path(upload_dir) / "api-clips"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
 
 
 def exposure_warning(host: str, port: int, index: VideoSearchIndex, allowed_hosts: Iterable[str] = ()) -> str | None:
@@ -246,7 +282,8 @@ def exposure_warning(host: str, port: int, index: VideoSearchIndex, allowed_host
     names = sorted({host_name(h) for h in allowed_hosts} - {name})
     return (
         f"warning: --host {host} serves the page on {where}, port {port}: anyone who can reach it (other machines on "
-        f"its networks, and further if a router forwards the port) can search this index, play its "
+        f"its networks, and further if a router forwards the port) can search this index (on the page and through "
+        f"its JSON API), play its "
         f"{index.manifest.counts['videos']} videos from {index.video_dir} and upload clips to search by, with no "
         f"login. Browsers reach it under {', '.join([under, *names])} (add names with --allowed-host). Leave out "
         f"--host (127.0.0.1 by default) to keep it to this machine."
@@ -269,13 +306,35 @@ def _private_upload_folder():
 
 
 def serve(index: VideoSearchIndex, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, k: int = 8,
-          allowed_hosts: Iterable[str] = ()) -> None:
-    """Run the search page until interrupted (see `build_app` for `host` and `allowed_hosts`)."""
+          allowed_hosts: Iterable[str] = (), batch_size: int = DEFAULT_BATCH_SIZE,
+          batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    """Run the search page and the JSON API until interrupted (see `build_app` for `host` and `allowed_hosts`,
+    `QueryService` for `batch_size`, `batch_wait_ms` and `cache_size`)."""
     import uvicorn
 
-    with _private_upload_folder():
-        app = build_app(index, k, host=host, allowed_hosts=allowed_hosts)
+    with (_private_upload_folder() as uploads, QueryService(index, batch_size, batch_wait_ms, cache_size) as service,
+          _sigterm_exits()):
+        app = build_app(service, k, host=host, allowed_hosts=allowed_hosts, upload_dir=uploads)
         uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """Make SIGTERM end `serve` as Ctrl-C does, through the `finally` blocks. uvicorn stops gracefully on it, then
+    raises the signal again for the handler it found: Python's default one would kill the process right there,
+    leaving the private upload folder behind."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = [

@@ -69,6 +69,7 @@ class VideoSearchIndex:
         self.auto_refresh = auto_refresh
         self._refresh_lock = threading.Lock()
         self._refused_stamp = None  # the index.json whose generation could not be loaded (not retried until it changes)
+        self._video_paths: tuple[OpenGeneration, frozenset[str]] | None = None  # cached per generation
         self._model, self._processor = None, None
         self._model_from_manifest = False
         if model is not None:
@@ -236,7 +237,17 @@ class VideoSearchIndex:
     @property
     def videos(self) -> list[str]:
         """Paths (relative to the video folder) of the indexed videos, sorted."""
-        return sorted(set(self._generation.rows.column("path").to_pylist()))
+        return sorted(self.video_paths)
+
+    @property
+    def video_paths(self) -> frozenset[str]:
+        """Paths of the indexed videos as a set, built once per generation: what a server checks each request against
+        follows `refresh` at the cost of one comparison."""
+        generation, cached = self._generation, self._video_paths
+        if cached is None or cached[0] is not generation:  # two threads may both build it: the same set
+            cached = (generation, frozenset(generation.rows.column("path").unique().to_pylist()))
+            self._video_paths = cached
+        return cached[1]
 
     @property
     def report(self) -> IndexingReport | None:
@@ -252,17 +263,24 @@ class VideoSearchIndex:
 
     # ------------------------------------------------------------------ searching
 
+    def query_text(self, text: str) -> str:
+        """What `encode_text` encodes of a query: its first `QUERY_CHARS_PER_TOKEN * max_words` characters.
+
+        The model reads only the first `max_words` tokens, and no token of CLIP's vocabulary spans more than 32
+        characters: cutting the text first bounds the tokenizer's work (a 10 MB query takes seconds to tokenize).
+        """
+        return text[: QUERY_CHARS_PER_TOKEN * self.processor.max_words]
+
     @torch.inference_mode()
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
-        """L2-normalised text embeddings `(texts, dim)` float32."""
+        """L2-normalised text embeddings `(texts, dim)` float32, each text cut first (`query_text`).
+
+        Encoding many texts at once costs far less per text than one at a time, and gives each text the embedding it
+        has alone (within float error): the padding after a shorter text changes nothing (see below)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        # The model reads only the first `max_words` tokens, and no token of CLIP's vocabulary spans more than 32
-        # characters: cutting the text first bounds the tokenizer's work (a 10 MB query takes seconds to tokenize).
-        max_chars = QUERY_CHARS_PER_TOKEN * self.processor.max_words
-        texts = [text[:max_chars] for text in texts]
-        input_ids, attention_mask = self.processor.encode_text(texts)
-        # CLIP's text attention is causal and pooled at the end-of-text token, so the padding after the longest
-        # caption changes nothing: dropping it makes a short query 1.5x faster to encode.
+        input_ids, attention_mask = self.processor.encode_text([self.query_text(text) for text in texts])
+        # CLIP's text attention is causal and pooled at the end-of-text token, so the padding after a caption changes
+        # nothing: dropping what follows the longest one makes a short query 1.5x faster to encode.
         length = max(int(attention_mask.sum(axis=1).max()), 1)
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         device = next(self.model.parameters()).device
@@ -329,25 +347,38 @@ class VideoSearchIndex:
 
     def search_embedding(self, embedding: np.ndarray, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
         """The `k` moments whose embeddings have the largest inner product with `embedding` `(dim,)`."""
+        return self.search_embeddings(np.asarray(embedding)[None, :], k, max_per_video)[0]
+
+    def search_embeddings(self, embeddings: np.ndarray, k: int = 10,
+                          max_per_video: int | None = None) -> list[list[SearchHit]]:
+        """`search_embedding` for a batch `(queries, dim)`: one vector search for all of them (for exact search one
+        matrix product instead of one pass over every stored vector per query), the hits of each query those it has
+        alone."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
         if max_per_video is not None and max_per_video < 1:
             raise ValueError(f"max_per_video must be at least 1, got {max_per_video}.")
-        embedding = np.asarray(embedding, dtype=np.float32)
-        if not np.isfinite(embedding).all():
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if not np.isfinite(embeddings).all():
             raise SearchIndexError("The query's embedding is not finite (NaN or infinity): the model's weights are "
                                    "broken.")
         self._refresh_before_search()
-        generation = self._generation  # one generation for the whole query, whatever a refresh does meanwhile
+        generation = self._generation  # one generation for the whole batch, whatever a refresh does meanwhile
         total = generation.rows.num_rows
         fetch = k if max_per_video is None else min(total, 4 * k)
-        while True:
-            scores, ids = search_vectors(generation.vectors, embedding[None, :], fetch, generation.manifest.vector_settings)
-            self._check_scores(generation, scores[0], float(np.linalg.norm(embedding)))
-            hits = self._hits(generation, scores[0], ids[0], k, max_per_video)
-            if len(hits) == k or fetch >= total:
-                return hits
-            fetch = min(total, 4 * fetch)
+        results: list[list[SearchHit]] = [[] for _ in embeddings]
+        pending = list(range(len(embeddings)))  # queries still short of k hits (a video filled them): fetch more
+        while pending:
+            scores, ids = search_vectors(generation.vectors, embeddings[pending], fetch,
+                                         generation.manifest.vector_settings)
+            short = []
+            for query, query_scores, query_ids in zip(pending, scores, ids):
+                self._check_scores(generation, query_scores, float(np.linalg.norm(embeddings[query])))
+                results[query] = self._hits(generation, query_scores, query_ids, k, max_per_video)
+                if len(results[query]) < k and fetch < total:
+                    short.append(query)
+            pending, fetch = short, min(total, 4 * fetch)
+        return results
 
     def _check_scores(self, generation: OpenGeneration, scores: np.ndarray, query_norm: float) -> None:
         """Stored vectors are unit vectors, so no score exceeds the query's norm in size: one that does (or is not

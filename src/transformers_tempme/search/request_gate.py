@@ -9,7 +9,10 @@ Each request passes three checks before any route sees it:
 2. Its method and path are in the server's route table (`Route`): the page, its assets and the Gradio calls the
    page makes, the media route and whatever routes the application declares. Anything else gets 404, whatever
    Gradio or FastAPI would have answered (`/docs`, `/openapi.json`, Gradio's file and proxy routes, ...).
-3. Its body is no larger than its route allows (413): a few tens of KiB for a query, more for an uploaded clip.
+3. Its body is no larger than its route allows (413): a few tens of KiB for a query, more for an uploaded clip. A
+   `Content-Length` over the limit is refused before the body is read; a chunked body when it goes past it.
+
+Refusals are plain text, or JSON (`{"error": MESSAGE}`) under the prefix of a JSON API (`json_under`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -119,6 +122,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _declared_length(scope: Scope) -> int:
+    """The body size `Content-Length` announces (0 when it is absent or not a number: the body limit counts what
+    actually arrives)."""
+    value = _header(scope, b"content-length")
+    return int(value) if value is not None and value.strip().isdigit() else 0
+
+
 class RequestGate:
     """ASGI middleware that answers only requests for this server, on its routes, with bodies they allow.
 
@@ -127,13 +137,20 @@ class RequestGate:
         hosts (`HostPolicy`): the accepted `Host` headers (else 400).
         routes (`Sequence[Route]`): what the server answers (else 404); the first route that matches sets the
             body limit (else 413).
+        json_under (`str`, *optional*): a path prefix (e.g. `/api/`) under which refusals are JSON.
     """
 
-    def __init__(self, app: ASGIApp, hosts: HostPolicy, routes: Sequence[Route]):
+    def __init__(self, app: ASGIApp, hosts: HostPolicy, routes: Sequence[Route], json_under: str | None = None):
         self.app = app
         self.hosts = hosts
         self.routes = tuple(routes)
+        self.json_under = json_under
         self._limited = {limit: RequestBodyLimitMiddleware(app, limit) for limit in {r.max_body_bytes for r in routes}}
+
+    def _refusal(self, scope: Scope, status: int, message: str) -> Response:
+        if self.json_under is not None and scope["path"].startswith(self.json_under):
+            return JSONResponse({"error": message}, status_code=status)
+        return PlainTextResponse(message, status_code=status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # no route of the server is one
@@ -143,11 +160,14 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         if not self.hosts.allows(_header(scope, b"host")):
-            await PlainTextResponse("Invalid host header.", status_code=400)(scope, receive, send)
+            await self._refusal(scope, 400, "Invalid host header.")(scope, receive, send)
             return
         route = next((route for route in self.routes if route.matches(scope["method"], scope["path"])), None)
         if route is None:
-            await PlainTextResponse("Not found.", status_code=404)(scope, receive, send)
+            await self._refusal(scope, 404, "Not found.")(scope, receive, send)
+            return
+        if _declared_length(scope) > route.max_body_bytes:
+            await self._refusal(scope, 413, "Content too large.")(scope, receive, send)
             return
         await self._limited[route.max_body_bytes](scope, receive, send)
 
