@@ -74,6 +74,8 @@ SKIPPED_COMMANDS = {
     "unzip": "extracts the wheel that the pip download before it fetches",
     "python tools/measure_decode.py": "a benchmark of several minutes",
     "tempme serve": "serves until stopped; tests/test_search_server.py runs it as a process",
+    "curl": "asks a running tempme serve; tests/test_search_api.py and tests/test_search_server.py send these requests "
+    "to a real server",
     "tempme push": "uploads to the Hub; tests/test_hub_push.py runs it with --dry-run",
     "tempme card": "needs the evaluation JSON of a trained model; tests/test_model_card.py renders cards from them",
     "tempme visualize": "builds two models at full ViT-B/32 size; tests/test_visualization.py draws the figure",
