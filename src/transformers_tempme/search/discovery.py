@@ -82,13 +82,22 @@ def probe_video(path: str | os.PathLike, *, timeout_s: float = DEFAULT_DECODE_TI
     """Open a file as a video and read its frame times; `VideoDecodeError` (naming the reason) if it is not one."""
     description = os.fspath(path)
     with _open_video_stream(path, description) as (container, stream):
-        demuxer = container.format.name.split(",")[0]
-        codec = stream.codec_context.name
-        if demuxer.endswith(_STILL_IMAGE_DEMUXER_SUFFIX) or demuxer == "image2":
-            raise VideoDecodeError(description, f"a still image ({demuxer}), not a video")
-        if demuxer in _NOT_VIDEO_DEMUXERS or codec in _NOT_VIDEO_CODECS:
-            raise VideoDecodeError(description, f"not a video (FFmpeg reads it as text art: {demuxer}/{codec})")
+        reason = not_a_video_reason(container, stream)
+        if reason is not None:
+            raise VideoDecodeError(description, reason)
     return read_video_timeline(path, timeout_s=timeout_s)
+
+
+def not_a_video_reason(container, stream) -> str | None:
+    """Why a container FFmpeg opened, with `stream` its first video stream, is not a video (a still image, text art
+    read as frames), or None."""
+    demuxer = container.format.name.split(",")[0]
+    codec = stream.codec_context.name
+    if demuxer.endswith(_STILL_IMAGE_DEMUXER_SUFFIX) or demuxer == "image2":
+        return f"a still image ({demuxer}), not a video"
+    if demuxer in _NOT_VIDEO_DEMUXERS or codec in _NOT_VIDEO_CODECS:
+        return f"not a video (FFmpeg reads it as text art: {demuxer}/{codec})"
+    return None
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
@@ -100,4 +109,4 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["VideoFile", "list_files", "probe_video", "file_sha256"]
+__all__ = ["VideoFile", "list_files", "not_a_video_reason", "probe_video", "file_sha256"]
