@@ -359,13 +359,20 @@ class VideoSearchIndex:
         unknown_id = tokenizer.unk_token_id
         if unknown_id is None:
             return []
-        text = query[: QUERY_CHARS_PER_TOKEN * self.processor.max_words]  # what `encode_text` reads
+        # Only what the model reads: the tokens `encode_text` keeps (between its start and end tokens).
+        text, read = query[: QUERY_CHARS_PER_TOKEN * self.processor.max_words], self.processor.max_words - 2
         if tokenizer.is_fast:
-            encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            pieces = [text[begin:end] for token, (begin, end) in zip(encoding["input_ids"], encoding["offset_mapping"])
-                      if token == unknown_id]
+            encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            tokens = zip(encoding["input_ids"][:read], encoding["offset_mapping"][:read])
+            pieces = [text[begin:end] for token, (begin, end) in tokens if token == unknown_id]
         else:  # no offsets: the words holding an unknown token
-            pieces = [word for word in text.split() if unknown_id in tokenizer(word, add_special_tokens=False)["input_ids"]]
+            pieces = []
+            for word in text.split():
+                ids = tokenizer(word, add_special_tokens=False, verbose=False)["input_ids"][:read]
+                pieces += [word] if unknown_id in ids else []
+                read -= len(ids)
+                if read <= 0:
+                    break
         return list(dict.fromkeys(pieces))
 
     def known_words(self, max_words: int = SMALL_VOCABULARY) -> list[str] | None:

@@ -317,7 +317,8 @@ def transcode_window(source: Path, start_s: float, end_s: float, target: Path, d
     def open_streams(frame, with_audio: bool) -> None:
         nonlocal video_out, audio_out, resampler
         width, height = _even_size(*_display_size(frame), max_side)
-        video_out = output.add_stream("libx264", rate=CLIP_FRAME_RATE_LIMIT, options=CLIP_ENCODER_OPTIONS)
+        # The source's frame rate (it sets how long the last frame lasts), the times themselves to the millisecond.
+        video_out = output.add_stream("libx264", rate=frame_rate, options=CLIP_ENCODER_OPTIONS)
         video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
         video_out.codec_context.time_base = Fraction(1, 1000)  # variable frame rate: times to the millisecond
         if with_audio:
@@ -345,8 +346,9 @@ def transcode_window(source: Path, start_s: float, end_s: float, target: Path, d
             mux(audio_out.encode(chunk))
 
     try:
-        with _open_video_stream(source, description) as (container, _):
+        with _open_video_stream(source, description) as (container, video_source):
             audio_source = container.streams.audio[0] if container.streams.audio else None
+            frame_rate = min(Fraction(_frame_rate(video_source)).limit_denominator(1001), CLIP_FRAME_RATE_LIMIT)
         held = None  # the last frame starting at or before the window: shown at its start
         early_sound = []  # sound of the window decoded before its first picture (which sizes the copy)
         pictures_done = False
@@ -614,7 +616,8 @@ class IndexedMedia:
         poster = f"{POSTER_ROUTE}/{start}/{quoted}"
         copy = f"{CLIP_ROUTE}/{start}-{end}/{quoted}"
         probe = video.probe
-        described = f"{probe.video_codec} in {probe.container.split(',')[0]}"
+        container = probe.container.split(",")[0]
+        described = probe.video_codec if probe.video_codec == container else f"{probe.video_codec} in {container}"
         if probe.browser_type is None:
             return HitMedia(src=copy, poster=poster, copy=True, format=described)
         return HitMedia(src=f"{MEDIA_ROUTE}/{quoted}#t={start},{end}", poster=poster, copy=False, format=described,
