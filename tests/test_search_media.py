@@ -17,7 +17,7 @@ from search_helpers import COLOURS, FPS, MIXED_FORMATS, colour_seconds, make_mix
 from transformers_tempme.data.synthetic_video import write_video
 from transformers_tempme.search import media as media_module
 from transformers_tempme.search.media import IndexedMedia, MediaCache, probe_media, transcode_window, write_poster
-from transformers_tempme.video_io import VideoDecodeError
+from transformers_tempme.video_io import VideoDecodeError, read_video_frames
 
 SECONDS = 4
 COLOUR_NAMES = list(COLOURS)
@@ -166,6 +166,29 @@ def test_a_copy_keeps_the_sound_of_its_window(tmp_path, name, codec, pixel_forma
         chunks = list(container.decode(container.streams.audio[0]))
     assert chunks[0].time == pytest.approx(0.0, abs=0.03)
     assert sum(chunk.samples for chunk in chunks) / chunks[0].sample_rate == pytest.approx(3.0, abs=0.05)
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_posters_and_copies_of_a_phone_clip_are_upright(tmp_path, rotation):
+    frames = np.zeros((8, 32, 48, 3), np.uint8)  # stored landscape: left half red, right half blue, top rows green
+    frames[:, :, :24, 0], frames[:, :, 24:, 2], frames[:, :8, :, 1] = 255, 255, 255
+    path = tmp_path / "phone.mov"
+    with av.open(str(path), "w") as container:  # Motion JPEG: played from a copy
+        stream = container.add_stream("mjpeg", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuvj420p"
+        stream.set_display_rotation(rotation)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    upright = read_video_frames(path, 1, "uniform")[0][0].astype(int)  # as a player shows it
+    write_poster(path, 0.0, tmp_path / "poster.jpg", time.monotonic() + 30)
+    with Image.open(tmp_path / "poster.jpg") as image:
+        poster = np.asarray(image.convert("RGB")).astype(int)
+    transcode_window(path, 0.0, 1.0, tmp_path / "copy.mp4", time.monotonic() + 30)
+    with av.open(str(tmp_path / "copy.mp4")) as container:
+        copied = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert poster.shape == copied.shape == upright.shape
+    assert np.abs(poster - upright).mean() < 20 and np.abs(copied - upright).mean() < 20
 
 
 def test_a_copy_is_bounded_in_time_and_size(mixed, tmp_path):

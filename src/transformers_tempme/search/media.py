@@ -45,7 +45,7 @@ from urllib.parse import quote
 import av
 import numpy as np
 
-from ..video_io import VideoDecodeError, _open_video_stream, _to_rgb
+from ..video_io import VideoDecodeError, _open_video_stream
 from .discovery import not_a_video_reason
 from .storage import TEMP_PREFIX, write_atomically
 
@@ -243,9 +243,7 @@ def _timed_frames(path: Path, start_s: float, deadline: float, with_audio: bool)
                     yield from held_audio
                 yield "video", seconds, frame
             else:
-                return
-            if not seek:
-                return
+                return  # decoded to the end (or the caller stopped reading); after a `break`, try without seeking
 
 
 def frame_at(path: Path, start_s: float, deadline: float):
@@ -268,11 +266,13 @@ def _even_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def _upright_rgb(frame, width: int, height: int) -> np.ndarray:
-    """The frame scaled to `width` x `height` as displayed (after its rotation), packed RGB."""
+    """The frame scaled to `width` x `height` as displayed, packed RGB: scaled first (a small picture to turn), then
+    turned as its display matrix says (as `_to_rgb` does)."""
     quarter_turns = round(frame.rotation / 90) % 4
     if quarter_turns % 2:
         width, height = height, width
-    return _to_rgb(frame.reformat(width=width, height=height, format="rgb24"))
+    rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
 def _display_size(frame) -> tuple[int, int]:
