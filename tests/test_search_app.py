@@ -63,26 +63,24 @@ class ServerThread:
         return f"http://127.0.0.1:{self.port}"
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search_app")
-    videos = make_video_folder(root / "videos")
+def serve_folder(root: Path, make_folder):
+    """Index `make_folder(root / "videos")` with the tiny model and serve it; yields (server, index, root)."""
     model, processor = tiny_search_model()
+    videos = make_folder(root / "videos")
     index = VideoSearchIndex.build(videos, root / "videos.index", model, processor, num_workers=0, progress=False)
     with ServerThread(index) as server:
         yield server, index, root
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    yield from serve_folder(tmp_path_factory.mktemp("search_app"), make_video_folder)
 
 
 @pytest.fixture(scope="module")
 def mixed_served(tmp_path_factory):
     """A library of AVI, MPEG-1, GIF, Motion JPEG MOV and H.264 MP4 files, served."""
-    root = tmp_path_factory.mktemp("search_app_mixed")
-    videos = make_mixed_formats_folder(root / "videos")
-    model, processor = tiny_search_model()
-    index = VideoSearchIndex.build(videos, root / "videos.index", model, processor, num_workers=0, progress=False)
-    assert index.videos == sorted(MIXED_FORMATS)
-    with ServerThread(index) as server:
-        yield server, index, root
+    yield from serve_folder(tmp_path_factory.mktemp("search_app_mixed"), make_mixed_formats_folder)
 
 
 def chromium_path() -> str:
@@ -223,7 +221,7 @@ def test_every_format_plays_in_a_real_browser(mixed_served, tmp_path):
     server, index, root = mixed_served
     shown = search_in_browser(server.url, QUERY, tmp_path / "mixed.png", k=len(index), play=True)
     cards = {card["path"]: card for card in shown["hits"]}
-    assert set(cards) == set(MIXED_FORMATS)
+    assert set(cards) == set(MIXED_FORMATS) == set(index.videos)
     assert {path: card["source"] for path, card in cards.items()} == {
         path: "file" if path.endswith(".mp4") else "copy" for path in MIXED_FORMATS}
     assert all(card["posterWidth"] == 64 for card in cards.values())  # every hit has its poster

@@ -45,7 +45,7 @@ from urllib.parse import quote
 import av
 import numpy as np
 
-from ..video_io import VideoDecodeError, _open_video_stream
+from ..video_io import VideoDecodeError, _decode_packets, _open_video_stream
 from .discovery import not_a_video_reason
 from .storage import TEMP_PREFIX, write_atomically
 
@@ -194,17 +194,6 @@ def _frame_rate(stream) -> float:
     return float(rate) if rate else 25.0
 
 
-def _decoded(container, streams, description: str, deadline: float) -> Iterator:
-    """Decoded frames of `streams` in file order; undecodable packets are skipped, the time limit is not."""
-    for packet in container.demux(*streams):
-        if time.monotonic() > deadline:
-            raise VideoDecodeError(description, "decoding took longer than the time limit")
-        try:
-            yield from packet.decode()
-        except av.error.FFmpegError:
-            continue
-
-
 def _timed_frames(path: Path, start_s: float, deadline: float, with_audio: bool) -> Iterator[tuple[str, float, object]]:
     """`(kind, seconds, frame)` from a little before `start_s` on (kind `"video"` or `"audio"`; seconds counted from
     the first video frame, as the index counts them), the sound of the first sound stream with the video when asked.
@@ -225,7 +214,8 @@ def _timed_frames(path: Path, start_s: float, deadline: float, with_audio: bool)
             video_count, audio_samples = 0, 0
             held_audio: list[tuple[str, float, object]] = []  # until the first video frame shows where the seek landed
             checked = False
-            for frame in _decoded(container, [video] if audio is None else [video, audio], description, deadline):
+            # (`demux` takes a list of streams as well as one.)
+            for frame in _decode_packets(container, [video] if audio is None else [video, audio], description, deadline):
                 if isinstance(frame, av.AudioFrame):
                     seconds = float(frame.time) - origin if frame.time is not None else audio_samples / frame.sample_rate
                     audio_samples += frame.samples
