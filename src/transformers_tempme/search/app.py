@@ -48,8 +48,7 @@ MAX_QUERY_BODY_BYTES = 64 * 1024  # a Gradio call carrying a query: the text and
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024  # an example clip to search by
 _GET = frozenset({"GET", "HEAD"})
 _MEDIA_HEADERS = {"X-Content-Type-Options": "nosniff"}
-# Posters and copies are named by the hit, not by the file's version: the browser asks again each time (an ETag
-# answer when nothing changed).
+# Posters and copies are named by the hit, not by the file's version: the browser must not reuse an old one.
 _DERIVED_HEADERS = {**_MEDIA_HEADERS, "Cache-Control": "no-cache"}
 _POST = frozenset({"POST"})
 
