@@ -75,7 +75,7 @@ _CSS = """
 .hit .meta { font-size: 0.9em; margin-top: 4px; word-break: break-all; }
 .hit .score { font-weight: 600; }
 .hit .score.negative { font-weight: 400; color: #888; }
-.hit .copy-note { font-size: 0.8em; color: #666; }
+.hit .copy-note { display: block; font-size: 0.8em; color: #666; word-break: normal; }
 .hit .local { font-size: 0.8em; margin-top: 4px; display: flex; gap: 6px; align-items: center; }
 .hit .local-path { user-select: all; word-break: break-all; flex: 1; }
 .hit .copy-path { font-size: 0.9em; padding: 0 6px; border: 1px solid #ccc; border-radius: 4px; cursor: pointer; }
