@@ -118,6 +118,33 @@ def make_video_folder(root: Path) -> Path:
 
 
 VIDEOS = ["green_clip", "long.mp4", "red_left.mp4", "red_right.mp4", "sub/blue_right.mp4"]
+
+# A library of the formats people keep (name: codec, pixel format, container format, frames per second): browsers
+# play only the H.264 MP4 as it is.
+MIXED_FORMATS = {
+    "clip.mp4": ("libx264", "yuv420p", None, FPS),
+    "clip.avi": ("mpeg4", "yuv420p", None, FPS),
+    "clip.mpg": ("mpeg1video", "yuv420p", "mpeg", 25),  # MPEG-1 takes only the standard frame rates
+    "clip.gif": ("gif", "rgb8", None, FPS),
+    "clip.mov": ("mjpeg", "yuvj420p", None, FPS),
+}
+
+
+def colour_seconds(seconds: int, fps: int = FPS, size: int = 64) -> np.ndarray:
+    """Frames of a square crossing the frame whose colour changes every second (red, green, blue, yellow, red, ...):
+    the frame shown at a time tells which second it is."""
+    names = list(COLOURS)
+    return np.concatenate([moving_square(names[second % len(names)], fps, size, square=size // 4)
+                           for second in range(seconds)])
+
+
+def make_mixed_formats_folder(root: Path, seconds: int = 4, size: int = 64) -> Path:
+    """`MIXED_FORMATS`, each `seconds` long (`colour_seconds`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (codec, pixel_format, container_format, fps) in MIXED_FORMATS.items():
+        write_video(root / name, colour_seconds(seconds, fps, size), fps=fps, codec=codec, pix_fmt=pixel_format,
+                    container_format=container_format)
+    return root
 BAD_FILES = ["empty.mp4", "notes.mp4", "thumbnail.png"]
 NOT_VIDEOS = ["thumbnail.png"]  # of BAD_FILES, skipped as not a video; the others are named like videos: failed
 

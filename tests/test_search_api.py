@@ -67,6 +67,7 @@ def test_the_service_answers_as_index_search(index, k, one_per_video):
         assert service.stats.batches == 1 and service.stats.largest_batch == len(QUERIES)
     for text, result in zip(QUERIES, results):
         assert result.query == text and result.generation == index.manifest.generation
+        assert result.unknown_words == tuple(index.unknown_words(text))
         assert_same_hits(result.hits, index.search(text, k=k, max_per_video=1 if one_per_video else None))
 
 

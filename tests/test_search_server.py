@@ -5,9 +5,10 @@ checked for the unique marker written into the secret file (`MARKER`): not one b
 The library holds, besides ordinary clips: a video whose name holds a newline, a link inside the video folder to a
 real video outside it (the indexer follows links to files, so it is indexed), and an indexed video replaced by a
 link to the secret after indexing. The index's rows are then edited to hold `../secret.txt`, the secret's absolute
-path, `../outside/real.mp4` and `.hidden.mp4`. The server runs in the library's folder, so the secret lies in its
-working directory, and its upload folder is watched for copies of the secret. The JSON API (`/api/...`) is sent the
-same attacks as the page.
+path, `../outside/real.mp4`, `.hidden.mp4` and `notes.mp4` (a text file inside the video folder). A second index,
+made by hand, says its video folder is `/` and has rows `etc/passwd` and the secret's path from `/`. The server runs
+in the library's folder, so the secret lies in its working directory, and its upload folder is watched for copies
+of the secret. The JSON API (`/api/...`) is sent the same attacks as the page.
 
 A second server, on an ordinary library, serves many clients at once: its answers are those of the Python API one
 query at a time, its batches form (for the API and for the page), and it follows the index to a new generation.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+import av
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from search_helpers import (
+    FPS,
     free_port,
     make_video_folder,
     moving_square,
@@ -46,9 +50,10 @@ MARKER = f"TEMPME-SECRET-{uuid.uuid4().hex}"
 QUERY = "a red square moves from left to right"
 NEWLINE_NAME = "new\nline.mp4"
 EDITED_ROWS = {"edit0.mp4": "../secret.txt", "edit1.mp4": "SECRET", "edit2.mp4": "../outside/real.mp4",
-               "edit3.mp4": ".hidden.mp4"}
+               "edit3.mp4": ".hidden.mp4", "edit4.mp4": "notes.mp4"}
 SERVED = ["green_clip", "long.mp4", NEWLINE_NAME, "red_left.mp4", "red_right.mp4", "sub/blue_right.mp4"]
 ALLOWED_NAME = "videos.home.example"
+ROOTED_ROWS = {"edit0.mp4": "/etc/passwd", "edit1.mp4": "/etc/hostname", "edit3.mp4": "/proc/self/environ"}
 OWN_ADDRESS = "127.0.0.1:<port>"
 
 
@@ -68,12 +73,14 @@ class Response:
         return json.loads(self.body)
 
 
-def rewrite_paths(index_dir: Path, renames: dict[str, str]) -> None:
-    """Edit the `path` column of an index's shards in place, as a hand-edited or downloaded index would be: the
-    shards and their checksums in the manifest are rewritten together, so the index is consistent but lies."""
+def rewrite_paths(index_dir: Path, renames: dict[str, str], video_dir: str | None = None) -> None:
+    """Edit the `path` column of an index's shards in place (and its video folder, when given), as a hand-edited or
+    downloaded index would be: the shards and their checksums in the manifest are rewritten together, so the index
+    is consistent but lies."""
     from transformers_tempme.search.storage import read_manifest, read_shard_record, write_manifest, write_shard
 
     manifest = read_manifest(index_dir)
+    manifest.video_dir = video_dir or manifest.video_dir
     for name in manifest.shards:
         shard = index_dir / name
         table = pq.read_table(shard)
@@ -106,23 +113,28 @@ def library(tmp_path_factory):
     assert {"link_out.mp4", "swapped.mp4", NEWLINE_NAME, *EDITED_ROWS} <= set(index.videos)
     (videos / "swapped.mp4").unlink()
     (videos / "swapped.mp4").symlink_to(secret)
+    shutil.copytree(index.index_dir, root / "rooted.index")
     rewrite_paths(index.index_dir, {name: path.replace("SECRET", str(secret)) for name, path in EDITED_ROWS.items()})
+    # Made by hand: "the video folder is /", rows naming system files and the secret from there, and one real video.
+    rewrite_paths(root / "rooted.index", {**{name: path.lstrip("/") for name, path in ROOTED_ROWS.items()},
+                                          "edit2.mp4": str(secret).lstrip("/"),
+                                          "red_right.mp4": str(videos / "red_right.mp4").lstrip("/")}, video_dir="/")
     return root
 
 
 class Server:
     """`tempme serve` in a subprocess on 127.0.0.1 and a free port, run from the library's folder."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str | None] | None = None):
-        """`env`: changes to the environment (None: unset), e.g. no GRADIO_TEMP_DIR, so that the server makes its
-        own private upload folder (in TMPDIR)."""
+    def __init__(self, root: Path, *args: str, index: str = "videos.index", env: dict[str, str | None] | None = None):
+        """`index`: the index folder under `root` to serve; `env`: changes to the environment (None: unset), e.g. no
+        GRADIO_TEMP_DIR, so that the server makes its own private upload folder (in TMPDIR)."""
         self.root, self.port, self.uploads = root, free_port(), root / "uploads"
         self.log = root / f"serve-{self.port}.log"
         env = {**subprocess_env(), "GRADIO_TEMP_DIR": str(self.uploads), **(env or {})}
         env = {name: value for name, value in env.items() if value is not None}
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "transformers_tempme.cli", "serve", str(root / "videos.index"),
+                [sys.executable, "-m", "transformers_tempme.cli", "serve", str(root / index),
                  "--port", str(self.port), *args], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         self.responses: list[Response] = []
@@ -259,13 +271,43 @@ def test_the_media_route_serves_indexed_videos(server, library):
         assert "x-content-type-options: nosniff" in response.headers.lower()
     response = server.request("GET", "/media/long.mp4", headers={"Range": "bytes=10-19"})
     assert response.status == 206 and response.body == (library / "videos" / "long.mp4").read_bytes()[10:20]
+    # The type is the container's, whatever the name says (`green_clip` is Matroska).
+    assert "content-type: video/mp4" in server.request("GET", "/media/red_right.mp4").headers.lower()
+    assert "content-type: application/octet-stream" in server.request("GET", "/media/green_clip").headers.lower()
+
+
+@pytest.mark.slow
+def test_posters_and_browser_copies_of_indexed_videos(server, library, tmp_path):
+    from PIL import Image
+
+    from transformers_tempme.search.media import cache_key, file_identity
+
+    for path in SERVED:
+        response = server.request("GET", f"/poster/1.000/{quote(path)}")
+        assert response.status == 200 and "content-type: image/jpeg" in response.headers.lower(), path
+        (tmp_path / "poster.jpg").write_bytes(response.body)
+        with Image.open(tmp_path / "poster.jpg") as image:
+            assert image.format == "JPEG" and image.size == (32, 32)
+    response = server.request("GET", "/clip/0.000-3.000/green_clip")  # Matroska: played from a copy
+    assert response.status == 200 and "content-type: video/mp4" in response.headers.lower()
+    (tmp_path / "copy.mp4").write_bytes(response.body)
+    with av.open(str(tmp_path / "copy.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and len(list(container.decode(stream))) == 3 * FPS
+    assert server.request("GET", "/clip/0.000-3.000/green_clip", headers={"Range": "bytes=0-9"}).body == response.body[:10]
+    # A window of the long video, as long as a segment. Both copies are kept under the index folder.
+    assert server.request("GET", "/clip/15.000-25.000/long.mp4").status == 200
+    cache = library / "videos.index" / "cache" / "media"
+    for name, start, end in [("green_clip", 0.0, 3.0), ("long.mp4", 15.0, 25.0)]:
+        identity = file_identity((library / "videos" / name).resolve())
+        assert (cache / f"{cache_key('clip', identity, start, end)}.mp4").is_file()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "raw_path",
     [
-        "/media/notes.mp4",  # in the folder, but not a video of the index
+        "/media/notes.mp4",  # in the folder and named by an edited row, but not a video
         "/media/.hidden.mp4",  # a hidden file (and an edited row names it)
         "/media/link_out.mp4",  # indexed, but a link leading out of the folder
         "/media/swapped.mp4",  # indexed, then replaced by a link to the secret
@@ -305,6 +347,73 @@ def test_nothing_outside_the_index_is_served(server, library, raw_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "/poster/0/notes.mp4",  # an edited row names it: not a video
+        "/clip/0-3/notes.mp4",
+        "/poster/0/thumbnail.png",  # in the folder, not indexed, not a video
+        "/poster/0/.hidden.mp4",
+        "/poster/0/link_out.mp4",  # indexed, but a link leading out of the folder
+        "/clip/0-3/link_out.mp4",
+        "/poster/0/swapped.mp4",  # indexed, then replaced by a link to the secret
+        "/clip/0-3/swapped.mp4",
+        "/poster/0/../secret.txt",
+        "/poster/0/..%2Fsecret.txt",
+        "/clip/0-3/%2e%2e/secret.txt",
+        "/clip/0-3/../outside/real.mp4",
+        "/poster/0/ROOT/secret.txt",
+        "/poster/0/QROOT%2Fsecret.txt",
+        "/clip/0-3//etc/passwd",
+        "/poster/0/%2e%2e/%2e%2e/etc/passwd",
+        "/poster/0/sub/../red_right.mp4",
+        "/poster/0/red_right.mp4%0A",
+        "/poster/0/videos.index/index.json",
+        "/poster/0/videos.index/cache/media",
+        "/poster/nan/red_right.mp4",  # times: numbers of seconds only, in the route table
+        "/poster/inf/red_right.mp4",
+        "/poster/-1/red_right.mp4",
+        "/poster/1e309/red_right.mp4",
+        "/poster/0x10/red_right.mp4",
+        "/poster/red_right.mp4",
+        "/clip/0-nan/red_right.mp4",
+        "/clip/3-0/red_right.mp4",  # an empty window
+        "/clip/1-1/red_right.mp4",
+        "/clip/0-10.5/long.mp4",  # longer than a segment
+        "/clip/0-1000000/long.mp4",
+        "/clip/0/red_right.mp4",
+        "/clip/0-3-4/red_right.mp4",
+    ],
+)
+def test_posters_and_copies_only_of_indexed_videos(server, library, raw_path):
+    raw_path = raw_path.replace("QROOT", quote(str(library), safe="")).replace("ROOT", str(library))
+    response = server.request("GET", raw_path)
+    assert response.status == 404, (raw_path, response.status)
+    assert b"root:" not in response.body and len(response.body) < 100
+
+
+@pytest.mark.slow
+def test_an_index_rooted_at_slash_serves_no_system_file(library):
+    """A hand-made index: `video_dir` is `/`, its rows name `etc/passwd`, the secret and a real video."""
+    rooted = Server(library, index="rooted.index")
+    try:
+        secret = str(library / "secret.txt").lstrip("/")
+        for row in [*(path.lstrip("/") for path in ROOTED_ROWS.values()), secret]:
+            for route in ("/media/", "/poster/0/", "/clip/0-1/"):
+                response = rooted.request("GET", route + quote(row))
+                assert response.status == 404 and b"root:" not in response.body, (route, row)
+        video = str(library / "videos" / "red_right.mp4").lstrip("/")
+        assert rooted.request("GET", "/media/" + quote(video)).status == 200  # a video is still a video
+        event, data = rooted.call("search", [QUERY, 50, False])
+        assert event == "complete"
+        cards = dict(re.findall(r"<div class='hit' data-path='([^']*)'[^>]*data-source='(\w+)'>", data[0]))
+        assert cards[video] == "file" and cards["etc/passwd"] == cards[secret] == "none"
+    finally:
+        rooted.close()
+    assert MARKER not in rooted.log.read_text()
+
+
+@pytest.mark.slow
 def test_gradio_file_route_serves_not_even_uploads(server, library):
     uploaded = server.upload(library / "videos" / "red_right.mp4")
     assert server.request("GET", f"/gradio_api/file={uploaded}").status == 404
@@ -314,11 +423,26 @@ def test_gradio_file_route_serves_not_even_uploads(server, library):
 def test_the_page_marks_hits_it_does_not_play(server, library):
     event, data = server.call("search", [QUERY, 50, False])
     assert event == "complete"
-    cards = re.findall(r"<div class='hit' data-path='([^']*)'[^>]*>(<video|<p class='unplayable')", data[0])
-    assert {path for path, player in cards if player == "<video"} == set(SERVED)
-    assert {path for path, player in cards if player != "<video"} == {
+    cards = re.findall(r"<div class='hit' data-path='([^']*)'[^>]*data-source='(\w+)'>(<video|<p class='unplayable')",
+                       data[0])
+    assert {path: source for path, source, _ in cards if source != "none"} == {
+        **{path: "file" for path in SERVED}, "green_clip": "copy"}  # Matroska: played from a copy of the window
+    assert {path for path, source, _ in cards if source == "none"} == {
         *(path.replace("SECRET", str(library / "secret.txt")) for path in EDITED_ROWS.values()),
         "link_out.mp4", "swapped.mp4"}
+    # Served on 127.0.0.1, the page shows this machine's user where each file is.
+    assert f"<code class='local-path'>{library / 'videos' / 'red_right.mp4'}</code>" in data[0]
+
+
+@pytest.mark.slow
+def test_the_page_names_the_words_the_model_does_not_know(server):
+    event, data = server.call("search", ["a man rides a red bike", 3, False])
+    assert event == "complete"
+    assert "read as unknown: <b>man</b>, <b>rides</b>, <b>bike</b>." in data[0] and data[0].count("class='hit'") == 3
+    event, data = server.call("search", [QUERY, 3, False])
+    assert "unknown-words" not in data[0]
+    page = server.request("GET", "/").text  # the vocabulary and an example from it, in the page's config
+    assert "This model knows only these 19 words" in page and "a red circle moves from left to right" in page
 
 
 # ------------------------------------------------------------------ to whom: the Host header
@@ -440,6 +564,14 @@ def test_the_api_answers_as_the_python_api(server, opened, k, one_per_video):
     response = server.request("GET", "/api/search?" + urlencode(parameters))
     assert_answers_as(response, opened.search(QUERY, k=k, max_per_video=1 if one_per_video else None))
     assert response.json["query"] == QUERY and response.json["generation"] == opened.manifest.generation
+    assert response.json["unknown_words"] == []
+
+
+@pytest.mark.slow
+def test_the_api_names_the_words_the_model_cannot_read(server, opened):
+    response = server.request("GET", "/api/search?" + urlencode({"q": "a man rides a red square", "k": 2}))
+    assert response.status == 200 and response.json["unknown_words"] == ["man", "rides"]
+    assert response.json["unknown_words"] == opened.unknown_words("a man rides a red square")
 
 
 @pytest.mark.slow
@@ -694,6 +826,22 @@ def test_tempme_serve_prints_the_warning(library, monkeypatch, capsys):
     assert served["host"] == "0.0.0.0" and served["allowed_hosts"] == ["a.lan", "b.lan"]
     assert main(["serve", str(library / "videos.index")]) == 0
     assert "warning:" not in capsys.readouterr().err and served["host"] == "127.0.0.1"
+
+
+def test_tempme_search_names_the_words_the_model_does_not_know(library, capsys):
+    from transformers_tempme.cli import main
+
+    assert main(["search", str(library / "videos.index"), "a man rides a bike", "-k", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 2  # the hits, as ever
+    assert [line for line in captured.err.splitlines() if line.startswith("note:")] == [
+        "note: not in the model's vocabulary, so read as unknown: 'man', 'rides', 'bike'; the hits match the rest of "
+        "the query.",
+        "note: this model knows only these 19 words: a background black blue bottom circle from green grows left "
+        "moves on red right shrinks square to top yellow",
+    ]
+    assert main(["search", str(library / "videos.index"), QUERY, "-k", "2"]) == 0
+    assert "note:" not in capsys.readouterr().err
 
 
 def test_tempme_search_prints_one_line_per_hit(library, capsys):

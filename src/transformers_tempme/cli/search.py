@@ -7,7 +7,8 @@
 Prints rank, score (cosine similarity), path (relative to the indexed folder; quoted with escapes when it holds a
 newline or another unprintable character) and the segment's start-end time.
 `--json` prints a JSON list, best first, of objects with `rank`, `path`, `start`, `end` (seconds), `score` and
-`video_path` (absolute). The model the index was built with is loaded from the index's manifest unless --model /
+`video_path` (absolute). Words of the query that the model's vocabulary does not hold (read as unknown) are named on
+stderr. The model the index was built with is loaded from the index's manifest unless --model /
 --from-clip names it (it must be the same model: another one is refused).
 
 --like cuts the clip into the index's windows (its --segment-seconds and overlap) and encodes each as indexing
@@ -69,5 +70,21 @@ def search_index(args) -> int:
         hits = index.search_embedding(combine_windows(embeddings), k=args.top_k, max_per_video=args.max_per_video)
     else:
         hits = index.search(args.query, k=args.top_k, max_per_video=args.max_per_video)
+        note = unknown_words_note(index, args.query)
+        if note:
+            print(note, file=sys.stderr)
     print(json.dumps([hit.to_dict() for hit in hits], indent=2) if args.json else format_hits(hits))
     return 0
+
+
+def unknown_words_note(index, query: str) -> str:
+    """The lines (on stderr) naming the query's words the model cannot read, and its vocabulary when it is small."""
+    unknown = index.unknown_words(query)
+    if not unknown:
+        return ""
+    lines = [f"note: not in the model's vocabulary, so read as unknown: {', '.join(map(repr, unknown))}; the hits "
+             "match the rest of the query."]
+    known = index.known_words()
+    if known is not None:
+        lines.append(f"note: this model knows only these {len(known)} words: {' '.join(known)}")
+    return "\n".join(lines)

@@ -1,12 +1,13 @@
 """The JSON API of `tempme serve`, beside the page and answered by the same engine (`QueryService`):
 
     GET  /api/search?q=TEXT&k=N&one_per_video=1  -> {"query", "generation", "hits": [{"rank", "path", "start", "end",
-                                                    "score"}, ...]}
+                                                    "score"}, ...], "unknown_words": [...]}
     POST /api/search_like?k=N&one_per_video=1    a clip as multipart/form-data, in a field named `clip` -> {"hits"}
     GET  /api/status                             -> the index's counts, model and generation, the engine's counters
 
 `path` is a video's path relative to the indexed folder (as `/media/PATH` serves it); `start` and `end` are seconds;
-`score` is the cosine similarity. Errors are JSON, `{"error": MESSAGE}`, with a 4xx code (500 when the server
+`score` is the cosine similarity; `unknown_words` names the query's words the model cannot read (they count as
+unknown tokens). Errors are JSON, `{"error": MESSAGE}`, with a 4xx code (500 when the server
 fails): 400 for a missing, unknown or bad parameter, 413 for a body over its limit, 415 for a body that is not
 multipart or a clip that is not a video, 503 when every slot for clips is taken. No message names a server path.
 
@@ -173,7 +174,8 @@ def add_api_routes(app, service: QueryService, clip_folder: str | os.PathLike) -
         except Exception:
             logger.exception("search failed")
             return error_response(500, "The search failed.")
-        return {"query": result.query, "generation": result.generation, "hits": [hit_json(h) for h in result.hits]}
+        return {"query": result.query, "generation": result.generation, "hits": [hit_json(h) for h in result.hits],
+                "unknown_words": list(result.unknown_words)}
 
     @app.post(API_ROUTE + "/search_like")
     async def api_search_like(request: Request):

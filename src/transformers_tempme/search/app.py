@@ -2,12 +2,15 @@
 
 `build_app(index)` returns a FastAPI application holding three things:
 
-- `/media/PATH`: the video files of the index, and nothing else (`indexed_file`). Range requests are supported,
-  so that the browser can start a long video in the middle.
+- `/media/PATH`, `/clip/START-END/PATH`, `/poster/START/PATH`: the video files of the index, browser copies of a
+  hit's window and posters, and nothing else (`media.py`: indexed paths inside the video folder that are videos).
+  Range requests are supported, so that the browser can start a long video in the middle.
 - `/api/...`: the JSON API (`api.py`): search by text or by an uploaded clip, and the index's status.
-- `/`: the Gradio page. Each hit is an HTML5 `<video>` whose source carries a media fragment (`#t=start,end`), so
-  that the browser starts playback at the segment and stops at its end; the score, path and times are shown with
-  it. A clip can be uploaded to search by example.
+- `/`: the Gradio page. Each hit is an HTML5 `<video>` with a poster of its first frame; a file browsers play is
+  played itself from the segment (a media fragment, `#t=start,end`), any other through a copy of its window made
+  when played. The score (with a legend), path, times and, for a user on this machine, the file's full path are
+  shown with it; a query's words outside the model's vocabulary are named. A clip can be uploaded to search by
+  example.
 
 The page and the API ask one engine, a `QueryService` (`service.py`): queries arriving together are encoded as one
 batch, vector searches run in a thread pool and repeated queries come from a cache, so many users are served at
@@ -34,27 +37,29 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import quote
 
 from starlette.convertors import Convertor, register_url_convertor
 
 from ..video_io import VideoDecodeError
 from .api import API_ROUTE, add_api_routes
 from .index import VideoSearchIndex
+from .media import CLIP_ROUTE, MEDIA_ROUTE, POSTER_ROUTE, HitMedia, IndexedMedia, indexed_file, parse_seconds
 from .request_gate import HostPolicy, RequestGate, Route, host_name, is_loopback, normalize_host_name
 from .results import SearchHit
 from .service import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WAIT_MS, DEFAULT_CACHE_SIZE, QueryService, display_name
 
 logger = logging.getLogger(__name__)
 
-MEDIA_ROUTE = "/media"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 MAX_QUERY_BODY_BYTES = 64 * 1024  # a Gradio call carrying a query: the text and a few small fields
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024  # an example clip to search by
 _GET = frozenset({"GET", "HEAD"})
+_MEDIA_HEADERS = {"X-Content-Type-Options": "nosniff"}
+# Posters and copies are named by the hit, not by the file's version: the browser must not reuse an old one.
+_DERIVED_HEADERS = {**_MEDIA_HEADERS, "Cache-Control": "no-cache"}
 _POST = frozenset({"POST"})
 _GET_ONLY = frozenset({"GET"})
 
@@ -64,6 +69,8 @@ _GET_ONLY = frozenset({"GET"})
 # history, monitoring and editor routes, and FastAPI's `/docs`, `/redoc` and `/openapi.json`.
 SERVER_ROUTES: tuple[Route, ...] = (
     Route(_GET, MEDIA_ROUTE + "/.+"),
+    Route(_GET, POSTER_ROUTE + r"/[0-9]{1,9}(\.[0-9]{1,6})?/.+"),
+    Route(_GET, CLIP_ROUTE + r"/[0-9]{1,9}(\.[0-9]{1,6})?-[0-9]{1,9}(\.[0-9]{1,6})?/.+"),
     Route(_GET, r"/|/config/?|/theme\.css|/favicon\.ico|/(assets|static)/.+"),
     Route(_GET, r"/gradio_api/(theme\.css|info/?|startup-events|queue/data|queue/status|upload_progress)"),
     Route(_GET, r"/gradio_api/(heartbeat/[^/]+|call/[^/]+/[^/]+)"),
@@ -76,11 +83,32 @@ SERVER_ROUTES: tuple[Route, ...] = (
 _CSS = """
 .hits { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 12px; }
 .hit { border: 1px solid #d0d0d0; border-radius: 8px; padding: 8px; }
-.hit video { width: 100%; border-radius: 4px; background: #000; }
+.hit video { width: 100%; aspect-ratio: 16 / 10; object-fit: contain; border-radius: 4px; background: #000; }
 .hit .unplayable { font-size: 0.9em; color: #666; }
 .hit .meta { font-size: 0.9em; margin-top: 4px; word-break: break-all; }
 .hit .score { font-weight: 600; }
+.hit .score.negative { font-weight: 400; color: #888; }
+.hit .copy-note { display: block; font-size: 0.8em; color: #666; word-break: normal; }
+.hit .local { font-size: 0.8em; margin-top: 4px; display: flex; gap: 6px; align-items: center; }
+.hit .local-path { user-select: all; word-break: break-all; flex: 1; }
+.hit .copy-path { font-size: 0.9em; padding: 0 6px; border: 1px solid #ccc; border-radius: 4px; cursor: pointer; }
+.legend, .unknown-words { font-size: 0.85em; color: #555; margin: 0 0 8px 0; }
+.unknown-words { color: #8a4b00; }
 """
+
+# The search box's example: the first of these whose words the model knows (any, for a subword vocabulary).
+EXAMPLE_QUERIES = ("a dog catches a frisbee", "a person rides a bike", "a red circle moves from left to right",
+                   "a blue square moves from left to right")
+
+SCORE_LEGEND = (
+    "Score: the model's similarity between the query and the moment (cosine similarity, from \u22121 to 1; higher "
+    "is closer). It ranks the hits of one query: it is not a probability, and at 0 or below the model sees no "
+    "likeness."
+)
+
+# A failure to play the file itself (a codec the probe took for playable) plays the window's copy instead.
+_FALL_BACK = "if (this.dataset.fallback) { this.src = this.dataset.fallback; delete this.dataset.fallback; }"
+_COPY_PATH = "navigator.clipboard && navigator.clipboard.writeText(this.dataset.path)"
 
 
 def _clock(seconds: float) -> str:
@@ -90,48 +118,90 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
 
 
-def media_url(hit: SearchHit) -> str:
-    """The URL of a hit's video, starting at its segment: `/media/PATH#t=START,END`."""
-    return f"{MEDIA_ROUTE}/{quote(hit.path)}#t={hit.start:.3f},{hit.end:.3f}"
+def format_score(score: float) -> str:
+    """A similarity as the page shows it: three decimals, with a true minus sign when negative."""
+    return f"{score:.3f}".replace("-", "\u2212")
 
 
-def indexed_file(video_dir: str | os.PathLike, indexed: Container[str], requested: str) -> Path | None:
-    """The file `/media/<requested>` serves, or None (404).
+def _attributes(**values: str | None) -> str:
+    """HTML attributes, escaped (`data_path="x"` is `data-path='x'`; None: an attribute without a value)."""
+    return " ".join(
+        name.replace("_", "-") if value is None else f"{name.replace('_', '-')}='{html.escape(value, quote=True)}'"
+        for name, value in values.items()
+    )
 
-    It serves a path the index stores (exactly as stored) with no hidden component (the indexer lists no hidden
-    file or folder), once it resolves, symbolic links followed now, to a regular file inside the video folder. So an
-    index whose rows were edited to hold `../x` or `/etc/x` serves nothing, and neither does a link inside the folder
-    that leads out of it.
+
+def _player(shown: HitMedia | None) -> str:
+    if shown is None:
+        return ("<p class='unplayable'>Not played here: the file is gone, lies outside the video folder or is not a "
+                "video.</p>")
+    fallback = {"data_fallback": shown.fallback, "onerror": _FALL_BACK} if shown.fallback else {}
+    # A copy is made when played (preload none), so that a page of hits does not transcode all of them at once.
+    return (f"<video {_attributes(controls=None, preload='none' if shown.copy else 'metadata', poster=shown.poster)} "
+            f"{_attributes(src=shown.src, **fallback)}></video>")
+
+
+def hits_html(hits: list[SearchHit], media: Callable[[SearchHit], HitMedia | None] = lambda hit: None,
+              local_paths: bool = False) -> str:
+    """The hit cards, under the score legend.
+
+    Args:
+        hits: what to show, best first.
+        media: what each hit plays (`IndexedMedia.hit_media`); None: the file is not served (the card says so).
+        local_paths: show each file's full path on this machine, with a button that copies it (for a page served
+            to this machine only).
     """
-    if requested not in indexed or any(part.startswith(".") for part in requested.split("/")):
-        return None
-    try:
-        root = Path(video_dir).resolve(strict=True)
-        path = (root / requested).resolve(strict=True)
-    except (OSError, RuntimeError):  # gone, or a loop of links
-        return None
-    return path if path.is_relative_to(root) and path.is_file() else None
-
-
-def hits_html(hits: list[SearchHit], playable=lambda hit: True) -> str:
-    """The hit cards; `playable(hit)` says whether `/media` serves the hit's file (else the card says so)."""
     if not hits:
         return "<p class='no-hits'>No hits.</p>"
     cards = []
     for hit in hits:
-        player = (
-            f"<video controls preload='metadata' src='{html.escape(media_url(hit), quote=True)}'></video>"
-            if playable(hit)
-            else "<p class='unplayable'>Not played here: the file is gone or lies outside the video folder.</p>"
-        )
+        shown = media(hit)
+        source = "none" if shown is None else "copy" if shown.copy else "file"
+        note = (f" <span class='copy-note'>played from a copy of this window ({html.escape(shown.format)} does not "
+                "play in browsers)</span>" if source == "copy" else "")
+        local = (f"<div class='local'><code class='local-path'>{html.escape(hit.video_path)}</code>"
+                 f"<button type='button' class='copy-path' {_attributes(data_path=hit.video_path, onclick=_COPY_PATH)}>"
+                 "Copy path</button></div>" if local_paths else "")
+        card = _attributes(data_path=hit.path, data_start=f"{hit.start:.3f}", data_end=f"{hit.end:.3f}",
+                           data_source=source)
         cards.append(
-            f"<div class='hit' data-path='{html.escape(hit.path, quote=True)}' data-start='{hit.start:.3f}'>{player}"
+            f"<div class='hit' {card}>{_player(shown)}"
             f"<div class='meta'><span class='rank'>#{hit.rank}</span> "
-            f"<span class='score'>{hit.score:.3f}</span> "
+            f"<span class='score{' negative' if hit.score <= 0 else ''}' title='similarity of the query and this "
+            f"moment (cosine)'>{format_score(hit.score)}</span> "
             f"<span class='path'>{html.escape(hit.path)}</span> "
-            f"<span class='time'>{_clock(hit.start)}&ndash;{_clock(hit.end)}</span></div></div>"
+            f"<span class='time'>{_clock(hit.start)}&ndash;{_clock(hit.end)}</span>{note}</div>{local}</div>"
         )
-    return "<div class='hits'>" + "".join(cards) + "</div>"
+    return f"<p class='legend'>{SCORE_LEGEND}</p><div class='hits'>" + "".join(cards) + "</div>"
+
+
+def unknown_words_html(unknown: list[str]) -> str:
+    """The note above the hits naming the query's words the model cannot read (empty when there are none)."""
+    if not unknown:
+        return ""
+    words = ", ".join(f"<b>{html.escape(word)}</b>" for word in unknown)
+    return (f"<p class='unknown-words'>Not in the model's vocabulary, so read as unknown: {words}. The hits match "
+            "the rest of the query.</p>")
+
+
+def placeholder_query(known: list[str] | None) -> str:
+    """The search box's example: the first of `EXAMPLE_QUERIES` made of words the model knows (any example, for a
+    subword vocabulary), else the first of its words."""
+    if known is None:
+        return EXAMPLE_QUERIES[0]
+    vocabulary = set(known)
+    for example in EXAMPLE_QUERIES:
+        if vocabulary.issuperset(example.split()):
+            return example
+    return " ".join([word for word in known if word.isalpha()][:6])
+
+
+def vocabulary_markdown(known: list[str] | None) -> str:
+    """The line under the page's title that lists a small word-level vocabulary (empty for CLIP's BPE)."""
+    if known is None:
+        return ""
+    return (f"\n\nThis model knows only these {len(known)} words (a word-level vocabulary): "
+            f"{', '.join(f'`{word}`' for word in known)}. Other words are read as unknown.")
 
 
 class _AnyPathConvertor(Convertor[str]):
@@ -150,14 +220,21 @@ class _AnyPathConvertor(Convertor[str]):
 register_url_convertor("any_path", _AnyPathConvertor())
 
 
-def build_blocks(service: QueryService, k: int = 8):
-    """The Gradio `Blocks` of the page (without the media route and the gate: see `build_app`)."""
+def build_blocks(service: QueryService, k: int = 8, media: IndexedMedia | None = None, local_paths: bool = False):
+    """The Gradio `Blocks` of the page (without the media routes and the gate: see `build_app`).
+
+    Args:
+        media (`IndexedMedia`, *optional*): what the hits play (by default `IndexedMedia.of_index(service.index)`).
+        local_paths (`bool`): show each hit's full path on this machine (see `hits_html`).
+    """
     import gradio as gr
 
     index = service.index
+    media = media or IndexedMedia.of_index(index)
+    known_words = index.known_words()
 
     def show(hits: list[SearchHit]) -> str:
-        return hits_html(hits, lambda hit: indexed_file(index.video_dir, index.video_paths, hit.path) is not None)
+        return hits_html(hits, lambda hit: media.hit_media(hit.path, hit.start, hit.end), local_paths)
 
     # Both handlers wait for the engine without holding a thread, and the events run with no concurrency limit
     # (Gradio's default is one at a time): the engine batches the page's queries with the API's. `show` looks at the
@@ -166,7 +243,8 @@ def build_blocks(service: QueryService, k: int = 8):
         if not query or not query.strip():
             return "<p class='no-hits'>Type what happens in the moment you are looking for.</p>"
         result = await service.search_async(query, int(k), one_per_video)
-        return await asyncio.to_thread(show, list(result.hits))
+        shown = await asyncio.to_thread(show, list(result.hits))
+        return unknown_words_html(list(result.unknown_words)) + shown
 
     async def search_like(clip: str | None, k: float, one_per_video: bool) -> str:
         # `clip` is a file of Gradio's upload folder: Gradio refuses any other path a client names (see build_app).
@@ -185,9 +263,10 @@ def build_blocks(service: QueryService, k: int = 8):
         gr.Markdown(
             f"## TempMe video search\n{counts['videos']} videos, {counts['segments']} segments of up to "
             f"{index.manifest.segment_seconds:g} s in `{display_name(str(index.video_dir))}` — model `{model_name}`"
+            + vocabulary_markdown(known_words)
         )
         with gr.Row():
-            query = gr.Textbox(label="Describe a moment", placeholder="a dog catches a frisbee", scale=4,
+            query = gr.Textbox(label="Describe a moment", placeholder=placeholder_query(known_words), scale=4,
                                elem_id="query")
             button = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
         with gr.Row():
@@ -226,6 +305,7 @@ def build_app(index: VideoSearchIndex | QueryService, k: int = 8, host: str = DE
     own_clips = upload_dir is None and not os.environ.get("GRADIO_TEMP_DIR")
     clips = Path(tempfile.mkdtemp(prefix="tempme-api-clips-")) if own_clips else _clip_folder(
         upload_dir or os.environ["GRADIO_TEMP_DIR"])
+    library = IndexedMedia.of_index(index)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -239,20 +319,42 @@ def build_app(index: VideoSearchIndex | QueryService, k: int = 8, host: str = DE
 
     app = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.query_service = service
+    not_served = HTTPException(status_code=404, detail="Not a video of this index.")
+    # The routes are plain functions: FastAPI runs them in its thread pool, so that a decode or a transcode never
+    # holds up the event loop. Each first follows the index to a newer generation, so that a video it added is
+    # served at once and one it removed is not.
 
     @app.get(MEDIA_ROUTE + "/{requested:any_path}")
     def media(requested: str):
-        service.refresh()  # a video added by a newer generation is served at once
-        path = indexed_file(index.video_dir, index.video_paths, requested)
+        service.refresh()
+        video = library.video(requested)
+        if video is None:
+            raise not_served
+        media_type = video.probe.browser_type or mimetypes.guess_type(video.path.name)[0] or "application/octet-stream"
+        return FileResponse(video.path, media_type=media_type, headers=_MEDIA_HEADERS)
+
+    @app.get(POSTER_ROUTE + "/{start}/{requested:any_path}")
+    def poster(start: str, requested: str):
+        service.refresh()
+        start_s = parse_seconds(start)
+        path = library.poster(requested, start_s) if start_s is not None else None
         if path is None:
-            raise HTTPException(status_code=404, detail="Not a video of this index.")
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
+            raise not_served
+        return FileResponse(path, media_type="image/jpeg", headers=_DERIVED_HEADERS)
+
+    @app.get(CLIP_ROUTE + "/{window}/{requested:any_path}")
+    def clip(window: str, requested: str):
+        service.refresh()
+        start_s, _, end_s = (parse_seconds(part) for part in window.partition("-"))
+        path = library.browser_copy(requested, start_s, end_s) if None not in (start_s, end_s) else None
+        if path is None:
+            raise not_served
+        return FileResponse(path, media_type="video/mp4", headers=_DERIVED_HEADERS)
 
     add_api_routes(app, service, clips)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    blocks = build_blocks(service, k)
+    blocks = build_blocks(service, k, media=library, local_paths=is_loopback(host))
     gr.mount_gradio_app(app, blocks, path="/", allowed_paths=[], theme=theme, css=_CSS, footer_links=[],
                         show_error=False, max_file_size=MAX_UPLOAD_BYTES, app_kwargs={"openapi_url": None})
     # `launch()` sets this flag and `mount_gradio_app` does not; without it Gradio skips its check that an event's
@@ -338,15 +440,19 @@ def _sigterm_exits():
 
 
 __all__ = [
+    "CLIP_ROUTE",
     "MEDIA_ROUTE",
+    "POSTER_ROUTE",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "SERVER_ROUTES",
     "build_app",
     "build_blocks",
     "exposure_warning",
+    "format_score",
     "hits_html",
     "indexed_file",
-    "media_url",
+    "placeholder_query",
     "serve",
+    "unknown_words_html",
 ]

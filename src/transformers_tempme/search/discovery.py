@@ -124,18 +124,27 @@ def probe_video(path: str | os.PathLike, *, timeout_s: float = DEFAULT_DECODE_TI
     description = os.fspath(path)
     try:
         with _open_video_stream(path, description) as (container, stream):
-            demuxer = container.format.name.split(",")[0]
-            codec = stream.codec_context.name
+            reason = not_a_video_reason(container, stream)
     except VideoDecodeError as error:
         # Nothing FFmpeg could open as a video: a broken video when the name says video, else no video at all.
         if has_video_suffix(path) or not os.path.isfile(path):
             raise
         raise NotAVideoError(description, error.reason) from error
-    if demuxer.endswith(_STILL_IMAGE_DEMUXER_SUFFIX) or demuxer == "image2":
-        raise NotAVideoError(description, f"a still image ({demuxer})")
-    if demuxer in _NOT_VIDEO_DEMUXERS or codec in _NOT_VIDEO_CODECS:
-        raise NotAVideoError(description, f"text art to FFmpeg ({demuxer}/{codec})")
+    if reason is not None:
+        raise NotAVideoError(description, reason)
     return read_video_timeline(path, timeout_s=timeout_s)
+
+
+def not_a_video_reason(container, stream) -> str | None:
+    """Why a container FFmpeg opened, with `stream` its first video stream, is not a video (a still image, text art
+    read as frames), or None. The indexer skips such files; the search page refuses to serve them."""
+    demuxer = container.format.name.split(",")[0]
+    codec = stream.codec_context.name
+    if demuxer.endswith(_STILL_IMAGE_DEMUXER_SUFFIX) or demuxer == "image2":
+        return f"a still image ({demuxer})"
+    if demuxer in _NOT_VIDEO_DEMUXERS or codec in _NOT_VIDEO_CODECS:
+        return f"text art to FFmpeg ({demuxer}/{codec})"
+    return None
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
@@ -147,4 +156,13 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["NotAVideoError", "VIDEO_SUFFIXES", "VideoFile", "file_sha256", "has_video_suffix", "list_files", "probe_video"]
+__all__ = [
+    "NotAVideoError",
+    "VIDEO_SUFFIXES",
+    "VideoFile",
+    "file_sha256",
+    "has_video_suffix",
+    "list_files",
+    "not_a_video_reason",
+    "probe_video",
+]

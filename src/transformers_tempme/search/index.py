@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 _SCORE_TOLERANCE = 1e-3
 
 QUERY_CHARS_PER_TOKEN = 32  # a query is cut to this many characters per text position before tokenizing
+SMALL_VOCABULARY = 1000  # a word-level vocabulary up to this size is listed to the user (`known_words`)
 
 
 class VideoSearchIndex:
@@ -405,6 +406,49 @@ class VideoSearchIndex:
             if len(hits) == k:
                 break
         return hits
+
+    # ------------------------------------------------------------------ the model's vocabulary
+
+    def unknown_words(self, query: str) -> list[str]:
+        """The parts of a text query the model cannot read, each once, in query order.
+
+        A word-level tokenizer (the demo model's) maps every word outside its vocabulary to its unknown token, and a
+        subword tokenizer does the same with what it cannot encode (CLIP's byte-level BPE encodes any text): the
+        model then searches for the rest of the query, as confidently as ever. Say which words were lost.
+        """
+        tokenizer = self.processor.tokenizer
+        unknown_id = tokenizer.unk_token_id
+        if unknown_id is None:
+            return []
+        # Only what the model reads: the tokens `encode_text` keeps (between its start and end tokens).
+        text, read = query[: QUERY_CHARS_PER_TOKEN * self.processor.max_words], self.processor.max_words - 2
+        if tokenizer.is_fast:
+            encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            tokens = zip(encoding["input_ids"][:read], encoding["offset_mapping"][:read])
+            pieces = [text[begin:end] for token, (begin, end) in tokens if token == unknown_id]
+        else:  # no offsets: the words holding an unknown token
+            pieces = []
+            for word in text.split():
+                ids = tokenizer(word, add_special_tokens=False, verbose=False)["input_ids"][:read]
+                pieces += [word] if unknown_id in ids else []
+                read -= len(ids)
+                if read <= 0:
+                    break
+        return list(dict.fromkeys(pieces))
+
+    def known_words(self, max_words: int = SMALL_VOCABULARY) -> list[str] | None:
+        """The words of the model's vocabulary, sorted, when it is a word-level one of at most `max_words` words (a
+        model trained from scratch on a closed set of captions, like the demo's); else None (CLIP's BPE reads any
+        text)."""
+        from tokenizers.models import WordLevel
+
+        tokenizer = self.processor.tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or not isinstance(backend.model, WordLevel):
+            return None
+        special = set(tokenizer.all_special_tokens)
+        words = sorted(word for word in tokenizer.get_vocab() if word not in special)
+        return words if len(words) <= max_words else None
 
 
 def combine_windows(embeddings: np.ndarray) -> np.ndarray:

@@ -58,11 +58,14 @@ class QueryResult:
         query (`str`): the text searched: the query cut to what the model reads, blanks collapsed.
         hits (`tuple[SearchHit, ...]`): best first.
         generation (`int`): the index generation the query was asked against.
+        unknown_words (`tuple[str, ...]`): the query's words the model's tokenizer cannot read
+            (`VideoSearchIndex.unknown_words`).
     """
 
     query: str
     hits: tuple[SearchHit, ...]
     generation: int
+    unknown_words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ class QueryService:
         texts = list(dict.fromkeys(key.text for key, _ in batch))  # one key in flight per text and setting
         try:
             embeddings = self.index.encode_text(texts)
+            unknown = {text: tuple(self.index.unknown_words(text)) for text in texts}
         except Exception as error:  # noqa: BLE001 - every caller of the batch gets the error
             self._fail(batch, error)
             return
@@ -238,16 +242,17 @@ class QueryService:
             groups.setdefault((key.k, key.one_per_video), []).append((key, future))
         for (k, one_per_video), members in groups.items():
             rows = embeddings[[row[key.text] for key, _ in members]]
-            self._search_pool.submit(self._search, members, rows, k, one_per_video)
+            self._search_pool.submit(self._search, members, rows, k, one_per_video, unknown)
 
-    def _search(self, members: list[tuple[_Key, Future]], embeddings, k: int, one_per_video: bool) -> None:
+    def _search(self, members: list[tuple[_Key, Future]], embeddings, k: int, one_per_video: bool,
+                unknown: dict[str, tuple[str, ...]]) -> None:
         try:
             found = self.index.search_embeddings(embeddings, k, 1 if one_per_video else None)
         except Exception as error:  # noqa: BLE001
             self._fail(members, error)
             return
         for (key, future), hits in zip(members, found):
-            result = QueryResult(key.text, tuple(hits), key.generation)
+            result = QueryResult(key.text, tuple(hits), key.generation, unknown[key.text])
             with self._lock:
                 self._in_flight.pop(key, None)
                 if self.cache_size and key.generation == self._cache_generation:
