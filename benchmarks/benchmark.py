@@ -64,7 +64,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops, token_schedule
+from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops
+from transformers_tempme.analysis.accounting import token_schedule
 from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 from transformers_tempme.inference import cpu_features, optimize_for_inference
 from transformers_tempme.inference.cpu_features import RELEVANT_FLAGS

@@ -64,7 +64,8 @@ def test_demo_videos_and_their_reversals_hold_the_same_frames(tmp_path):
     reversal's frames in reverse order: a frame-independent model has no per-frame cue of the direction of time."""
     import numpy as np
 
-    from transformers_tempme import make_synthetic_benchmark, read_video_frames
+    from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
+    from transformers_tempme.video_io import read_video_frames
 
     make_synthetic_benchmark(tmp_path, num_train_pairs=3, num_test_pairs=0, frames_per_video=8, size=64, seed=0)
     for pair in range(3):
