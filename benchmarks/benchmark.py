@@ -52,8 +52,6 @@ import ctypes
 import gc
 import importlib.util
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -66,7 +64,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops, token_schedule
+from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops
+from transformers_tempme.analysis.accounting import token_schedule
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 from transformers_tempme.inference import cpu_features, optimize_for_inference
 from transformers_tempme.inference.cpu_features import RELEVANT_FLAGS
 from transformers_tempme.analysis.paper_figures import (
@@ -351,24 +351,6 @@ def saved_activation_mb(model: torch.nn.Module, pixel_values: torch.Tensor, inpu
 # ---------------------------------------------------------------------------------------------------------------
 # The benchmark
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def machine_description(device: torch.device) -> dict:
-    description = {
-        "cpu": cpu_features()["cpu"],
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        description["gpu"] = torch.cuda.get_device_name(device)
-    return description
-
-
-def load_average() -> list[float] | None:
-    with contextlib.suppress(OSError, AttributeError):
-        return [round(value, 2) for value in os.getloadavg()]
-    return None
 
 
 def matmul_probe(device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[], object]]:

@@ -174,7 +174,7 @@ def export_revision(revision: str, target: Path) -> Path:
 
 
 def load_benchmark_script():
-    """`benchmarks/benchmark.py`, for its presets, inputs and machine description (imported by path)."""
+    """`benchmarks/benchmark.py`, for its presets, inputs and report files (imported by path)."""
     spec = importlib.util.spec_from_file_location("tempme_benchmark", Path(__file__).resolve().parent / "benchmark.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -204,16 +204,15 @@ def compare(args: argparse.Namespace, benchmark) -> list[Comparison]:
     import torch
     import torch.nn.functional as F
 
-    from transformers_tempme.inference import cpu_features
+    from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 
     steps = [f"{method}/{path}" for method in args.methods for path in args.paths]
     times = {side: {step: [] for step in steps} for side in SIDES}
     cpu_times = {side: {step: [] for step in steps} for side in SIDES}
     commits = {"baseline": git("rev-parse", args.baseline), "checkout": git("rev-parse", "HEAD")}
     machine = {
-        **benchmark.machine_description(torch.device("cpu")),
-        "cpu_features": cpu_features(),
-        "load_average_before": benchmark.load_average(),
+        **machine_description("cpu"),  # with the CPU flags (cpu_features)
+        "load_average_before": load_average(),
         "commits": commits,
         "checkout_has_uncommitted_changes": bool(git("status", "--porcelain", "--", "src")),
     }
@@ -245,7 +244,7 @@ def compare(args: argparse.Namespace, benchmark) -> list[Comparison]:
         finally:
             for worker in workers.values():
                 worker.close()
-    machine["load_average_after"] = benchmark.load_average()
+    machine["load_average_after"] = load_average()
 
     comparisons = []
     for step in steps:

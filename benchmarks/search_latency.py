@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from search_machine import load_average, machine, write_results
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description, write_results
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
 from transformers_tempme.search.fingerprint import model_fingerprint
 from transformers_tempme.search.storage import (
@@ -277,7 +277,7 @@ def main(argv=None) -> None:
     model, processor = text_encoder()
     fingerprint = model_fingerprint(model, processor)
     texts = queries(args.queries)
-    results = {"command": "python benchmarks/search_latency.py " + " ".join(argv or []), "machine": machine(),
+    results = {"command": "python benchmarks/search_latency.py " + " ".join(argv or []), "machine": {**machine_description(faiss=True), "load_average": load_average()},
                "data": args.data, "k": args.k, "queries": args.queries, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
                "sizes": []}
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="search_latency_"))

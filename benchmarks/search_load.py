@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -37,16 +38,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from search_latency import DIM, point_manifest, random_unit_vectors, write_index
-from search_machine import load_average, machine, write_results
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description, write_results
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
 from transformers_tempme.hub.loading import describe_model
-from transformers_tempme.inference.cpu_features import cpu_features
 from transformers_tempme.search.fingerprint import model_fingerprint
 from transformers_tempme.search.storage import VectorIndexSettings, build_vector_index, save_vector_index
 
+
+def _search_latency():
+    """`benchmarks/search_latency.py`, whose synthetic index this benchmark serves (imported by its path, so that this
+    script runs from any folder)."""
+    spec = importlib.util.spec_from_file_location("tempme_search_latency", Path(__file__).with_name("search_latency.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+search_latency = _search_latency()
+DIM = search_latency.DIM
 REPO = Path(__file__).resolve().parents[1]
 SCORE_TOLERANCE = 1e-5
 WARM_UP = 16  # queries sent before the timed ones
@@ -110,11 +121,11 @@ def write_synthetic_index(folder: Path, count: int, model, processor, model_dir:
     shutil.rmtree(folder, ignore_errors=True)
     fingerprint = model_fingerprint(model, processor)
     model_info = describe_model(model, model_dir)
-    vectors = random_unit_vectors(count, seed=count)
-    shards, _ = write_index(folder, vectors, fingerprint, model_info)
+    vectors = search_latency.random_unit_vectors(count, seed=count)
+    shards, _ = search_latency.write_index(folder, vectors, fingerprint, model_info)
     settings = VectorIndexSettings("flat")
     record = save_vector_index(build_vector_index(vectors, settings), folder / "vectors-flat.faiss")
-    point_manifest(folder, shards, "vectors-flat.faiss", record, settings, count, fingerprint, model_info)
+    search_latency.point_manifest(folder, shards, "vectors-flat.faiss", record, settings, count, fingerprint, model_info)
 
 
 def answer_of(hits) -> list[tuple[str, float, float]]:
@@ -222,7 +233,7 @@ def markdown(results: dict) -> str:
             f"| {level['queries_per_s']:.1f} | {level['p50_ms']:.0f} | {level['p95_ms']:.0f} | {level['p99_ms']:.0f} "
             f"| {level['mean_batch']:.1f} | {level['load_average_before'][0]} → "
             f"{level['load_average_after'][0]} |")
-    features = results["cpu_features"]
+    features = results["machine"]["cpu_features"]
     lines += ["", f"{results['segments']:,} segments (exact search), {results['model']}, k={results['k']}; "
               f"server settings {results['server_settings']}; CPU {features['cpu']} "
               f"({', '.join(features['flags']) or 'no AVX2'}), {results['machine']['cpu_count']} cores. "
@@ -253,7 +264,7 @@ def main(argv=None) -> dict:
         extra += ["--batch-wait-ms", str(args.batch_wait_ms)]
     results = {
         "command": "python benchmarks/search_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(), "cpu_features": cpu_features(), "segments": args.segments, "k": args.k,
+        "machine": {**machine_description(faiss=True), "load_average": load_average()}, "segments": args.segments, "k": args.k,
         "model": "small TempMe, CLIP vocabulary (--tiny)" if args.tiny else "ViT-B/32-shaped TempMe, random weights",
         "levels": [],
     }

@@ -479,18 +479,19 @@ def seeds_table(runs: list[list[dict]]) -> str:
 
 
 def machine_description() -> dict:
-    """Where the demo ran: the CPU and its flags, the cores, and the load average when it started (an idle machine
-    is near 0), for the time and step timings it records."""
-    from transformers_tempme.inference.cpu_features import cpu_features
+    """Where the demo ran: the CPU and its flags, the cores, the GPU if it trained on one, and the load average when
+    it started (an idle machine is near 0), for the time and step timings it records."""
+    from transformers_tempme.analysis import benchmark_records
 
-    return {**cpu_features(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {**benchmark_records.machine_description(device), "load_average_at_start": benchmark_records.load_average()}
 
 
 def describe(machine: dict) -> str:
-    where = machine["gpu"] or f"{machine['cpu']}, {machine['cores']} cores"
-    return f"{where}, load average {machine['load_average_at_start']} at the start"
+    from transformers_tempme.analysis.benchmark_records import describe_machine
+
+    load = machine["load_average_at_start"]
+    return f"{describe_machine(machine)}, load average {load[0] if load else 'unknown'} at the start"
 
 
 def plot_r1_vs_gflops(results: list[dict], path: Path) -> bool:

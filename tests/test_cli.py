@@ -71,10 +71,27 @@ def test_importing_the_model_does_not_import_trainer_datasets_or_av():
     assert completed.stdout.strip() == ""
     # The lazy names still resolve.
     completed = subprocess.run(
-        [sys.executable, "-c", "import transformers_tempme as t; print(t.TempMeTrainer.__name__, t.apply_lora.__name__)"],
+        [sys.executable, "-c", "import transformers_tempme as t; print(t.VideoTextDataset.__name__, t.apply_lora.__name__)"],
         capture_output=True, text=True, timeout=120,
     )
-    assert completed.stdout.split() == ["TempMeTrainer", "apply_lora"], completed.stderr
+    assert completed.stdout.split() == ["VideoTextDataset", "apply_lora"], completed.stderr
+
+
+def test_a_small_root_and_the_rest_in_subpackages():
+    """The root names the model, processor, tuners, loading, inference, search and metrics (and what the README's
+    examples import); the rest is imported from the subpackage that defines it."""
+    import transformers_tempme as root
+    from transformers_tempme.data.video_text import GroupedDataset
+    from transformers_tempme.training.trainer import TempMeTrainer
+
+    assert all(getattr(root, name) is not None for name in root.__all__) and len(root.__all__) <= 40
+    for name in ("TempMeCLIPModel", "TempMeProcessor", "apply_peft", "load_tempme", "optimize_for_inference",
+                 "VideoSearchIndex", "text_video_retrieval_metrics"):
+        assert name in root.__all__
+    for name, value in (("TempMeTrainer", TempMeTrainer), ("GroupedDataset", GroupedDataset)):
+        assert name not in root.__all__ and value.__module__.startswith("transformers_tempme.")
+        with pytest.raises(AttributeError):
+            getattr(root, name)
 
 
 # --- one error policy for every command --------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     results = json.loads((output_dir / "results.json").read_text())
     # The run records its own wall time, search included, and the machine it ran on.
     assert results["seed"] == 0 and results["total_seconds"] > 0 and results["search_included"]
-    assert results["machine"]["cores"] >= 1 and "cpu" in results["machine"] and "load_average_at_start" in results["machine"]
+    assert results["machine"]["cpu_count"] >= 1 and "cpu" in results["machine"] and "load_average_at_start" in results["machine"]
     assert "Wall time of the whole demo, video search included" in (output_dir / "results.md").read_text()
     models = {model["variant"]: model for model in results["models"]}
     assert set(models) == {"baseline", "tempme"}
@@ -64,7 +64,8 @@ def test_demo_videos_and_their_reversals_hold_the_same_frames(tmp_path):
     reversal's frames in reverse order: a frame-independent model has no per-frame cue of the direction of time."""
     import numpy as np
 
-    from transformers_tempme import make_synthetic_benchmark, read_video_frames
+    from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
+    from transformers_tempme.video_io import read_video_frames
 
     make_synthetic_benchmark(tmp_path, num_train_pairs=3, num_test_pairs=0, frames_per_video=8, size=64, seed=0)
     for pair in range(3):
@@ -80,7 +81,7 @@ def test_demo_over_seeds_reports_mean_and_spread(tmp_path):
     summary = json.loads((output_dir / "results.json").read_text())
     runs = [json.loads((output_dir / f"seed-{seed}" / "results.json").read_text()) for seed in (0, 1)]
     assert summary["seeds"] == [0, 1] and [run["seed"] for run in runs] == [0, 1]
-    assert summary["total_seconds"] >= sum(summary["seconds_per_seed"]) > 0 and summary["machine"]["cores"] >= 1
+    assert summary["total_seconds"] >= sum(summary["seconds_per_seed"]) > 0 and summary["machine"]["cpu_count"] >= 1
     assert not any(run["search_included"] for run in runs)  # the seeds' runs skip the video search
     for position, variant in enumerate(("baseline", "tempme")):
         values = [run["models"][position]["pair_accuracy"] for run in runs]

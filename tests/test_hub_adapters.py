@@ -11,7 +11,8 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import CLIPConfig, CLIPModel
 
-from transformers_tempme import TempMeCLIPModel, adapter_base_model, apply_lora, load_tempme, save_adapter
+from transformers_tempme import TempMeCLIPModel, apply_lora, load_tempme, save_adapter
+from transformers_tempme.hub.loading import adapter_base_model
 
 
 def perturb_trainable(peft_model: PeftModel, seed: int = 3) -> None:

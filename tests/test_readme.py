@@ -138,13 +138,8 @@ def reader_files(tmp_path_factory):
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from transformers_tempme import (
-        TempMeCLIPModel,
-        TempMeProcessor,
-        build_clip_tokenizer,
-        make_synthetic_benchmark,
-        save_with_pipeline,
-    )
+    from transformers_tempme import TempMeCLIPModel, TempMeProcessor, build_clip_tokenizer, save_with_pipeline
+    from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
 
     work = tmp_path_factory.mktemp("readme")
     torch.manual_seed(0)

@@ -167,7 +167,7 @@ def test_search_like_cuts_a_long_clip_into_the_index_windows_and_takes_their_mea
 @pytest.mark.parametrize("name, error", [("thumbnail.png", "NotAVideoError"), ("notes.mp4", "VideoDecodeError"),
                                          ("missing.mp4", "VideoDecodeError")])
 def test_search_like_names_what_is_wrong_with_the_clip(videos, tmp_path, encoder, name, error):
-    from transformers_tempme import VideoDecodeError
+    from transformers_tempme.video_io import VideoDecodeError
 
     index = build(videos, tmp_path / "index", encoder)
     with pytest.raises(VideoDecodeError) as raised:

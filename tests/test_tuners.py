@@ -15,16 +15,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers_tempme import (
     TempMeCLIPModel,
     TempMeConfig,
-    TempMeTunerModel,
     apply_adapter,
     apply_prompt,
-    count_flops,
     count_gflops,
     load_tempme,
     save_adapter,
 )
+from transformers_tempme.analysis.accounting import count_flops
 from transformers_tempme.tuners.adapter import AdaptedMLP
 from transformers_tempme.tuners.prompt import PromptedTextLayer, PromptedVisionAttention, PromptedVisionLayer
+from transformers_tempme.tuners.tuner_model import TempMeTunerModel
 
 CLIP_POSITION_PARAMETERS = (12 + 6 + 3) * 768  # TempMe's clip position embeddings at ViT-B/32, 12 frames
 SCHEDULES = ["clip", "tome", "tempme"]

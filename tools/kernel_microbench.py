@@ -21,12 +21,13 @@ timed interleaved with the others of its group:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 
 SEQUENCES, TOKENS, WIDTH, MERGED = 24, 50, 768, 2
 INFERENCE_TOKENS = 2400  # 4 videos x 12 frames x 50 tokens (ViT-B/32 before any merge)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     rows = SEQUENCES * TOKENS
-    print(f"threads {args.threads}, load average {os.getloadavg()}, torch {torch.__version__}\n")
+    print(f"{machine_description()['cpu']}, threads {args.threads}, load average {load_average()}, torch {torch.__version__}\n")
 
     buffer = torch.empty(rows, WIDTH)
     launch = interleaved_ms(

@@ -110,35 +110,34 @@ def check_or_repair(args) -> int:
     return 1
 
 
-def indexed_video_dir(index_dir) -> str:
-    """The folder an existing index was built from (what `tempme index --index I` updates without VIDEO_DIR)."""
+def recorded_index(args):
+    """The manifest of the index at `--index`, for what the command leaves out (VIDEO_DIR, --model): an update takes
+    the folder and the model the index was built from."""
     from ..search.storage import IndexNotFoundError, read_manifest
 
     try:
-        return read_manifest(index_dir).video_dir
+        return read_manifest(args.index)
     except IndexNotFoundError:
-        raise IndexNotFoundError(f"{index_dir} holds no index yet: name the VIDEO_DIR to index (and the --model).") \
-            from None
+        needed = "name the VIDEO_DIR to index (and the --model)" if args.video_dir is None else \
+            "pass --model (or --from-clip) to build one"
+        raise IndexNotFoundError(f"{args.index} holds no index yet: {needed}.") from None
 
 
 def index_videos(args) -> int:
     from ..search import IndexingOptions, VectorIndexSettings, VideoSearchIndex
-    from ..search.storage import manifest_exists, read_manifest
 
     if args.check or args.repair:
         return check_or_repair(args)
-    video_dir = args.video_dir if args.video_dir is not None else indexed_video_dir(args.index)
-
-    loaded = load_model_from_arguments(args)
-    if loaded is None:
-        if not manifest_exists(args.index):
-            print(f"error: {args.index} holds no index yet: pass --model (or --from-clip) to build one.", file=sys.stderr)
-            return 2
+    model_given = bool(args.model or args.from_clip)
+    recorded = recorded_index(args) if args.video_dir is None or not model_given else None
+    video_dir = args.video_dir if args.video_dir is not None else recorded.video_dir
+    if model_given:
+        model, processor, model_info = load_model_from_arguments(args)
+    else:
         from ..hub.loading import load_from_model_info
 
-        info = read_manifest(args.index).model
-        loaded = (*load_from_model_info(info, args.index), info)
-    model, processor, model_info = loaded
+        model, processor = load_from_model_info(recorded.model, args.index)
+        model_info = recorded.model
     vector_index = None
     if args.ann is not None:
         vector_index = VectorIndexSettings(args.ann, args.hnsw_m, args.ef_construction, args.ef_search)

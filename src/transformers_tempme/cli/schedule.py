@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import PRESETS, TempMeCLIPModel, TempMeConfig, count_gflops, token_schedule
+from .. import PRESETS, TempMeCLIPModel, TempMeConfig
+from ..analysis.accounting import count_gflops, token_schedule
 from ..analysis.paper_figures import PAPER_GFLOPS, PAPER_OUTPUT_TOKENS
 from .common import command_parser, reports_user_errors
 

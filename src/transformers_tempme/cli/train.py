@@ -53,7 +53,7 @@ from ..training.checkpoints import resume_checkpoint
 from ..training.saving import save_trained_model
 from ..training.trainer import TempMeTrainer
 from ..tuners.lora import DEFAULT_TARGET_MODULES, lora_config
-from ..tuners.peft_methods import apply_peft, can_merge, parse_peft_option
+from ..tuners.peft_methods import apply_peft, parse_peft_option
 from ..tuners.tuner_model import TunerConfig
 from .common import OneLineErrors, reports_user_errors
 
@@ -354,12 +354,12 @@ def video_text_dataset(rows, data_args: DataArguments, processor, augment: bool,
     )
 
 
-def prepare_for_training(model: TempMeCLIPModel, model_args: ModelArguments):
-    model.logit_scale.requires_grad_(not model_args.freeze_logit_scale)
-    config = peft_config(model_args)
-    if config is not None:
-        model = apply_peft(model, config)
-        if not model_args.freeze_logit_scale:
+def prepare_for_training(model: TempMeCLIPModel, method, freeze_logit_scale: bool):
+    """The model with `method` (a peft or tuner config, `None` for full fine-tuning) on it, ready to train."""
+    model.logit_scale.requires_grad_(not freeze_logit_scale)
+    if method is not None:
+        model = apply_peft(model, method)
+        if not freeze_logit_scale:
             model.get_base_model().logit_scale.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -376,10 +376,10 @@ def peft_config(model_args: ModelArguments):
     return parse_peft_option(model_args.peft)
 
 
-def check_base_for_method(model_args: ModelArguments) -> None:
+def check_base_for_method(model_args: ModelArguments, method) -> None:
     """Bottleneck adapters and deep prompts cannot be folded into the weights, so what they are trained on must be a
     checkpoint their adapter folder can name: refuse a random initialisation before any training is spent."""
-    if model_args.model_name_or_path is None and isinstance(peft_config(model_args), TunerConfig):
+    if model_args.model_name_or_path is None and isinstance(method, TunerConfig):
         raise ValueError(
             f"--peft {model_args.peft} on a random initialisation: the adapter could not be loaded again, since it "
             "cannot be folded into the weights and its base is saved nowhere. Train from a checkpoint (--model "
@@ -418,7 +418,8 @@ def train(argv: list[str]) -> dict:
         logger.warning(warning)
     logger.info("Training arguments: %s", training_args)
 
-    check_base_for_method(model_args)
+    method = peft_config(model_args)
+    check_base_for_method(model_args, method)
     checkpoint = resume_checkpoint(training_args)  # the newest complete checkpoint; partial ones are skipped
     set_seed(training_args.seed)
 
@@ -451,10 +452,10 @@ def train(argv: list[str]) -> dict:
     )
     eval_dataset = None if eval_rows is None else video_text_dataset(eval_rows, data_args, processor, False, data_seed)
 
-    model = prepare_for_training(model, model_args)
+    model = prepare_for_training(model, method, model_args.freeze_logit_scale)
     # An adapter needs a base to load onto, and a random initialisation is none: the method is folded in and the
     # full model saved (methods that cannot be folded are refused above, see check_base_for_method).
-    fold_into_weights = model_args.model_name_or_path is None and can_merge(model)
+    fold_into_weights = model_args.model_name_or_path is None and method is not None
     trainer = TempMeTrainer(
         model=model,
         args=training_args,

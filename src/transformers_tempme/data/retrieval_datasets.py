@@ -315,9 +315,6 @@ _RECORD_READERS: dict[str, Callable[[Path, str], list[CaptionRecord]]] = {
     "lsmdc": _lsmdc_records,
 }
 BENCHMARKS: tuple[str, ...] = tuple(_RECORD_READERS)
-# The paper's frames and words per benchmark: paragraph-to-video benchmarks use 64 of each.
-BENCHMARK_NUM_FRAMES = {"msrvtt": 12, "lsmdc": 12, "didemo": 64, "activitynet": 64}
-BENCHMARK_MAX_WORDS = {"msrvtt": 32, "lsmdc": 32, "didemo": 64, "activitynet": 64}
 
 
 def _index_video_files(videos_dir: Path) -> dict[str, Path]:

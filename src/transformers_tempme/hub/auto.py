@@ -19,7 +19,6 @@ import os
 
 from transformers import AutoConfig, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
-from transformers.utils import PROCESSOR_NAME as PROCESSOR_CONFIG_NAME
 
 from ..configuration_tempme import TempMeConfig
 from ..modeling_tempme import TempMeCLIPModel
@@ -86,5 +85,4 @@ __all__ = [
     "REMOTE_CODE_FILES",
     "PROCESSOR_CODE_FILES",
     "PIPELINE_CODE_FILES",
-    "PROCESSOR_CONFIG_NAME",
 ]

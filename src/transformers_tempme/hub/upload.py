@@ -17,12 +17,17 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from transformers.utils import CONFIG_NAME, FEATURE_EXTRACTOR_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+from transformers.utils import (
+    CONFIG_NAME,
+    FEATURE_EXTRACTOR_NAME,
+    PROCESSOR_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+)
 
 from .auto import (
     PIPELINE_CODE_FILES,
     PROCESSOR_CODE_FILES,
-    PROCESSOR_CONFIG_NAME,
     REMOTE_CODE_FILES,
     custom_pipelines_entry,
 )
@@ -47,7 +52,7 @@ PUBLISHED_FILES = (
     *REMOTE_CODE_FILES,
     *PROCESSOR_CODE_FILES,
     *PIPELINE_CODE_FILES,
-    PROCESSOR_CONFIG_NAME,
+    PROCESSOR_NAME,
     FEATURE_EXTRACTOR_NAME,
     "tokenizer.json",
     "tokenizer_config.json",
@@ -120,15 +125,15 @@ def check_inference_files(folder: Path, names: set[str]) -> None:
     """A processor goes up with its code and auto_map (AutoProcessor); a model without a processor is published
     alone (a warning says what it lacks). A model's pipeline, when missing, is added by `stage_for_upload`."""
     adapter = is_adapter_folder(folder)
-    if PROCESSOR_CONFIG_NAME not in names:
+    if PROCESSOR_NAME not in names:
         logger.warning(
             "%s has no processor (%s): the Hub repo will not load with AutoProcessor or pipeline(). Save the "
             "processor beside the %s (TempMeProcessor.save_pretrained, or save_with_pipeline for a model).",
-            folder, PROCESSOR_CONFIG_NAME, "adapter" if adapter else "model",
+            folder, PROCESSOR_NAME, "adapter" if adapter else "model",
         )
         return
     missing = [name for name in PROCESSOR_CODE_FILES if name not in names]
-    auto_map = json.loads((folder / PROCESSOR_CONFIG_NAME).read_text()).get("auto_map", {})
+    auto_map = json.loads((folder / PROCESSOR_NAME).read_text()).get("auto_map", {})
     if missing or "AutoProcessor" not in auto_map:
         raise ValueError(
             f"The processor in {folder} lacks its remote code ({missing or 'no AutoProcessor auto_map'}), so "
@@ -143,7 +148,7 @@ def pipeline_additions(folder: str | os.PathLike) -> list[str]:
     the pipeline code and the `custom_pipelines` entry of config.json. Empty for adapters, folders without a
     processor, and folders that have both."""
     folder = Path(folder)
-    if is_adapter_folder(folder) or not (folder / PROCESSOR_CONFIG_NAME).is_file():
+    if is_adapter_folder(folder) or not (folder / PROCESSOR_NAME).is_file():
         return []
     additions = [name for name in PIPELINE_CODE_FILES if not (folder / name).is_file()]
     if not json.loads((folder / CONFIG_NAME).read_text()).get("custom_pipelines"):

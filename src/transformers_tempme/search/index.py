@@ -207,22 +207,21 @@ class VideoSearchIndex:
         self._model, self._processor = model.to(device).eval(), processor
 
     def _load_model(self) -> None:
-        from ..hub.loading import load_from_model_info
+        """The index's own model (as its manifest records it), loaded on first use unless `set_model` gave one."""
+        if self._model is None:
+            from ..hub.loading import load_from_model_info
 
-        self.set_model(*load_from_model_info(self.manifest.model, self.index_dir))
+            self.set_model(*load_from_model_info(self.manifest.model, self.index_dir))
+            self._model_from_manifest = True
 
     @property
     def model(self):
-        if self._model is None:
-            self._load_model()
-            self._model_from_manifest = True
+        self._load_model()
         return self._model
 
     @property
     def processor(self):
-        if self._processor is None:
-            self._load_model()
-            self._model_from_manifest = True
+        self._load_model()
         return self._processor
 
     # ------------------------------------------------------------------ contents
