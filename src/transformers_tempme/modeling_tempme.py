@@ -151,14 +151,16 @@ def key_bias_route(attn_implementation: str, device: torch.device) -> str:
 
     - `"fold"`: folded into the queries and keys (`merging.fold_key_bias`), so that the kernel runs without a mask:
       flash kernels take no arbitrary bias, and SDPA on CUDA gives up its flash backend for any float mask.
-    - `"score_mod"`: FlexAttention adds it to the scores as they are computed (transformers' `position_bias`).
+    - `"score_mod"`: FlexAttention adds it to the scores as they are computed (transformers' `position_bias`). On a
+      CPU FlexAttention gets the fold instead: torch 2.13's CPU FlexAttention kernel fails to build a `score_mod` that
+      reads a tensor once transformers' compiled kernel turns to dynamic shapes (after the first token count).
     - `"mask"`: an additive `(n, 1, 1, s)` attention mask, for eager attention, SDPA on a CPU (whose flash kernel
       takes a mask, where the fold would only add work) and any other kernel of transformers' registry.
     """
     if "flash" in attn_implementation or (attn_implementation == "sdpa" and device.type == "cuda"):
         return "fold"
     if attn_implementation == "flex_attention":
-        return "score_mod"
+        return "score_mod" if device.type == "cuda" else "fold"
     return "mask"
 
 
