@@ -310,6 +310,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tuner):
 @pytest.mark.parametrize("schedule", ["clip", "tome", "tempme"])
 def test_the_vision_tower_is_captured_as_one_graph(schedule):
     """Token counts come from the plan, never from the data: no graph break, no host sync, static shapes."""
+    torch._dynamo.reset()
     model = TempMeCLIPModel(tiny_config(schedule, attn_implementation="sdpa")).eval()
     pixel_values = random_video(2, 4, model.config)
     compiled = torch.compile(model.vision_model, fullgraph=True, backend="eager")
