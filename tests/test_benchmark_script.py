@@ -149,3 +149,19 @@ def test_revision_comparison_runs_both_sides_interleaved(tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT.parent / "compare_revisions.py"), "--baseline", "no-such-rev"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "is not a commit" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_compiled_path_runs_beside_eager_with_its_compile_time_and_cosine(benchmark, tmp_path):
+    """Inductor builds C++ kernels for the bfloat16 tower before the rounds (a minute or more on a small CPU)."""
+    path = tmp_path / "compiled.json"
+    threads = torch.get_num_threads()
+    benchmark.main(
+        ["--tiny", "--backbones", "vit-b-32", "--methods", "tempme", "--paths", "compile-bf16", "--batch", "1",
+         "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-train", "--json", str(path)]
+    )
+    torch.set_num_threads(threads)
+    rows = {row["path"]: row for row in json.loads(path.read_text())}
+    assert rows.keys() == {"eager", "compile-bf16"}
+    assert rows["compile-bf16"]["compile_seconds"] > 0 and rows["eager"]["compile_seconds"] is None
+    assert rows["compile-bf16"]["cosine_to_fp32_min"] > 0.99

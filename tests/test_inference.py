@@ -312,7 +312,7 @@ def test_attention_kernels_come_from_transformers_registry():
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-5), ("bf16", None)])
 def test_compile_keeps_the_model_and_compiles_its_vision_tower_whole(precision, tolerance):
     """`compile=` swaps nothing: the copy's vision tower is one graph (fullgraph) at the precision, the final layer norm
-    and projections at the model's. aot_eager here (seconds); inductor in the slow test below."""
+    and projections at the model's. aot_eager here (seconds); `tests/test_compile.py` runs inductor."""
     torch._dynamo.reset()  # a fresh compile cache: earlier tests' graphs must not count towards its recompile limit
     model = tiny_model("tempme")
     pixel_values, mask = random_video(2, 4, model.config), torch.ones(2, 4)
@@ -343,15 +343,3 @@ def test_compile_keeps_the_model_and_compiles_its_vision_tower_whole(precision, 
 def test_compile_refuses_int8():
     with pytest.raises(ValueError, match="compile=True runs precision='fp32' or 'bf16'"):
         optimize_for_inference(tiny_model(), "int8", compile=True)
-
-
-@pytest.mark.slow
-def test_compile_with_inductor_computes_the_models_features():
-    """The default backend: C++ kernels generated and built on first use (a minute or more on a small CPU)."""
-    torch._dynamo.reset()
-    model = tiny_model("tempme")
-    pixel_values = random_video(2, 4, model.config)
-    compiled = optimize_for_inference(model, "fp32", compile=True)
-    with torch.no_grad():
-        actual, expected = compiled.encode_video(pixel_values).video_embeds, model.encode_video(pixel_values).video_embeds
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)

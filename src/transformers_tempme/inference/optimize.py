@@ -122,17 +122,18 @@ def _copy_for_preparing(model: TempMeCLIPModel) -> TempMeCLIPModel:
     return copy.deepcopy(model, shared)
 
 
-def compile_vision_tower(model: TempMeCLIPModel, precision: str, **compile_kwargs) -> None:
-    """Compile `model.vision_model` whole, in place, its blocks at `precision` (see the module docstring).
+def compile_vision_tower(model: TempMeCLIPModel, dtype: torch.dtype | None = None, **compile_kwargs) -> None:
+    """Compile `model.vision_model` whole, in place, its blocks at `dtype` (`None`: as they are).
 
-    The embeddings, the first layer norm and the blocks are cast to the compute dtype; the final layer norm (which the
-    tower runs at its own weights' dtype) and the projections keep the model's, so embeddings come out as the model's.
+    The embeddings, the first layer norm and the blocks are cast to `dtype`; the final layer norm (which the tower runs
+    at its own weights' dtype) and the projections keep the model's, so embeddings come out at the model's precision.
     Shapes are static at first; a second batch size makes the batch dimension dynamic (torch's automatic dynamic
     shapes) instead of compiling once per size. `compile_kwargs` go to `torch.compile` (`mode`, `backend`, ...).
     """
-    vision, dtype = model.vision_model, compute_dtype(precision)
-    for module in (vision.embeddings, vision.pre_layrnorm, vision.encoder):
-        module.to(dtype)
+    vision = model.vision_model
+    if dtype is not None:
+        for module in (vision.embeddings, vision.pre_layrnorm, vision.encoder):
+            module.to(dtype)
     vision.compile(**{**compile_kwargs, "fullgraph": True})
 
 
@@ -195,7 +196,7 @@ def optimize_for_inference(
         model = model if inplace else copy.deepcopy(model)
         if attn_implementation is not None:
             model.set_attn_implementation(attn_implementation)
-        compile_vision_tower(model, precision, **(compile if isinstance(compile, dict) else {}))
+        compile_vision_tower(model, compute_dtype(precision), **(compile if isinstance(compile, dict) else {}))
         return model.eval()
     if not inplace:
         model = _copy_for_preparing(model)
