@@ -126,7 +126,6 @@ ATTENTION_CASES = [
     ("sdpa", None),  # folded on CUDA
     ("sdpa", "mask"),
     ("flex_attention", None),  # score_mod on CUDA
-    ("flex_attention", "fold"),
     ("eager", "fold"),
 ]
 
