@@ -16,8 +16,9 @@ One forward: `TempMeVisionEncoder.forward` owns the block loop and `TempMeVision
 and the frame count), so every shape is known before a forward runs, and the tower compiles as one graph
 (`torch.compile(model.vision_model, fullgraph=True)`). Kernels are chosen as in transformers: attention through
 `ALL_ATTENTION_FUNCTIONS` by `attn_implementation`, proportional attention's per-key bias reaching each kernel the way
-that keeps it fast (`key_bias_route`: folded into the queries and keys for flash kernels); faster modules (a fused q/k/v projection, lower
-precisions) are swapped in for `self_attn`, `mlp` and `embeddings`, leaving this forward as it is.
+that keeps it fast (`key_bias_route`: folded into the queries and keys for flash kernels); faster modules (a fused
+q/k/v projection, lower precisions) are swapped in for `self_attn`, `mlp` and `embeddings`, leaving this forward as
+it is.
 
 This file is part of the remote code written next to saved models: it imports only `torch`, `transformers`
 and its two siblings.
