@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import random_text, random_video, tiny_config, tiny_inputs
-from test_training_scripts import benchmark, train_config, write_config  # noqa: F401 (benchmark: a fixture)
+from test_training_scripts import benchmark, record_training_steps, train_config, write_config  # noqa: F401 (a fixture)
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, optimize_for_inference
 from transformers_tempme.modeling_tempme import TempMeVisionAttention
@@ -240,31 +240,16 @@ def test_merging_makes_no_host_sync():
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_a_mixed_precision_training_step_through_tempme_train(benchmark, tmp_path, monkeypatch, precision):  # noqa: F811
     from transformers_tempme.cli.train import train
-    from transformers_tempme.modeling_tempme import TempMeVisionTransformer
-    from transformers_tempme.training.trainer import TempMeTrainer
 
-    seen, scalers = [], []
-    vision_forward, compute_loss = TempMeVisionTransformer.forward, TempMeTrainer.compute_loss
-
-    def recording_vision_forward(self, pixel_values, *args, **kwargs):
-        outputs = vision_forward(self, pixel_values, *args, **kwargs)
-        seen.append((pixel_values.device.type, torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"),
-                     outputs.token_sizes.dtype))
-        return outputs
-
-    def recording_compute_loss(self, *args, **kwargs):
-        scalers.append(type(self.accelerator.scaler).__name__ if self.accelerator.scaler is not None else None)
-        return compute_loss(self, *args, **kwargs)
-
-    monkeypatch.setattr(TempMeVisionTransformer, "forward", recording_vision_forward)
-    monkeypatch.setattr(TempMeTrainer, "compute_loss", recording_compute_loss)
+    seen, scalers = record_training_steps(monkeypatch, "cuda")
     settings = {precision: True, "use_cpu": False, "gradient_checkpointing": True, "do_eval": False,
                 "save_strategy": "no"}
     config = write_config(tmp_path / "config.json", train_config(benchmark, tmp_path / "run", **settings))
     results = train([config])
     assert results["train_loss"] > 0 and torch.isfinite(torch.tensor(results["train_loss"]))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    assert seen and all(step == ("cuda", dtype, torch.float32) for step in seen), seen
+    expected = {"device": "cuda", "autocast": dtype, "checkpointed": True, "sizes": torch.float32}
+    assert seen and all(step == expected for step in seen), seen
     assert scalers and all(scaler == ("GradScaler" if precision == "fp16" else None) for scaler in scalers)
 
 

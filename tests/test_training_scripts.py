@@ -175,20 +175,21 @@ def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lo
     assert state_resumed["global_step"] == state_straight["global_step"] == 4
 
 
-def test_bf16_with_gradient_checkpointing_trains_the_merging_model(benchmark, tmp_path, monkeypatch):
-    """`--bf16` and `--gradient-checkpointing` reach the Trainer's steps: the model runs under bfloat16 autocast, every
-    vision block is checkpointed, and merging keeps float32 token sizes. (`--fp16`, with loss scaling, runs on a GPU
-    only: `tests/test_cuda.py`.)"""
+def record_training_steps(monkeypatch, device_type: str) -> tuple[list[dict], list[str | None]]:
+    """Patch the vision tower and `TempMeTrainer.compute_loss` to record, for every forward, its device, the autocast
+    dtype on `device_type` (False when off), whether every block is checkpointed and the token sizes' dtype; and for
+    every step, the Trainer's gradient scaler (`None` without one)."""
     from transformers_tempme.modeling_tempme import TempMeVisionTransformer
     from transformers_tempme.training.trainer import TempMeTrainer
 
-    seen, scalers = [], []
+    forwards, scalers = [], []
     vision_forward, compute_loss = TempMeVisionTransformer.forward, TempMeTrainer.compute_loss
 
-    def recording_vision_forward(self, *args, **kwargs):
-        outputs = vision_forward(self, *args, **kwargs)
-        seen.append({
-            "autocast": torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
+    def recording_vision_forward(self, pixel_values, *args, **kwargs):
+        outputs = vision_forward(self, pixel_values, *args, **kwargs)
+        forwards.append({
+            "device": pixel_values.device.type,
+            "autocast": torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type),
             "checkpointed": all(layer.gradient_checkpointing for layer in self.encoder.layers),
             "sizes": outputs.token_sizes.dtype,
         })
@@ -200,6 +201,14 @@ def test_bf16_with_gradient_checkpointing_trains_the_merging_model(benchmark, tm
 
     monkeypatch.setattr(TempMeVisionTransformer, "forward", recording_vision_forward)
     monkeypatch.setattr(TempMeTrainer, "compute_loss", recording_compute_loss)
+    return forwards, scalers
+
+
+def test_bf16_with_gradient_checkpointing_trains_the_merging_model(benchmark, tmp_path, monkeypatch):
+    """`--bf16` and `--gradient-checkpointing` reach the Trainer's steps: the model runs under bfloat16 autocast, every
+    vision block is checkpointed, and merging keeps float32 token sizes. (`--fp16`, with loss scaling, runs on a GPU
+    only: `tests/test_cuda.py`.)"""
+    seen, scalers = record_training_steps(monkeypatch, "cpu")
     settings = {"bf16": True, "gradient_checkpointing": True, "do_eval": False, "save_strategy": "no"}
     results = train([write_config(tmp_path / "bf16.json", train_config(benchmark, tmp_path / "run", **settings))])
     assert results["train_loss"] > 0 and torch.isfinite(torch.tensor(results["train_loss"]))
