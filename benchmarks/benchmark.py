@@ -18,8 +18,9 @@ pages, not tensors, it is also reported with `saved_activation_mb`: the bytes of
 saves for the backward pass (exact and independent of the allocator), which is what merging reduces.
 
 Inference paths (`--paths`, for the methods in `--path-methods`, TempMe by default) run beside the models as they
-are ("eager"), interleaved in the same rounds: the model under `torch.compile` ("compile", compiled during the
-warm-up round), `optimize_for_inference` at `fp32`, `bf16` and `int8`, and the
+are ("eager"), interleaved in the same rounds: the vision tower compiled whole by inductor at the model's dtype
+("compile") and at bfloat16 ("compile-bf16", `optimize_for_inference(model, "bf16", compile=True)`), both compiled
+before the rounds (`compile_seconds` records how long), `optimize_for_inference` at `fp32`, `bf16` and `int8`, and the
 exported ONNX graphs in onnxruntime (`ort`, `ort-int8`; the export takes minutes for ViT-B). Each row records
 the min and mean cosine of its video embeddings to the eager float32 ones on the same inputs. With
 `--authors-code PATH` (a checkout of the authors' TempMe code, not a dependency; skipped with a warning when the
@@ -38,7 +39,9 @@ Every record carries the CPU flags that decide the low-precision paths (`cpu_fea
     python benchmarks/benchmark.py --backbones vit-b-32 --methods tempme --paths eager,fp32,bf16,int8,ort,ort-int8 \
         --authors-code ../TempMe --threads 1 --no-train
     python benchmarks/benchmark.py --backbones vit-b-32 --frames 64 --no-train
-    python benchmarks/benchmark.py --backbones vit-b-16 --device cuda --dtype bfloat16 --batch 32
+    python benchmarks/benchmark.py --backbones vit-b-32 --methods no-merge,tempme --paths compile,compile-bf16,fp32,bf16 \
+        --authors-code ../TempMe --threads 1 --no-train
+    python benchmarks/benchmark.py --backbones vit-b-16 --device cuda --dtype bfloat16 --batch 32 --paths compile
 
 Prints a markdown table with the paper's figures beside ours and writes the records as JSON (and the table as
 markdown with `--markdown PATH`).
@@ -48,12 +51,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import gc
 import importlib.util
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +74,7 @@ from transformers_tempme.analysis.accounting import token_schedule
 from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 from transformers_tempme.inference import cpu_features, optimize_for_inference
 from transformers_tempme.inference.cpu_features import RELEVANT_FLAGS
+from transformers_tempme.inference.optimize import compile_vision_tower
 from transformers_tempme.analysis.paper_figures import (
     PAPER_A100_VIDEOS_PER_S,
     PAPER_FULL_FINETUNING,
@@ -78,7 +84,9 @@ from transformers_tempme.analysis.paper_figures import (
 
 METHODS: tuple[str, ...] = ("no-merge", "tome", "tempme")
 # How a model is run: as it is, prepared by optimize_for_inference, or exported to onnxruntime.
-PATHS: tuple[str, ...] = ("eager", "compile", "fp32", "bf16", "int8", "ort", "ort-int8")
+PATHS: tuple[str, ...] = ("eager", "compile", "compile-bf16", "fp32", "bf16", "int8", "ort", "ort-int8")
+COMPILED_PATHS: tuple[str, ...] = ("compile", "compile-bf16")
+ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("eager", "sdpa", "flex_attention", "flash_attention_2")
 AUTHORS = "authors"
 PROBE_SHAPE = (4096, 768, 3072)  # rows x inner x columns of the peak probe: a ViT-B MLP matmul
 PRESET_PREFIX = {"no-merge": "clip", "tome": "tome", "tempme": "tempme"}
@@ -147,6 +155,7 @@ class Record:
     speedup_vs_authors: float | None = None
     speedup_vs_authors_per_round: list[float] = field(default_factory=list)
     speedup_vs_authors_cpu: float | None = None
+    compile_seconds: float | None = None
     cosine_to_fp32_min: float | None = None
     cosine_to_fp32_mean: float | None = None
     max_abs_diff_to_fp32: float | None = None
@@ -388,8 +397,12 @@ def prepare_path(model: TempMeCLIPModel, path: str, work_dir: Path) -> Callable:
     if path == "eager":
         return lambda pixel_values: model.encode_video(pixel_values).video_embeds
     if path == "compile":
-        compiled = torch.compile(model.encode_video)
-        return lambda pixel_values: compiled(pixel_values).video_embeds
+        compiled = copy.deepcopy(model)
+        compile_vision_tower(compiled)
+        return lambda pixel_values: compiled.encode_video(pixel_values).video_embeds
+    if path == "compile-bf16":
+        fast = optimize_for_inference(model, "bf16", compile=True)
+        return lambda pixel_values: fast.encode_video(pixel_values).video_embeds
     if path in ("fp32", "bf16", "int8"):
         fast = optimize_for_inference(model, path)
         return lambda pixel_values: fast.encode_video(pixel_values).video_embeds
@@ -446,10 +459,14 @@ def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.de
     inputs = {method: random_inputs(config, batch, device, dtype) for method, config in configs.items()}
     encoders: dict[tuple[str, str], Callable] = {}
     with tempfile.TemporaryDirectory(prefix="tempme-bench-") as work_dir:
+        compile_seconds: dict[tuple[str, str], float] = {}
         for method, model in models.items():
             paths = args.paths if method in args.path_methods else ["eager"]
             for path in dict.fromkeys(["eager", *paths]):
                 encoders[method, path] = prepare_path(model, path, Path(work_dir))
+                if path in COMPILED_PATHS:
+                    print(f"  compiling {method}/{path} ...", file=sys.stderr, flush=True)
+                    compile_seconds[method, path] = timed(inference_step(encoders[method, path], inputs[method][0]), device)[0]
         if args.authors_code is not None:
             if "tempme" in models and not args.tiny:
                 authors = prepare_authors(models["tempme"], args, inputs["tempme"][0])
@@ -494,6 +511,7 @@ def benchmark_backbone(backbone: str, args: argparse.Namespace, device: torch.de
             cpu_seconds_per_batch=statistics.median(cpu_times[name]),
             cpu_seconds_per_batch_all=[round(t, 4) for t in cpu_times[name]],
             memory_measure=PeakMemory.describe(device),
+            compile_seconds=compile_seconds.get((method, path)),
             paper=paper.get(method, {}),
             machine=machine,
         )
@@ -646,7 +664,10 @@ def markdown_table(records: list[Record]) -> str:
 def report(records: list[Record], command: str) -> str:
     first = records[0]
     machine = first.machine
-    where = machine.get("gpu") or f"{machine['cpu']} ({machine['cpu_count']} cores)"
+    where = f"{machine['cpu']} ({machine['cpu_count']} cores)"
+    if machine.get("gpu"):
+        where = (f"{machine['gpu']} (driver {machine.get('driver') or 'unknown'}, CUDA {machine.get('cuda')}, cuDNN "
+                 f"{machine.get('cudnn')}) on {where}")
     loads = []
     for record in records:
         for load in (record.machine.get("load_average_before"), record.machine.get("load_average_after")):
@@ -696,8 +717,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: no-merge, tome, tempme")
     parser.add_argument("--frames", type=int, default=12, help="frames per video: 12, or 64 (ViT-B/32 only)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--attn", default="sdpa", choices=["eager", "sdpa"], help="attention implementation")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--attn", default="sdpa", choices=ATTENTION_IMPLEMENTATIONS, help="attention implementation")
     parser.add_argument("--batch", type=int, default=None, help="videos per forward (default: 8 for B/32, 4 for B/16)")
     parser.add_argument("--train-batch", type=int, default=2, help="videos (and captions) per training step")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -11,8 +11,9 @@ timed inside its worker (wall clock and process CPU time), warm-up rounds are dr
 
 For every (method, path) the report has the median videos/s of both sides, the median over rounds of the per-round
 speed ratio (this checkout / baseline: above 1 is faster) with every round's ratio, and the largest difference and
-smallest cosine between the two sides' video embeddings. Paths: `eager` (`encode_video` of the model itself) and
-`fp32`, `bf16`, `int8` (`optimize_for_inference`). Every record carries the CPU flags (`cpu_features`), the commits and
+smallest cosine between the two sides' video embeddings. Paths: `eager` (`encode_video` of the model itself),
+`fp32`, `bf16`, `int8` (`optimize_for_inference`) and `compile`, `compile-bf16` (`optimize_for_inference(model,
+precision, compile=True)`, compiled by one forward before the rounds; both revisions must have it). Every record carries the CPU flags (`cpu_features`), the commits and
 the load average. `--tiny` runs the real token schedules on narrow layers, for tests of this script only.
 """
 
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PATHS = ("eager", "fp32", "bf16", "int8")
+PATHS = ("eager", "fp32", "bf16", "int8", "compile", "compile-bf16")
 SIDES = ("baseline", "checkout")
 
 
@@ -78,7 +79,10 @@ def run_worker(work_dir: Path, threads: int | None, attn: str, methods: list[str
         for path in paths:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # bf16 warns on CPUs without native bfloat16
-                encoders[f"{method}/{path}"] = model if path == "eager" else optimize_for_inference(model, path)
+                encoders[f"{method}/{path}"] = prepare_path(model, path, optimize_for_inference)
+            if path.startswith("compile"):
+                with torch.inference_mode():
+                    encoders[f"{method}/{path}"].encode_video(inputs[method])  # compiles, before any timed round
     reply({"ready": True, "package": str(Path(transformers_tempme.__file__).parent), "threads": torch.get_num_threads()})
 
     for line in sys.stdin:
@@ -99,6 +103,19 @@ def run_worker(work_dir: Path, threads: int | None, attn: str, methods: list[str
             start, cpu_start = time.perf_counter(), cpu_seconds()
             encoder.encode_video(pixel_values)
             reply({"seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu_start})
+
+
+def prepare_path(model, path: str, optimize_for_inference):
+    """The model run along `path`: itself, `optimize_for_inference` at a precision, or compiled whole."""
+    if path == "eager":
+        return model
+    if not path.startswith("compile"):
+        return optimize_for_inference(model, path)
+    precision = "bf16" if path == "compile-bf16" else "fp32"
+    try:
+        return optimize_for_inference(model, precision, compile=True)
+    except TypeError:
+        raise SystemExit(f"This revision's optimize_for_inference cannot compile (no compile=): drop the {path} path.") from None
 
 
 class Worker:

@@ -192,3 +192,46 @@ def test_machine_description_and_records(tmp_path):
     write_results(results, tmp_path / "out" / "x.json", tmp_path / "out" / "x.md", "| a |\n|---|")
     assert json.loads((tmp_path / "out" / "x.json").read_text())["machine"]["load_average_end"] == results["machine"]["load_average_end"]
     assert (tmp_path / "out" / "x.md").read_text() == "| a |\n|---|\n"
+
+
+@pytest.mark.slow
+def test_the_compiled_path_runs_beside_eager_with_its_compile_time_and_cosine(benchmark, tmp_path):
+    """Inductor builds C++ kernels for the bfloat16 tower before the rounds (a minute or more on a small CPU)."""
+    path = tmp_path / "compiled.json"
+    threads = torch.get_num_threads()
+    benchmark.main(
+        ["--tiny", "--backbones", "vit-b-32", "--methods", "tempme", "--paths", "compile-bf16", "--batch", "1",
+         "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-train", "--json", str(path)]
+    )
+    torch.set_num_threads(threads)
+    rows = {row["path"]: row for row in json.loads(path.read_text())}
+    assert rows.keys() == {"eager", "compile-bf16"}
+    assert rows["compile-bf16"]["compile_seconds"] > 0 and rows["eager"]["compile_seconds"] is None
+    assert rows["compile-bf16"]["cosine_to_fp32_min"] > 0.99
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_end_to_end_as_a_dry_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py's logic at tiny sizes: every part runs (the cuda tests all skip here) and the records
+    name the machine, every figure and the targets."""
+    spec = importlib.util.spec_from_file_location("gpu_check_script", SCRIPT.parent / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    check = module.main(["--dry-run", "--out", str(tmp_path), "--methods", "no-merge,tempme", "--dtypes", "bfloat16",
+                         "--batches", "1", "--train-modes", "lora", "--index-workers", "0",
+                         "--pytest-args", "-k tiny_models"])
+    torch.set_num_threads(threads)
+    assert not check.errors, check.errors
+    assert check.tests["skipped"] == 3 and check.tests["failed"] == 0  # three tiny schedules, no GPU here
+    paths = {(row["method"], row["path"]) for row in check.inference}
+    assert paths == {("no-merge", "eager"), ("tempme", "eager"), ("tempme", "eager, bias as mask"),
+                     ("tempme", "compiled"), ("no-merge", "compiled")}
+    assert all(row["videos_per_s"] > 0 and row["cosine_to_eager_min"] > 0.99 for row in check.inference)
+    assert {row["method"] for row in check.training} == {"no-merge", "tempme"}
+    assert check.indexing["videos"] == 2 and check.indexing["end_to_end"][0]["videos_per_s"] > 0
+    assert len(check.targets) == 6
+    records = json.loads(next(tmp_path.glob("gpu-check-*.json")).read_text())
+    assert records["machine"]["torch"] == torch.__version__ and records["inference"]
+    assert "## Targets" in next(tmp_path.glob("gpu-check-*.md")).read_text()

@@ -304,3 +304,42 @@ def test_attention_kernels_come_from_transformers_registry():
         fast = optimize_for_inference(model)
         torch.testing.assert_close(fast.encode_video(pixel_values).video_embeds, expected, atol=1e-5, rtol=0)
     assert len(calls) == 4
+
+
+# ---------------------------------------------------------------------------------------------- compiled whole
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-5), ("bf16", None)])
+def test_compile_keeps_the_model_and_compiles_its_vision_tower_whole(precision, tolerance):
+    """`compile=` swaps nothing: the copy's vision tower is one graph (fullgraph) at the precision, the final layer norm
+    and projections at the model's. aot_eager here (seconds); `tests/test_compile.py` runs inductor."""
+    torch._dynamo.reset()  # a fresh compile cache: earlier tests' graphs must not count towards its recompile limit
+    model = tiny_model("tempme")
+    pixel_values, mask = random_video(2, 4, model.config), torch.ones(2, 4)
+    input_ids, attention_mask = padded_text(model.config)
+    compiled = optimize_for_inference(model, precision, compile={"backend": "aot_eager"})
+    assert type(compiled) is TempMeCLIPModel and compiled is not model
+    assert not any(isinstance(module, (linear.InferenceLinear, FusedQKVAttention)) for module in compiled.modules())
+    dtype = linear.compute_dtype(precision)
+    assert compiled.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == dtype
+    assert compiled.vision_model.post_layernorm.weight.dtype == torch.float32
+    assert model.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == torch.float32  # the model is left as it was
+    (video, text), (expected_video, expected_text) = (
+        features(m, pixel_values, mask, input_ids, attention_mask) for m in (compiled, model)
+    )
+    assert video.video_embeds.dtype == torch.float32
+    torch.testing.assert_close(text, expected_text, rtol=0, atol=0)  # the text tower runs as the model's
+    if tolerance is not None:
+        torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, rtol=tolerance, atol=tolerance)
+    else:
+        assert F.cosine_similarity(video.video_embeds, expected_video.video_embeds).min() > 0.99
+    # Another batch size compiles once more (the batch dimension then dynamic), fullgraph still.
+    with torch.no_grad():
+        three = compiled.encode_video(random_video(3, 4, model.config, seed=2)).video_embeds
+        expected = model.encode_video(random_video(3, 4, model.config, seed=2)).video_embeds
+    assert F.cosine_similarity(three, expected).min() > (0.9999 if precision == "fp32" else 0.99)
+
+
+def test_compile_refuses_int8():
+    with pytest.raises(ValueError, match="compile=True runs precision='fp32' or 'bf16'"):
+        optimize_for_inference(tiny_model(), "int8", compile=True)

@@ -279,25 +279,39 @@ def test_merge_sources_partition_the_input_patches():
     torch.testing.assert_close(vision.merge_sources.sum(-1, keepdim=True), vision.token_sizes)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
-    model = TempMeCLIPModel(tiny_config())
-    perturb_clip_position_embeddings(model)
-    input_ids, pixel_values = random_text(3, model.config), random_video(3, 4, model.config)
-    gradients = []
+@pytest.mark.parametrize("tuner", ["full", "lora", "adapter", "prompt"])
+def test_gradient_checkpointing_gives_the_same_gradients(tuner):
+    """Checkpointed blocks run their merging again in the backward pass (the plan is static, so the recomputed tokens
+    are the same): every trainable parameter gets the gradient it gets without checkpointing."""
+    from transformers_tempme import apply_adapter, apply_prompt
+
+    tuners = {"full": lambda model: model, "lora": apply_lora, "adapter": apply_adapter, "prompt": apply_prompt}
+    input_ids, pixel_values = random_text(3, tiny_config()), random_video(3, 4, tiny_config())
+    gradients, block_runs = [], []
     for checkpointing in (False, True):
-        model.zero_grad()
+        torch.manual_seed(0)
+        base = TempMeCLIPModel(tiny_config(clip_position_embedding_init_std=0.02))
+        model = tuners[tuner](base)
         if checkpointing:
             model.activation_checkpointing_enable()
+        runs = []
+        hook = base.vision_model.encoder.layers[2].mlp.register_forward_pre_hook(lambda *_: runs.append(1))
         model.train()
         model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True).loss.backward()
-        gradients.append(model.vision_model.encoder.layers[2].clip_position_embedding.weight.grad.clone())
-    assert model.vision_model.encoder.layers[0].gradient_checkpointing
-    torch.testing.assert_close(gradients[0], gradients[1])
+        hook.remove()
+        block_runs.append(len(runs))
+        gradients.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    assert all(layer.gradient_checkpointing for layer in base.vision_model.encoder.layers)
+    assert block_runs == [1, 2]  # the checkpointed ClipMe block ran again in the backward pass
+    assert gradients[0].keys() == gradients[1].keys() and any("clip_position_embedding" in name for name in gradients[0])
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, msg=name)
 
 
 @pytest.mark.parametrize("schedule", ["clip", "tome", "tempme"])
 def test_the_vision_tower_is_captured_as_one_graph(schedule):
     """Token counts come from the plan, never from the data: no graph break, no host sync, static shapes."""
+    torch._dynamo.reset()
     model = TempMeCLIPModel(tiny_config(schedule, attn_implementation="sdpa")).eval()
     pixel_values = random_video(2, 4, model.config)
     compiled = torch.compile(model.vision_model, fullgraph=True, backend="eager")

@@ -181,6 +181,67 @@ def test_resume_ends_where_an_uninterrupted_run_ends(benchmark, tmp_path, use_lo
     assert state_resumed["global_step"] == state_straight["global_step"] == 4
 
 
+def record_training_steps(monkeypatch, device_type: str) -> tuple[list[dict], list[str | None]]:
+    """Patch the vision tower and `TempMeTrainer.compute_loss` to record, for every forward, its device, the autocast
+    dtype on `device_type` (False when off), whether every block is checkpointed and the token sizes' dtype; and for
+    every step, the Trainer's gradient scaler (`None` without one)."""
+    from transformers_tempme.modeling_tempme import TempMeVisionTransformer
+    from transformers_tempme.training.trainer import TempMeTrainer
+
+    forwards, scalers = [], []
+    vision_forward, compute_loss = TempMeVisionTransformer.forward, TempMeTrainer.compute_loss
+
+    def recording_vision_forward(self, pixel_values, *args, **kwargs):
+        outputs = vision_forward(self, pixel_values, *args, **kwargs)
+        forwards.append({
+            "device": pixel_values.device.type,
+            "autocast": torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type),
+            "checkpointed": all(layer.gradient_checkpointing for layer in self.encoder.layers),
+            "sizes": outputs.token_sizes.dtype,
+        })
+        return outputs
+
+    def recording_compute_loss(self, *args, **kwargs):
+        scalers.append(type(self.accelerator.scaler).__name__ if self.accelerator.scaler is not None else None)
+        return compute_loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(TempMeVisionTransformer, "forward", recording_vision_forward)
+    monkeypatch.setattr(TempMeTrainer, "compute_loss", recording_compute_loss)
+    return forwards, scalers
+
+
+def test_bf16_with_gradient_checkpointing_trains_the_merging_model(benchmark, tmp_path, monkeypatch):
+    """`--bf16` and `--gradient-checkpointing` reach the Trainer's steps: the model runs under bfloat16 autocast, every
+    vision block is checkpointed, and merging keeps float32 token sizes. (`--fp16`, with loss scaling, runs on a GPU
+    only: `tests/test_cuda.py`.)"""
+    seen, scalers = record_training_steps(monkeypatch, "cpu")
+    settings = {"bf16": True, "gradient_checkpointing": True, "do_eval": False, "save_strategy": "no"}
+    results = train([write_config(tmp_path / "bf16.json", train_config(benchmark, tmp_path / "run", **settings))])
+    assert results["train_loss"] > 0 and torch.isfinite(torch.tensor(results["train_loss"]))
+    assert len(seen) == len(scalers) == 4
+    assert all(step["autocast"] == torch.bfloat16 and step["checkpointed"] for step in seen), seen
+    assert all(step["sizes"] == torch.float32 for step in seen)
+    assert scalers == [None] * 4  # bfloat16 needs no loss scaling
+
+
+def test_fp16_on_a_cpu_is_refused_rather_than_run_in_float32(benchmark, tmp_path, capsys):
+    from transformers_tempme.cli.train import main
+
+    config = write_config(tmp_path / "fp16.json", train_config(benchmark, tmp_path / "run", fp16=True))
+    assert main([config]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: --fp16") and "--bf16" in error[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_short_help_shows_mixed_precision_and_checkpointing(capsys):
+    with pytest.raises(SystemExit):
+        parse_arguments(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--bf16", "--fp16", "--gradient-checkpointing"):
+        assert option in text, option
+
+
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch(benchmark, tmp_path):
     output_dir = tmp_path / "ddp"

@@ -204,12 +204,14 @@ def test_attention_to_prompt_copies(copies, with_bias):
     prompts = torch.randn(5, 64, generator=generator)
     bias = torch.randn(3, 1, 1, 7, generator=generator) if with_bias else None
     with torch.no_grad():
-        actual, metric = prompted(hidden, bias, return_key_metric=True, prompt_states=prompts, prompt_copies=copies)
+        actual, metric = prompted(
+            hidden, key_bias=bias, return_key_metric=True, prompt_states=prompts, prompt_copies=copies
+        )
         tokens = torch.cat([hidden, prompts.repeat(copies, 1).expand(3, -1, -1)], dim=1)
         token_bias = torch.cat([bias if with_bias else torch.zeros(3, 1, 1, 7), torch.zeros(3, 1, 1, 5 * copies)], -1)
-        expected, expected_metric = attention(tokens, token_bias, return_key_metric=True)
+        expected, expected_metric = attention(tokens, key_bias=token_bias, return_key_metric=True)
         # Without prompts the wrapper is the attention it wraps.
-        torch.testing.assert_close(prompted(hidden, bias)[0], attention(hidden, bias)[0], rtol=0, atol=0)
+        torch.testing.assert_close(prompted(hidden, key_bias=bias)[0], attention(hidden, key_bias=bias)[0], rtol=0, atol=0)
     torch.testing.assert_close(actual, expected[:, :7], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(metric, expected_metric[:, :7])  # the merge metric holds the tokens' keys only
 

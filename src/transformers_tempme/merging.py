@@ -320,6 +320,44 @@ def proportional_attention_bias(sizes: torch.Tensor | None, dtype: torch.dtype) 
     return sizes.log().to(dtype).transpose(1, 2).unsqueeze(1)
 
 
+def folded_head_dim(head_dim: int, multiple: int = 8) -> int:
+    """The head dimension of `fold_key_bias`'s output: one more column, rounded up to `multiple` (64 -> 72)."""
+    return -(-(head_dim + 1) // multiple) * multiple
+
+
+def fold_key_bias(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_bias: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention with a per-key additive bias as plain attention: the bias folded into the dot product.
+
+    With `q' = [q, 1/scale, 0, ...]` and `k' = [k, b, 0, ...]`, `scale * q'.k' = scale * q.k + b`: a kernel that takes
+    no mask (flash attention), called with the original `scale`, computes `softmax(scale * q k^T + b) v` exactly. The
+    head dimension grows to `folded_head_dim` (zeros beyond the bias column: kernels want a multiple of 8). The values
+    are zero-padded to the same width, because flash kernels need equal head dimensions for q, k and v; the output's
+    extra columns are then zero and are dropped by the caller.
+
+    Args:
+        queries: `(n, t, heads, head_dim)`.
+        keys, values: `(n, s, heads, head_dim)`.
+        key_bias: `(n, 1, 1, s)`, the same bias for every head and query (log of each key's size).
+        scale: the attention's softmax scale, `head_dim ** -0.5`; pass it to the kernel too, whose default would be
+            the folded head dimension's.
+
+    Returns:
+        `(n, t, heads, d')`, `(n, s, heads, d')` and `(n, s, heads, d')` with `d' = folded_head_dim(head_dim)`.
+    """
+    n, t, heads, head_dim = queries.shape
+    s = keys.shape[1]
+    zeros = folded_head_dim(head_dim) - head_dim - 1
+    queries = torch.cat(
+        [queries, queries.new_full((n, t, heads, 1), 1 / scale), queries.new_zeros(n, t, heads, zeros)], dim=-1
+    )
+    bias = key_bias.reshape(-1, s, 1, 1).to(keys.dtype).expand(n, s, heads, 1)
+    keys = torch.cat([keys, bias, keys.new_zeros(n, s, heads, zeros)], dim=-1)
+    values = torch.cat([values, values.new_zeros(n, s, heads, zeros + 1)], dim=-1)
+    return queries, keys, values
+
+
 __all__ = [
     "MergeStep",
     "Matching",
@@ -337,4 +375,6 @@ __all__ = [
     "joined_rows",
     "add_clip_position_embedding",
     "proportional_attention_bias",
+    "folded_head_dim",
+    "fold_key_bias",
 ]

@@ -13,9 +13,12 @@ normalised per-frame CLS projections, exactly as for frame-independent CLIP (CLI
 
 One forward: `TempMeVisionEncoder.forward` owns the block loop and `TempMeVisionLayer` runs its steps as methods
 (`cross_clip_merge`, `attend`, `intra_clip_merge`, `feed_forward`). Token counts come from the plan alone (the config
-and the frame count), so every shape is known before a forward runs. Kernels are chosen as in transformers: attention
-through `ALL_ATTENTION_FUNCTIONS` by `attn_implementation`; faster modules (a fused q/k/v projection, lower
-precisions) are swapped in for `self_attn`, `mlp` and `embeddings`, leaving this forward as it is.
+and the frame count), so every shape is known before a forward runs, and the tower compiles as one graph
+(`torch.compile(model.vision_model, fullgraph=True)`). Kernels are chosen as in transformers: attention through
+`ALL_ATTENTION_FUNCTIONS` by `attn_implementation`, proportional attention's per-key bias reaching each kernel the way
+that keeps it fast (`key_bias_route`: folded into the queries and keys for flash kernels); faster modules (a fused
+q/k/v projection, lower precisions) are swapped in for `self_attn`, `mlp` and `embeddings`, leaving this forward as
+it is.
 
 This file is part of the remote code written next to saved models: it imports only `torch`, `transformers`
 and its two siblings.
@@ -48,6 +51,7 @@ from .merging import (
     MergeStep,
     add_clip_position_embedding,
     bipartite_soft_matching,
+    fold_key_bias,
     join_clips,
     merge_sum,
     merge_weighted_average,
@@ -145,15 +149,40 @@ def symmetric_contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
     return (text_to_video + video_to_text) / 2
 
 
+def key_bias_route(attn_implementation: str, device: torch.device) -> str:
+    """How a per-key attention bias (proportional attention, or repeated keys) reaches the attention kernel.
+
+    - `"fold"`: folded into the queries and keys (`merging.fold_key_bias`), so that the kernel runs without a mask:
+      flash kernels take no arbitrary bias, and SDPA on CUDA gives up its flash backend for any float mask.
+    - `"score_mod"`: FlexAttention adds it to the scores as they are computed (transformers' `position_bias`). On a
+      CPU FlexAttention gets the fold instead: torch 2.13's CPU FlexAttention kernel fails to build a `score_mod` that
+      reads a tensor once transformers' compiled kernel turns to dynamic shapes (after the first token count).
+    - `"mask"`: an additive `(n, 1, 1, s)` attention mask, for eager attention, SDPA on a CPU (whose flash kernel
+      takes a mask, where the fold would only add work) and any other kernel of transformers' registry.
+    """
+    if "flash" in attn_implementation or (attn_implementation == "sdpa" and device.type == "cuda"):
+        return "fold"
+    if attn_implementation == "flex_attention":
+        return "score_mod" if device.type == "cuda" else "fold"
+    return "mask"
+
+
+KEY_BIAS_ROUTES: tuple[str, ...] = ("mask", "fold", "score_mod")
+
+
 class TempMeVisionAttention(CLIPAttention):
-    """CLIP attention that takes an additive bias (proportional attention) and can return its mean key.
+    """CLIP attention that takes a per-key bias (proportional attention) and can return its mean key.
 
     The mean of the keys over heads is the similarity metric for merging after attention (ToMe). The attention itself
-    is dispatched through transformers' registry (`ALL_ATTENTION_FUNCTIONS`, by the model's `attn_implementation`),
-    with the bias as its additive `attention_mask`. `project` (the q/k/v projections) and `apply_attention` (that call)
-    are methods of their own, so that a module swapped in for this one (a fused q/k/v projection, a lower precision)
+    is dispatched through transformers' registry (`ALL_ATTENTION_FUNCTIONS`, by the model's `attn_implementation`);
+    the bias goes to the kernel the way that keeps it fastest (`key_bias_route`; set `key_bias_route` on a module to
+    one of `KEY_BIAS_ROUTES` to choose). `project` (the q/k/v projections) and `apply_attention` (that call) are
+    methods of their own, so that a module swapped in for this one (a fused q/k/v projection, a lower precision)
     changes what it must and runs the rest as it is.
     """
+
+    # `None`: the route `key_bias_route` picks for the implementation and device.
+    key_bias_route: str | None = None
 
     def __init__(self, config: TempMeConfig):
         super().__init__(config.vision_config)
@@ -166,14 +195,17 @@ class TempMeVisionAttention(CLIPAttention):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         return_key_metric: bool = False,
+        key_bias: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             hidden_states: `(n, t, hidden_size)`.
-            attention_mask: an additive bias `(n, 1, 1, t)` added to every query's logits (log of each key's size
-                under proportional attention), any mask the attention implementation takes, or `None`.
+            attention_mask: any mask the attention implementation takes (the text tower's, where this module stands
+                in for `CLIPAttention`), or `None`.
             return_key_metric: also return the keys averaged over heads, `(n, t, head_dim)`.
+            key_bias: `(n, 1, 1, t)` added to every head's and query's logits (log of each key's size under
+                proportional attention), or `None`.
             kwargs: passed on to the attention implementation (e.g. `is_causal`).
 
         Returns:
@@ -181,7 +213,8 @@ class TempMeVisionAttention(CLIPAttention):
         """
         queries, keys, values = self.project(hidden_states)
         key_metric = keys.mean(dim=2) if return_key_metric else None
-        return self.out_proj(self.apply_attention(queries, keys, values, attention_mask, **kwargs)), key_metric
+        attended = self.apply_attention(queries, keys, values, attention_mask, key_bias=key_bias, **kwargs)
+        return self.out_proj(attended), key_metric
 
     def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of `(n, t, hidden_size)` tokens, each `(n, t, heads, head_dim)`."""
@@ -194,13 +227,25 @@ class TempMeVisionAttention(CLIPAttention):
         keys: torch.Tensor,
         values: torch.Tensor,
         attention_mask: torch.Tensor | None,
+        key_bias: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """Scaled dot-product attention of `(n, t, heads, head_dim)` queries over `(n, s, heads, head_dim)` keys and
-        values, by the configured implementation: `(n, t, heads * head_dim)`, before the output projection."""
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.model_config._attn_implementation, eager_attention_forward
-        )
+        values, by the configured implementation: `(n, t, heads * head_dim)`, before the output projection.
+
+        A `key_bias` `(n, 1, 1, s)` is added to the logits by the route `key_bias_route` names.
+        """
+        implementation = self.model_config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        n, t, heads, head_dim = queries.shape
+        if key_bias is not None:
+            route = self.key_bias_route or key_bias_route(implementation, queries.device)
+            if route == "fold":
+                queries, keys, values = fold_key_bias(queries, keys, values, key_bias, self.scale)
+            elif route == "score_mod":
+                kwargs["position_bias"] = key_bias.expand(n, heads, t, -1)
+            else:
+                attention_mask = key_bias if attention_mask is None else attention_mask + key_bias
         attn_output, _ = attention_interface(
             self,
             queries.transpose(1, 2),
@@ -211,7 +256,8 @@ class TempMeVisionAttention(CLIPAttention):
             dropout=0.0 if not self.training else self.dropout,
             **kwargs,
         )
-        return attn_output.reshape(*queries.shape[:2], -1)
+        # A folded head dimension leaves zero columns past `head_dim`.
+        return attn_output[..., :head_dim].reshape(n, t, heads * head_dim)
 
 
 class ClipPositionEmbedding(nn.Module):
@@ -316,7 +362,7 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
         """
         bias = proportional_attention_bias(sizes, hidden_states.dtype) if self.proportional_attention else None
         attended, key_metric = self.self_attn(
-            self.layer_norm1(hidden_states), attention_mask=bias, return_key_metric=step.intra_merge > 0, **kwargs
+            self.layer_norm1(hidden_states), key_bias=bias, return_key_metric=step.intra_merge > 0, **kwargs
         )
         return hidden_states + attended, key_metric
 
@@ -751,4 +797,6 @@ __all__ = [
     "TempMeVideoOutput",
     "TempMeOutput",
     "symmetric_contrastive_loss",
+    "key_bias_route",
+    "KEY_BIAS_ROUTES",
 ]

@@ -131,7 +131,7 @@ COMMON_TRAINER_OPTIONS: tuple[str, ...] = (
     "output_dir", "do_train", "do_eval", "num_train_epochs", "max_steps", "per_device_train_batch_size",
     "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_steps",
     "lr_scheduler_type", "eval_strategy", "save_strategy", "save_steps", "logging_steps", "seed",
-    "resume_from_checkpoint", "bf16", "dataloader_num_workers", "report_to",
+    "resume_from_checkpoint", "bf16", "fp16", "gradient_checkpointing", "dataloader_num_workers", "report_to",
 )
 HELP_ALL = "--help-all"
 
@@ -252,6 +252,16 @@ def plan_run(data_args: DataArguments, training_args: TrainingArguments, explici
             " is the default."
         )
     return eval_asked
+
+
+def check_precision(training_args: TrainingArguments) -> None:
+    """`--fp16` on a CPU would train in float32 without a word (Accelerate runs fp16 autocast and loss scaling on GPUs
+    only): say so instead."""
+    if training_args.fp16 and training_args.device.type == "cpu":
+        raise ValueError(
+            "--fp16 mixed precision (with loss scaling) runs on a GPU only; on this CPU the run would stay in float32. "
+            "Use --bf16 on a CPU (fast on CPUs with AVX512-BF16 or AMX), or run on a GPU."
+        )
 
 
 def run_warnings(model_args: ModelArguments, training_args: TrainingArguments) -> list[str]:
@@ -408,6 +418,7 @@ def train(argv: list[str]) -> dict:
     model_args, data_args, training_args, explicit = parse_settings(argv)
     training_args.remove_unused_columns = False  # batches carry videos and captions, not model-signature columns
     eval_asked = plan_run(data_args, training_args, explicit)
+    check_precision(training_args)
     if data_args.global_train_batch_size is not None:
         set_per_device_batch_size(training_args, data_args.global_train_batch_size)
     logging.basicConfig(

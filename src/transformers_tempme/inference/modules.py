@@ -32,6 +32,7 @@ class FusedQKVAttention(TempMeVisionAttention):
         self.model_config = getattr(attention, "model_config", attention.config)
         self.embed_dim, self.num_heads, self.head_dim = attention.embed_dim, attention.num_heads, attention.head_dim
         self.scale, self.dropout, self.is_causal = attention.scale, attention.dropout, attention.is_causal
+        self.key_bias_route = getattr(attention, "key_bias_route", None)
         projections = (attention.q_proj, attention.k_proj, attention.v_proj)
         weight = torch.cat([projection.weight.detach() for projection in projections])
         bias = torch.cat([projection.bias.detach() for projection in projections])

@@ -19,6 +19,13 @@ the merging, the forward itself) is the model's own: the copy runs the same `enc
 registry), or the one given. Bottleneck adapters run as they are around the prepared MLP; parameters in modules the
 fast path does not know (deep prompts, unmerged LoRA) are refused, never silently left out. Prepare the model again
 after its weights change.
+
+`optimize_for_inference(model, precision, compile=True)` takes the other road to speed: nothing is swapped, and the
+copy's vision tower is compiled whole by `torch.compile` (inductor, `fullgraph=True`: the merge plan is static, so the
+tower is one graph per frame count) at the precision (`"fp32"`, or `"bf16"`: the blocks' weights and tokens in
+bfloat16, the final layer norm and projections at the model's precision). Inductor fuses what the prepared modules
+fuse by hand, and more; its first forward for each input shape compiles (minutes on a CPU). Inductor cannot compile
+the prepared modules' oneDNN and int8 kernels, so the two roads do not combine.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from transformers.models.clip.modeling_clip import CLIPAttention, CLIPMLP, CLIPV
 
 from ..modeling_tempme import ClipPositionEmbedding, TempMeCLIPModel, TempMeVisionAttention
 from .cpu_features import cpu_features
-from .linear import PRECISIONS, InferenceLinear, InferenceMLP
+from .linear import PRECISIONS, InferenceLinear, InferenceMLP, compute_dtype
 from .modules import FusedQKVAttention, InferencePatchEmbeddings
 
 
@@ -115,6 +122,21 @@ def _copy_for_preparing(model: TempMeCLIPModel) -> TempMeCLIPModel:
     return copy.deepcopy(model, shared)
 
 
+def compile_vision_tower(model: TempMeCLIPModel, dtype: torch.dtype | None = None, **compile_kwargs) -> None:
+    """Compile `model.vision_model` whole, in place, its blocks at `dtype` (`None`: as they are).
+
+    The embeddings, the first layer norm and the blocks are cast to `dtype`; the final layer norm (which the tower runs
+    at its own weights' dtype) and the projections keep the model's, so embeddings come out at the model's precision.
+    Shapes are static at first; a second batch size makes the batch dimension dynamic (torch's automatic dynamic
+    shapes) instead of compiling once per size. `compile_kwargs` go to `torch.compile` (`mode`, `backend`, ...).
+    """
+    vision = model.vision_model
+    if dtype is not None:
+        for module in (vision.embeddings, vision.pre_layrnorm, vision.encoder):
+            module.to(dtype)
+    vision.compile(**{**compile_kwargs, "fullgraph": True})
+
+
 @torch.no_grad()
 def optimize_for_inference(
     model: TempMeCLIPModel,
@@ -122,6 +144,7 @@ def optimize_for_inference(
     *,
     inplace: bool = False,
     attn_implementation: str | None = None,
+    compile: bool | dict = False,
 ) -> TempMeCLIPModel:
     """`model` prepared for fast encoding at `precision`: a `TempMeCLIPModel` with its kernels swapped (see above).
 
@@ -139,12 +162,21 @@ def optimize_for_inference(
         inplace: swap the modules of `model` itself instead of a copy (it then no longer trains or saves).
         attn_implementation: the attention kernel of the prepared model (`"sdpa"`, `"eager"`, or any name of
             transformers' attention registry); `None` keeps the model's.
+        compile: instead of swapping modules, compile the vision tower whole with inductor at `precision` (`"fp32"`
+            or `"bf16"`; see the module docstring). The text tower runs as the model's. A dict is `torch.compile`'s
+            keyword arguments, e.g. `{"mode": "max-autotune"}` on a GPU.
 
     Returns:
         The prepared `TempMeCLIPModel`, in eval mode. It does not train and refuses `state_dict()`: save the original.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(repr(p) for p in PRECISIONS)}.")
+    compiling = compile is True or isinstance(compile, dict)
+    if compiling and precision == "int8":
+        raise ValueError(
+            "compile=True runs precision='fp32' or 'bf16': inductor cannot compile the int8 kernels. Use "
+            "precision='int8' without compile, or compile at 'bf16'."
+        )
     model = _unwrap(model)
     _check_preparable(model)
     device = model.logit_scale.device
@@ -159,6 +191,13 @@ def optimize_for_inference(
         raise ValueError(f"int8 inference runs on CPU only; the model is on {device}. Move it with model.to('cpu').")
     reduce_range = precision == "int8" and not features.get("vnni", False)
 
+    if compiling:
+        # A full copy: casting the tower to bfloat16 would otherwise cast the weights it shares with `model`.
+        model = model if inplace else copy.deepcopy(model)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+        compile_vision_tower(model, compute_dtype(precision), **(compile if isinstance(compile, dict) else {}))
+        return model.eval()
     if not inplace:
         model = _copy_for_preparing(model)
     if attn_implementation is not None:
@@ -170,4 +209,4 @@ def optimize_for_inference(
     return model.eval()
 
 
-__all__ = ["PREPARED_MODULES", "optimize_for_inference", "unsupported_parameters"]
+__all__ = ["PREPARED_MODULES", "compile_vision_tower", "optimize_for_inference", "unsupported_parameters"]

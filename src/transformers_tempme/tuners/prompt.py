@@ -101,6 +101,7 @@ class PromptedVisionAttention(TunerLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         return_key_metric: bool = False,
+        key_bias: torch.Tensor | None = None,
         prompt_states: torch.Tensor | None = None,
         prompt_copies: int = 1,
         **kwargs,
@@ -109,36 +110,38 @@ class PromptedVisionAttention(TunerLayer):
         layer-normed), of which each sequence holds `prompt_copies` copies. The key metric holds the tokens' keys only."""
         attention = self.base_layer
         if prompt_states is None:
-            return attention(hidden_states, attention_mask, return_key_metric, **kwargs)
+            return attention(hidden_states, attention_mask, return_key_metric, key_bias=key_bias, **kwargs)
         queries, keys, values = attention.project(hidden_states)
         key_metric = keys.mean(dim=2) if return_key_metric else None
-        keys, values, attention_mask = self.append_prompts(keys, values, attention_mask, prompt_states, prompt_copies)
-        return attention.out_proj(attention.apply_attention(queries, keys, values, attention_mask, **kwargs)), key_metric
+        keys, values, key_bias = self.append_prompts(keys, values, key_bias, prompt_states, prompt_copies)
+        attended = attention.apply_attention(queries, keys, values, attention_mask, key_bias=key_bias, **kwargs)
+        return attention.out_proj(attended), key_metric
 
     def append_prompts(
         self,
         keys: torch.Tensor,
         values: torch.Tensor,
-        attention_mask: torch.Tensor | None,
+        key_bias: torch.Tensor | None,
         prompt_states: torch.Tensor,
         prompt_copies: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Append the prompts' keys and values `(n, p, heads, head_dim)` to a sequence's `(n, t, heads, head_dim)`.
 
         The prompts are the same for every sequence, so they are projected once. `c` identical copies of a key get
-        `c` times its attention weight: one copy with log(c) added to its logits is the same attention. The additive
-        mask `(n, 1, 1, t)` grows by those `p` logits.
+        `c` times its attention weight: one copy with log(c) added to its logits is the same attention. The per-key
+        bias `(n, 1, 1, t)` grows by those `p` logits; it reaches the kernel as the tokens' does (folded into the keys
+        for flash kernels, see `TempMeVisionAttention.apply_attention`).
         """
         attention = self.base_layer
         n, p = keys.shape[0], prompt_states.shape[0]
         prompt_shape = (1, p, attention.num_heads, attention.head_dim)
         prompt_keys = attention.k_proj(prompt_states).view(prompt_shape).expand(n, -1, -1, -1)
         prompt_values = attention.v_proj(prompt_states).view(prompt_shape).expand(n, -1, -1, -1)
-        if attention_mask is not None or prompt_copies > 1:
-            token_bias = attention_mask if attention_mask is not None else keys.new_zeros(n, 1, 1, keys.shape[1])
-            prompt_bias = token_bias.new_full((n, 1, 1, p), math.log(prompt_copies))
-            attention_mask = torch.cat([token_bias, prompt_bias], dim=-1)
-        return torch.cat([keys, prompt_keys], dim=1), torch.cat([values, prompt_values], dim=1), attention_mask
+        if key_bias is not None or prompt_copies > 1:
+            token_bias = key_bias if key_bias is not None else keys.new_zeros(n, 1, 1, keys.shape[1])
+            prompt_bias = token_bias.new_full((token_bias.shape[0], 1, 1, p), math.log(prompt_copies))
+            key_bias = torch.cat([token_bias, prompt_bias], dim=-1)
+        return torch.cat([keys, prompt_keys], dim=1), torch.cat([values, prompt_values], dim=1), key_bias
 
 
 class PromptedTextLayer(PromptedLayer):
@@ -152,24 +155,52 @@ class PromptedTextLayer(PromptedLayer):
         return outputs[:, num_prompts:]
 
 
-def prompts_visible_mask(attention_mask: torch.Tensor | None, num_prompts: int) -> torch.Tensor | None:
-    """Extend a `(batch, 1, tokens, tokens)` attention mask (boolean, or additive float) to prompts put first.
+def prompts_visible_mask(attention_mask, num_prompts: int):
+    """Extend the text tower's attention mask to prompts put first.
 
     Every token may attend to the prompts; the prompts' own rows do not matter (their outputs are dropped) and see
-    everything. `None` stays `None`: a causal mask over `[prompts, tokens]` already lets every token see the prompts.
+    everything. The mask is whatever the text tower's attention implementation takes:
+
+    - `None` stays `None`: a causal mask over `[prompts, tokens]` already lets every token see the prompts;
+    - a `(batch, tokens)` padding mask (flash attention's) gets ones for the prompts;
+    - a `(batch, 1, tokens, tokens)` mask (boolean, or additive float: SDPA's and eager's) gets visible prompt rows and
+      columns;
+    - a FlexAttention `BlockMask` gets a mask function that sees the prompts and shifts the tokens' positions past them.
     """
     if attention_mask is None:
         return None
+    if type(attention_mask).__name__ == "BlockMask":
+        return prompts_visible_block_mask(attention_mask, num_prompts)
+    if attention_mask.ndim == 2:
+        return torch.cat([attention_mask.new_ones(attention_mask.shape[0], num_prompts), attention_mask], dim=1)
     if attention_mask.ndim != 4:
         raise ValueError(
-            f"Text prompts need a 4-D attention mask (batch, heads, queries, keys), got shape {tuple(attention_mask.shape)}"
-            ": use attn_implementation='sdpa' or 'eager' for the text tower."
+            f"Text prompts need a 2-D or 4-D attention mask, got shape {tuple(attention_mask.shape)}: use "
+            "attn_implementation='sdpa' or 'eager' for the text tower."
         )
     batch, heads, queries, keys = attention_mask.shape
     visible = True if attention_mask.dtype == torch.bool else 0.0
     prompt_columns = attention_mask.new_full((batch, heads, queries, num_prompts), visible)
     prompt_rows = attention_mask.new_full((batch, heads, num_prompts, num_prompts + keys), visible)
     return torch.cat([prompt_rows, torch.cat([prompt_columns, attention_mask], dim=-1)], dim=-2)
+
+
+def prompts_visible_block_mask(block_mask, num_prompts: int):
+    """`prompts_visible_mask` for a FlexAttention `BlockMask` `(batch, heads, tokens, tokens)`."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    batch, heads, queries, keys = block_mask.shape
+    tokens_mask = block_mask.mask_mod
+
+    def mask_mod(batch_index, head_index, query_index, key_index):
+        # The tokens' own mask is asked at positions clamped to its range; the prompt rows and columns overrule it.
+        shifted = tokens_mask(
+            batch_index, head_index, (query_index - num_prompts).clamp(min=0), (key_index - num_prompts).clamp(min=0)
+        )
+        return (query_index < num_prompts) | (key_index < num_prompts) | shifted
+
+    device = block_mask.kv_num_blocks.device
+    return create_block_mask(mask_mod, batch, heads, queries + num_prompts, keys + num_prompts, device=device)
 
 
 def apply_prompt(
@@ -191,5 +222,6 @@ __all__ = [
     "PromptedVisionLayer",
     "PromptedTextLayer",
     "prompts_visible_mask",
+    "prompts_visible_block_mask",
     "apply_prompt",
 ]
