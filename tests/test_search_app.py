@@ -293,7 +293,7 @@ def test_the_placeholder_comes_from_the_vocabulary(known, placeholder):
 def index_reading_with(processor) -> VideoSearchIndex:
     """A stand-in index whose model reads text with `processor` (what `unknown_words` and `known_words` ask)."""
     index = VideoSearchIndex.__new__(VideoSearchIndex)
-    index._processor = processor
+    index._model, index._processor = object(), processor  # a model is there: nothing to load from a manifest
     return index
 
 
