@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -216,9 +217,23 @@ def _memory() -> dict:
     return values
 
 
-def measure_saved(folder: Path, queries_file: Path, truth_file: Path, threads: int | None) -> dict:
-    """Load the index saved in `folder` and measure memory, latency, recall and removal (runs in a fresh process:
-    see the module docstring)."""
+def search_variants(settings: dict, sweep: bool) -> list[dict]:
+    """The search-time settings measured on one build: the chosen ones, and with `sweep` their neighbours (half and
+    twice `nprobe` and `rerank` for IVF-PQ, half to four times `ef_search` for HNSW)."""
+    kind, variants = settings["kind"], [{}]
+    if sweep and kind == "ivfpq":
+        nprobe, rerank = settings["nprobe"], settings["rerank"]
+        variants += [{"nprobe": max(1, nprobe // 2)}, {"nprobe": 2 * nprobe}, {"rerank": max(10, rerank // 2)},
+                     {"rerank": 2 * rerank}, {"nprobe": 2 * nprobe, "rerank": 2 * rerank}]
+    elif sweep and kind == "hnsw":
+        ef = settings["ef_search"]
+        variants += [{"ef_search": max(16, ef // 2)}, {"ef_search": 2 * ef}, {"ef_search": 4 * ef}]
+    return variants
+
+
+def measure_saved(folder: Path, queries_file: Path, truth_file: Path, threads: int | None, sweep: bool) -> dict:
+    """Load the index saved in `folder` and measure memory, latency and recall (for each of `search_variants`),
+    and removal. Runs in a fresh process: see the module docstring."""
     import faiss
 
     from transformers_tempme.search.ann import AnnIndex
@@ -235,18 +250,24 @@ def measure_saved(folder: Path, queries_file: Path, truth_file: Path, threads: i
     loaded = _memory()
     result = {"load_seconds": load_seconds, "segments": index.live,
               "resident_bytes_per_segment": (loaded["RssAnon"] - before["RssAnon"]) / index.live,
-              "load_average_before": list(os.getloadavg()), "queries": {}}
-    for name, queries in query_sets.items():
-        index.search(queries[:5], K)  # warm-up
-        seconds = []
-        for query in queries:
-            start = time.perf_counter()
-            index.search(query, K)
-            seconds.append(time.perf_counter() - start)
-        _, found = index.search(queries, K)
-        ms = np.asarray(seconds) * 1000
-        result["queries"][name] = {"count": len(queries), "recall_at_10": recall_at_k(found, truths[name]),
-                                   "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+              "load_average_before": list(os.getloadavg()), "searches": []}
+    built = index.settings
+    for changes in search_variants(built.to_dict(), sweep):
+        index.settings = replace(built, **changes)
+        measured = {"changes": changes, "queries": {}}
+        for name, queries in query_sets.items():
+            index.search(queries[:5], K)  # warm-up
+            seconds = []
+            for query in queries:
+                start = time.perf_counter()
+                index.search(query, K)
+                seconds.append(time.perf_counter() - start)
+            _, found = index.search(queries, K)
+            ms = np.asarray(seconds) * 1000
+            measured["queries"][name] = {"count": len(queries), "recall_at_10": recall_at_k(found, truths[name]),
+                                         "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+        result["searches"].append(measured)
+    index.settings = built
     result["touched_file_bytes_per_segment"] = (_memory()["RssFile"] - loaded["RssFile"]) / index.live
     result["load_average_after"] = list(os.getloadavg())
     # removing 1% of the segments (whole videos in a real update: here a contiguous run of rows)
@@ -273,6 +294,8 @@ def benchmark_kind(kind: str, vectors: np.ndarray, work: Path, queries_file: Pat
 
     count = len(vectors)
     settings = settings_for(kind, count, vectors.shape[1])
+    if kind == "ivfpq" and args.opq:
+        settings = replace(settings, opq=True)
     folder = work / f"{kind}-{count}"
     shutil.rmtree(folder, ignore_errors=True)
     first = count - max(1, count // 100)
@@ -293,6 +316,8 @@ def benchmark_kind(kind: str, vectors: np.ndarray, work: Path, queries_file: Pat
     command = [sys.executable, __file__, "--measure", str(folder), str(queries_file), str(truth_file)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.sweep:
+        command.append("--sweep")
     measured = subprocess.run(command, check=True, capture_output=True, text=True)
     result.update(json.loads(measured.stdout.strip().splitlines()[-1]))
     if not args.keep:
@@ -311,26 +336,40 @@ def skip_reason(kind: str, count: int, args) -> str | None:
     return None
 
 
-def benchmark_data(data: str, count: int, args, work: Path) -> dict:
-    from transformers_tempme.search.ann import ANN_KINDS
-
+def prepare_data(data: str, count: int, queries: int, work: Path) -> tuple[np.ndarray, Path, Path, dict]:
+    """The vectors (memory-mapped), query and exact top-10 files of one data set, generated in `work`, or reused
+    from an earlier run that kept them (`--keep`) with as many queries; and the seconds each step took."""
     path = work / f"{data}-{count}.npy"
+    queries_file, truth_file = work / f"{data}-{count}-queries.npz", work / f"{data}-{count}-truth.npz"
+    if path.exists() and queries_file.exists() and truth_file.exists():
+        vectors = np.load(path, mmap_mode="r")
+        with np.load(queries_file) as stored:
+            if vectors.shape == (count, DIM) and all(len(stored[name]) == queries for name in stored.files):
+                return vectors, queries_file, truth_file, {"reused": str(work)}
+    timings = {}
     start = time.perf_counter()
     if data == "structured":
         library = StructuredLibrary(count)
         vectors = library.write(path)
-        query_sets = {"text": library.text_queries(vectors, args.queries),
-                      "clip": library.clip_queries(vectors, args.queries)}
+        query_sets = {"text": library.text_queries(vectors, queries), "clip": library.clip_queries(vectors, queries)}
     else:
         vectors = write_random(path, count)
-        query_sets = {"random": random_queries(args.queries)}
-    result = {"data": data, "segments": count, "generate_seconds": time.perf_counter() - start, "kinds": []}
+        query_sets = {"random": random_queries(queries)}
+    timings["generate_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    truths = {name: exact_top_k(vectors, queries)[1] for name, queries in query_sets.items()}
-    result["exact_top_k_seconds"] = time.perf_counter() - start
-    queries_file, truth_file = work / f"{data}-{count}-queries.npz", work / f"{data}-{count}-truth.npz"
-    np.savez(queries_file, **query_sets)
+    everything = exact_top_k(vectors, np.concatenate(list(query_sets.values())))[1]  # one pass over the file
+    truths = dict(zip(query_sets, np.split(everything, len(query_sets))))
+    timings["exact_top_k_seconds"] = time.perf_counter() - start
     np.savez(truth_file, **truths)
+    np.savez(queries_file, **query_sets)
+    return vectors, queries_file, truth_file, timings
+
+
+def benchmark_data(data: str, count: int, args, work: Path) -> dict:
+    from transformers_tempme.search.ann import ANN_KINDS
+
+    vectors, queries_file, truth_file, timings = prepare_data(data, count, args.queries, work)
+    result = {"data": data, "segments": count, **timings, "kinds": []}
     for kind in [kind for kind in args.kinds.split(",") if kind in ANN_KINDS]:
         reason = skip_reason(kind, count, args)
         if reason:
@@ -342,9 +381,18 @@ def benchmark_data(data: str, count: int, args, work: Path) -> dict:
         print(markdown_rows([{**result, "kinds": result["kinds"][-1:]}]), flush=True)
     del vectors
     if not args.keep:
-        for leftover in (path, queries_file, truth_file):
+        for leftover in (work / f"{data}-{count}.npy", queries_file, truth_file):
             leftover.unlink(missing_ok=True)
     return result
+
+
+def _shown(settings: dict) -> str:
+    if settings["kind"] == "hnsw":
+        return f"M={settings['hnsw_m']} efC={settings['ef_construction']} ef={settings['ef_search']}"
+    if settings["kind"] == "ivfpq":
+        return (f"{'OPQ, ' if settings['opq'] else ''}nlist={settings['nlist']} m={settings['pq_m']} "
+                f"nprobe={settings['nprobe']} rerank={settings['rerank']}")
+    return "exact"
 
 
 def markdown_rows(results: list[dict]) -> str:
@@ -353,21 +401,18 @@ def markdown_rows(results: list[dict]) -> str:
         for kind in data["kinds"]:
             label = f"| {data['data']} | {data['segments']:,} | {kind['kind']} |"
             if "skipped" in kind:
-                lines.append(f"{label} skipped: {kind['skipped']} |||||||||")
+                lines.append(f"{label} skipped: {kind['skipped']} |" + " |" * 11)
                 continue
-            settings = kind["settings"]
-            shown = {"flat": "", "hnsw": f"M={settings['hnsw_m']} efC={settings['ef_construction']} "
-                     f"ef={settings['ef_search']}", "ivfpq": f"{'OPQ, ' if settings['opq'] else ''}"
-                     f"nlist={settings['nlist']} m={settings['pq_m']} nprobe={settings['nprobe']} "
-                     f"rerank={settings['rerank']}"}[kind["kind"]]
-            for name, query in kind["queries"].items():
-                lines.append(
-                    f"{label} {shown} | {name} | {query['recall_at_10']:.3f} | {query['p50_ms']:.2f} | "
-                    f"{query['p95_ms']:.2f} | {kind['resident_bytes_per_segment']:.0f} | "
-                    f"{kind['touched_file_bytes_per_segment']:.0f} | {kind['disk_bytes_per_segment']:.0f} | "
-                    f"{kind['build_seconds']:.0f} | {kind['add_1pct_seconds']:.1f} | "
-                    f"{kind['remove_1pct_seconds']:.2f} | {kind['load_average_before'][0]:.1f} → "
-                    f"{kind['load_average_after'][0]:.1f} |")
+            for search in kind["searches"]:
+                shown = _shown({**kind["settings"], **search["changes"]})
+                for name, query in search["queries"].items():
+                    lines.append(
+                        f"{label} {shown} | {name} | {query['recall_at_10']:.3f} | {query['p50_ms']:.2f} | "
+                        f"{query['p95_ms']:.2f} | {kind['resident_bytes_per_segment']:.0f} | "
+                        f"{kind['touched_file_bytes_per_segment']:.0f} | {kind['disk_bytes_per_segment']:.0f} | "
+                        f"{kind['build_seconds']:.0f} | {kind['add_1pct_seconds']:.1f} | "
+                        f"{kind['remove_1pct_seconds']:.2f} | {kind['load_average_before'][0]:.1f} → "
+                        f"{kind['load_average_after'][0]:.1f} |")
     return "\n".join(lines)
 
 
@@ -399,7 +444,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hnsw-max", type=int, default=2_000_000, help="skip HNSW above this many segments")
     parser.add_argument("--work-dir", default=None, help="where the vectors and indexes go (default: a temporary "
                         "folder; 10M segments need about 11 GB)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated vectors and indexes")
+    parser.add_argument("--sweep", action="store_true", help="also measure neighbouring search-time settings "
+                        "(nprobe, rerank, efSearch) on the same build")
+    parser.add_argument("--opq", action="store_true", help="IVF-PQ with an OPQ rotation (default: as settings_for)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated vectors, queries, exact top-10 and "
+                        "indexes in --work-dir (a later run with the same sizes and queries reuses the data)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--output", default="outputs/search_scale.json")
     parser.add_argument("--markdown", default="outputs/search_scale.md")
@@ -413,7 +462,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.measure:
-        print(json.dumps(measure_saved(*map(Path, args.measure), args.threads)))
+        print(json.dumps(measure_saved(*map(Path, args.measure), args.threads, args.sweep)))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from search_machine import machine

@@ -59,8 +59,17 @@ def library():
 
 @pytest.fixture(scope="module")
 def built(library):
-    vectors = library[0]
-    return {name: AnnIndex.build(vectors, settings) for name, settings in SETTINGS.items()}
+    import faiss
+
+    import transformers_tempme.search.ann as ann
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # k-means threads spinning against other processes make training many times slower
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ann, "OPQ_ITERATIONS", 3)  # the rotation is trained all the same, in seconds
+        indexes = {name: AnnIndex.build(library[0], settings) for name, settings in SETTINGS.items()}
+    faiss.omp_set_num_threads(threads)
+    return indexes
 
 
 # -------------------------------------------------------------------------------------------------- settings

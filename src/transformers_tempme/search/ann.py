@@ -79,7 +79,10 @@ class AnnSettings:
         ef_search (`int`): HNSW candidate list while searching (raised to `k` when smaller).
         nlist (`int`): IVF cells (k-means centroids).
         pq_m (`int`): bytes per IVF-PQ code (sub-quantizers of 8 bits); divides the dimension.
-        opq (`bool`): rotate the vectors with OPQ before the IVF-PQ (trained with it).
+        opq (`bool`): rotate the vectors with OPQ before the IVF-PQ (trained with it). Off by default: after
+            re-ranking it found no more of the exact top-10 at 1M segments and made the build several times longer
+            (`docs/records/search/scale_notes.md`); embeddings whose variance is very uneven across dimensions may
+            gain from it.
         nprobe (`int`): IVF cells scanned per query.
         rerank (`int`): IVF-PQ candidates per query re-scored exactly from the float16 vectors.
         train_size (`int`): vectors sampled (evenly at random) to train the IVF centroids, OPQ and PQ.
@@ -92,7 +95,7 @@ class AnnSettings:
     ef_search: int = 128
     nlist: int = 4096
     pq_m: int = 64
-    opq: bool = True
+    opq: bool = False
     nprobe: int = 64
     rerank: int = 200
     train_size: int = 200_000
@@ -133,7 +136,9 @@ def estimated_bytes_per_vector(settings: AnnSettings, num_vectors: int, dim: int
     - flat: the float32 vector and its id.
     - hnsw: the float32 vector and the links: `2 * M` on the bottom layer, `M` per upper layer with the upper
       layers holding 1/M of the vectors (4 bytes each), plus the level and offset per vector.
-    - ivfpq: the code and its id, plus the centroids, the PQ codebooks and the OPQ matrix shared by all.
+    - ivfpq: the code and its id, plus what all vectors share: the centroids, the PQ codebooks, the OPQ matrix,
+      and the table of centroid-codeword products faiss precomputes to speed up the scan (`nlist * pq_m * 256`
+      floats: 27 bytes per vector at 10M vectors and 4096 cells).
     """
     num_vectors = max(int(num_vectors), 1)
     if settings.kind == "flat":
@@ -142,6 +147,7 @@ def estimated_bytes_per_vector(settings: AnnSettings, num_vectors: int, dim: int
         links = 2 * settings.hnsw_m + settings.hnsw_m / (settings.hnsw_m - 1)
         return 4 * dim + 4 * links + 12
     shared = 4 * dim * settings.nlist + 4 * dim * 256 + (4 * dim * dim if settings.opq else 0)
+    shared += 4 * settings.nlist * settings.pq_m * 256
     return settings.pq_m + 8 + shared / num_vectors
 
 
@@ -376,7 +382,10 @@ class AnnIndex:
                 raise ValueError(f"nlist={settings.nlist} cells need at least as many training vectors, "
                                  f"not {len(sample)}: choose a smaller nlist (choose_ann does).")
             faiss_index = _new_faiss_index(settings, dim)
-            faiss_index.train(sample)
+            description = f"Training IVF-PQ ({settings.nlist} cells) on {len(sample):,} vectors"
+            with tqdm(total=1, desc=description, disable=not progress, dynamic_ncols=True) as bar:
+                faiss_index.train(sample)
+                bar.update(1)
             del sample
         spill = None
         if folder is not None:
