@@ -343,3 +343,8 @@ def test_exact_top_k_matches_a_full_sort(tmp_path, monkeypatch):
     np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :5])
     np.testing.assert_allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :5], rtol=1e-6)
     assert scale.recall_at_k(rows, rows) == 1.0 and scale.recall_at_k(rows[:, ::-1], rows) == 1.0
+
+
+def test_building_shows_a_progress_bar(library, capsys):
+    AnnIndex.build(library[0][:100], SETTINGS["flat"], progress=True)
+    assert "Adding to the exact index" in capsys.readouterr().err

@@ -59,6 +59,7 @@ ADD_BATCH = 65_536
 
 
 def _faiss():
+    # The same message as the storage's: video search's optional dependency, imported when first used.
     try:
         import faiss
     except ImportError as error:
