@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WHEEL_CACHE := .cache/wheels
 WHEELS_STAMP := $(WHEEL_CACHE)/.downloaded
 
-.PHONY: setup demo demo-peft test wheels browser
+.PHONY: setup demo demo-seeds demo-peft test wheels browser
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,10 @@ setup: $(STAMP) $(WHEELS_STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) examples/demo.py
+
+# The demo once per seed (0, 1, 2): mean and standard deviation of every column in demo_output_seeds/results.md.
+demo-seeds: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) examples/demo.py --seeds 0 1 2 --output-dir demo_output_seeds
 
 # The search page's browser test drives Debian's chromium (playwright cannot download its own browsers here).
 browser:

@@ -50,9 +50,8 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import importlib.util
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -65,7 +64,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops, token_schedule
+from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops
+from transformers_tempme.analysis.accounting import token_schedule
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 from transformers_tempme.inference import cpu_features, optimize_for_inference
 from transformers_tempme.inference.cpu_features import RELEVANT_FLAGS
 from transformers_tempme.analysis.paper_figures import (
@@ -352,31 +353,6 @@ def saved_activation_mb(model: torch.nn.Module, pixel_values: torch.Tensor, inpu
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def machine_description(device: torch.device) -> dict:
-    cpu_model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    description = {
-        "cpu": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        description["gpu"] = torch.cuda.get_device_name(device)
-    return description
-
-
-def load_average() -> list[float] | None:
-    with contextlib.suppress(OSError, AttributeError):
-        return [round(value, 2) for value in os.getloadavg()]
-    return None
-
-
 def matmul_probe(device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
     """Steps that time one `PROBE_SHAPE` matmul through `torch.mm` and, on a CPU with oneDNN, its linear."""
     rows, inner, columns = PROBE_SHAPE
@@ -427,14 +403,21 @@ def prepare_path(model: TempMeCLIPModel, path: str, work_dir: Path) -> Callable:
     return lambda pixel_values: session.encode_video(pixel_values).video_embeds
 
 
+def load_sibling(name: str):
+    """The script `benchmarks/<name>.py` as a module, imported by its path (so that this one runs from any folder)."""
+    spec = importlib.util.spec_from_file_location(f"tempme_benchmarks_{name}", Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def prepare_authors(model: TempMeCLIPModel, args: argparse.Namespace, pixel_values: torch.Tensor):
     """The authors' code on `model`'s weights, after checking that it computes the same video features."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from authors_code import AuthorsCodeError, AuthorsTempMe
-
+    authors_code = load_sibling("authors_code")
     try:
-        authors = AuthorsTempMe(args.authors_code, model)
-    except AuthorsCodeError as error:
+        authors = authors_code.AuthorsTempMe(args.authors_code, model)
+    except authors_code.AuthorsCodeError as error:
         print(f"warning: not running the authors' code: {error}", file=sys.stderr)
         return None
     with torch.inference_mode():
@@ -773,15 +756,19 @@ def main(argv: list[str] | None = None) -> list[Record]:
         records.extend(benchmark_backbone(backbone, args, device, dtype))
 
     command = "python benchmarks/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = report(records, command.strip())
-    print(text)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(record) for record in records], indent=2) + "\n")
+    publish(report(records, command.strip()), [asdict(record) for record in records], args.markdown, args.json)
     return records
+
+
+def publish(text: str, records: object, markdown: Path | None, json_path: Path | None) -> None:
+    """Print the report and write it (markdown) and the records (JSON) where asked."""
+    print(text)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(records, indent=2) + "\n")
 
 
 if __name__ == "__main__":

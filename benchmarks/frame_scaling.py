@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transformers_tempme import TempMeConfig, count_gflops, token_schedule
+from transformers_tempme import TempMeConfig, count_gflops
+from transformers_tempme.analysis.accounting import token_schedule
 
 # ClipMe group sizes per frame count (their product is the frame count: one clip per video at the end).
 TEMPME_GROUPS: dict[int, list[int]] = {12: [2, 2, 3], 24: [2, 3, 4], 48: [4, 4, 3], 64: [4, 4, 4]}

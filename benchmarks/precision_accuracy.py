@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transformers_tempme import TempMeCLIPModel, TempMeProcessor, cpu_features, optimize_for_inference
+from transformers_tempme import TempMeCLIPModel, TempMeProcessor, optimize_for_inference
 from transformers_tempme.data.video_text import VideoTextDataset
 from transformers_tempme.evaluation.retrieval import encode_split, evaluate_retrieval
+from transformers_tempme.inference import cpu_features
 
 PATHS = ("eager", "fp32", "bf16", "int8", "ort", "ort-int8")
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
@@ -68,9 +69,9 @@ def model_for_path(model: TempMeCLIPModel, path: str, onnx_dir: Path) -> nn.Modu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bf16 warns on CPUs without native bfloat16; the flags are reported
             return optimize_for_inference(model, path)
-    from transformers_tempme.inference.onnx_export import OnnxTempMe, export_onnx
+    from transformers_tempme.inference.onnx_export import VISION_FILE, OnnxTempMe, export_onnx
 
-    if not (onnx_dir / "vision.onnx").exists():
+    if not (onnx_dir / VISION_FILE).exists():
         print(f"Exporting the model to ONNX in {onnx_dir} ...", file=sys.stderr, flush=True)
         export_onnx(model, onnx_dir, quantize=True)
     return OnnxForEvaluation(OnnxTempMe(onnx_dir, int8=path == "ort-int8", threads=torch.get_num_threads()))

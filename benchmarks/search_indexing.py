@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from search_machine import load_average, machine
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex, count_gflops
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description, write_results
 from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
 from transformers_tempme.data.tokenizer import build_clip_tokenizer, default_wheel_cache, find_wheel
 from transformers_tempme.search.discovery import list_files
@@ -163,7 +163,7 @@ def main(argv=None) -> None:
     model = TempMeCLIPModel(config).eval()
     processor = TempMeProcessor(build_clip_tokenizer(), num_frames=config.num_frames)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="search_indexing_"))
-    results = {"command": "python benchmarks/search_indexing.py " + " ".join(argv or []), "machine": machine(),
+    results = {"command": "python benchmarks/search_indexing.py " + " ".join(argv or []), "machine": {**machine_description(faiss=True), "load_average": load_average()},
                "model": "tempme-vit-b-32 (random weights)", "gflops_per_segment": count_gflops(config),
                "batch_size": args.batch_size, "precision": args.precision, "sets": {}}
     precision = None if args.precision == "model" else args.precision
@@ -180,11 +180,7 @@ def main(argv=None) -> None:
                                                  args.batch_size, precision))
         results["sets"][name] = data
         print(markdown({"sets": {name: data}}), flush=True)
-    results["machine"]["load_average_end"] = load_average()
-    for path, text in ((args.output, json.dumps(results, indent=2)), (args.markdown, markdown(results))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-    print("\n" + markdown(results) + f"\n\nWrote {args.output} and {args.markdown}")
+    write_results(results, args.output, args.markdown, markdown(results))
 
 
 if __name__ == "__main__":

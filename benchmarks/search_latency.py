@@ -35,14 +35,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from search_machine import load_average, machine
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description, write_results
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
-from transformers_tempme.search.manifest import IndexManifest, write_manifest
-from transformers_tempme.search.table import segment_table, write_shard
-from transformers_tempme.search.vectors import VectorIndexSettings, build_vector_index, save_vector_index, search_vectors
 from transformers_tempme.search.fingerprint import model_fingerprint
+from transformers_tempme.search.storage import (
+    IndexManifest,
+    VectorIndexSettings,
+    build_vector_index,
+    save_vector_index,
+    search_vectors,
+    segment_table,
+    write_manifest,
+    write_shard,
+)
 
 DIM = 512
 SEGMENTS_PER_VIDEO = 6
@@ -119,9 +126,9 @@ def queries_near(vectors: np.ndarray, count: int, seed: int) -> np.ndarray:
     return near / np.linalg.norm(near, axis=1, keepdims=True)
 
 
-def write_index(folder: Path, vectors: np.ndarray, fingerprint: str, model_info: dict) -> tuple[list[str], float]:
-    """Segment shards of `vectors` (fake paths and times) and a manifest; returns the shard names and bytes."""
-    shards = []
+def write_index(folder: Path, vectors: np.ndarray, fingerprint: str, model_info: dict) -> tuple[dict, float]:
+    """Segment shards of `vectors` (fake paths and times); returns their names with their records, and their bytes."""
+    shards = {}
     for number, start in enumerate(range(0, len(vectors), ROWS_PER_SHARD)):
         rows = np.arange(start, min(start + ROWS_PER_SHARD, len(vectors)))
         segment = rows % SEGMENTS_PER_VIDEO
@@ -132,18 +139,18 @@ def write_index(folder: Path, vectors: np.ndarray, fingerprint: str, model_info:
             "sha256": ["0" * 64] * len(rows),
         }
         name = f"segments/segments-00001-new-{number:05d}.parquet"
-        write_shard(folder / name, segment_table(columns, vectors[rows]))
-        shards.append(name)
+        shards[name] = write_shard(folder / name, segment_table(columns, vectors[rows]))
     return shards, sum((folder / name).stat().st_size for name in shards)
 
 
-def point_manifest(folder: Path, shards: list[str], vector_file: str, settings: VectorIndexSettings,
+def point_manifest(folder: Path, shards: dict, vector_file: str, vector_record: dict, settings: VectorIndexSettings,
                    count: int, fingerprint: str, model_info: dict) -> None:
     write_manifest(folder, IndexManifest(
         video_dir=str(folder / "videos"), model={**model_info, "fingerprint": fingerprint}, embedding_dim=DIM,
         num_frames=12, frame_sampling="fps", segment_seconds=10.0, segment_overlap=0.0,
-        vector_index={**settings.to_dict(), "file": vector_file}, shards=shards,
+        vector_index={**settings.to_dict(), "file": vector_file}, shards=list(shards),
         counts={"videos": count // SEGMENTS_PER_VIDEO, "segments": count, "failed": 0}, generation=1,
+        files={**shards, vector_file: vector_record},
     ))
 
 
@@ -180,7 +187,7 @@ def open_index(folder: Path, model, processor) -> tuple[VideoSearchIndex, dict]:
     index = VideoSearchIndex.open(folder, model, processor)
     count = len(index)
     vector_bytes = (folder / index.manifest.vector_index["file"]).stat().st_size
-    metadata_bytes = index._rows.nbytes
+    metadata_bytes = index._generation.rows.nbytes
     return index, {"vector_bytes_per_segment": vector_bytes / count, "metadata_bytes_per_segment": metadata_bytes / count,
                    "memory_bytes_per_segment": (vector_bytes + metadata_bytes) / count}
 
@@ -196,14 +203,14 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
     result = {"segments": count, "table_bytes_per_segment": table_bytes / count, "load_average_before": load_average()}
 
     flat = VectorIndexSettings("flat")
-    save_vector_index(build_vector_index(vectors, flat), folder / "vectors-flat.faiss")
-    point_manifest(folder, shards, "vectors-flat.faiss", flat, count, fingerprint, model_info)
+    flat_record = save_vector_index(build_vector_index(vectors, flat), folder / "vectors-flat.faiss")
+    point_manifest(folder, shards, "vectors-flat.faiss", flat_record, flat, count, fingerprint, model_info)
     index, memory = open_index(folder, model, processor)
     result["exact"] = {**time_queries(index, texts, args.k, near), **memory}
     print(f"  exact: search p50 {result['exact']['search']['p50_ms']:.1f} ms, p95 {result['exact']['search']['p95_ms']:.1f} ms",
           flush=True)
     query_embeddings = near if near is not None else index.encode_text(texts)
-    _, exact_ids = search_vectors(index._vectors, query_embeddings, args.k, flat)
+    _, exact_ids = search_vectors(index._generation.vectors, query_embeddings, args.k, flat)
     del index
     gc.collect()
 
@@ -212,16 +219,16 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
     hnsw = build_vector_index(vectors, hnsw_settings)
     result["hnsw_build_seconds"] = time.perf_counter() - start
     print(f"  HNSW built in {result['hnsw_build_seconds']:.0f} s", flush=True)
-    save_vector_index(hnsw, folder / "vectors-hnsw.faiss")
+    hnsw_record = save_vector_index(hnsw, folder / "vectors-hnsw.faiss")
     del hnsw, vectors
     gc.collect()
 
     result["hnsw"] = []
     for ef_search in [int(value) for value in args.ef_search.split(",")]:
         settings = VectorIndexSettings("hnsw", args.hnsw_m, args.ef_construction, ef_search)
-        point_manifest(folder, shards, "vectors-hnsw.faiss", settings, count, fingerprint, model_info)
+        point_manifest(folder, shards, "vectors-hnsw.faiss", hnsw_record, settings, count, fingerprint, model_info)
         index, memory = open_index(folder, model, processor)
-        _, ids = search_vectors(index._vectors, query_embeddings, args.k, settings)
+        _, ids = search_vectors(index._generation.vectors, query_embeddings, args.k, settings)
         recall = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids, exact_ids)]))
         result["hnsw"].append({
             "ef_search": ef_search, "recall_at_10": recall, **time_queries(index, texts, args.k, near), **memory,
@@ -270,7 +277,7 @@ def main(argv=None) -> None:
     model, processor = text_encoder()
     fingerprint = model_fingerprint(model, processor)
     texts = queries(args.queries)
-    results = {"command": "python benchmarks/search_latency.py " + " ".join(argv or []), "machine": machine(),
+    results = {"command": "python benchmarks/search_latency.py " + " ".join(argv or []), "machine": {**machine_description(faiss=True), "load_average": load_average()},
                "data": args.data, "k": args.k, "queries": args.queries, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
                "sizes": []}
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="search_latency_"))
@@ -281,12 +288,7 @@ def main(argv=None) -> None:
         print(markdown({**results, "sizes": results["sizes"][-1:]}), flush=True)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")  # what is done so far
-    results["machine"]["load_average_end"] = load_average()
-    for path, text in ((args.output, json.dumps(results, indent=2)), (args.markdown, markdown(results))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-    print("\n" + markdown(results))
-    print(f"\nWrote {args.output} and {args.markdown}")
+    write_results(results, args.output, args.markdown, markdown(results))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """End-to-end demo on a machine without the Hub: a synthetic temporal benchmark that only TempMe can solve.
 
-    python examples/demo.py                  # or: make demo
+    python examples/demo.py                              # or: make demo (seed 0)
+    python examples/demo.py --seeds 0 1 2 --output-dir demo_output_seeds   # or: make demo-seeds
 
 1. Generates the synthetic benchmark (real mp4 files of moving shapes; every clip comes with its time reversal,
    whose caption differs only in the order of events) in the MSR-VTT layout.
@@ -10,7 +11,14 @@
    Every video's time-reversed twin is in the same batch as a hard negative (`GroupedDataset`).
 3. Evaluates both on the test split and prints one table: R@1/R@5/R@10 and R-sum in both directions, pair
    accuracy (does a video score its own caption above its time reversal's caption), GFLOPs per video, training
-   time per step and peak memory. Writes `results.md`, `results.json` and `r1_vs_gflops.png` to `--output-dir`.
+   time per step and peak memory. Writes `results.md`, `results.json` and `r1_vs_gflops.png` to `--output-dir`;
+   `results.json` records the wall time of the whole run (`total_seconds`) and the machine it ran on (CPU, cores,
+   load average at the start).
+4. Indexes the held-out videos with the trained TempMe and searches them by text (`--no-search` skips it).
+
+`--seeds 0 1 2` runs steps 1-3 once per seed (each seed draws its own benchmark, data order and initialisation), in
+`OUTPUT_DIR/seed-N/`, and writes the mean and standard deviation over the seeds of every column to
+`OUTPUT_DIR/results.md` and `results.json` (with each seed's figures, the total wall time and the machine).
 
 Each model trains in a subprocess of its own, so that its peak memory is its own; by default the two run side by
 side with one CPU thread each (`--sequential`: one after the other with all cores). Captions are tokenised word by
@@ -71,6 +79,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clip-position-std", type=float, default=0.1, help="init std of TempMe's clip embeddings")
     parser.add_argument("--clip-merge-layers", type=int, nargs="+", default=[1, 2], help="TempMe's ClipMe blocks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run the demo once per seed (in OUTPUT_DIR/seed-N) and report the mean and standard deviation over them",
+    )
+    parser.add_argument("--no-search", action="store_true", help="skip indexing and searching the held-out videos")
     parser.add_argument(
         "--max-word-order-cosine",
         type=float,
@@ -405,23 +421,77 @@ def train_one(args, variant: str) -> dict:
 # ---------------------------------------------------------------------------------------------- table and plot
 
 
-def results_table(results: list[dict]) -> str:
+# The columns of the results table: header, the value of a model's result, its format.
+COLUMNS = [
+    *((f"{short} R@{k}", lambda r, d=direction, k=k: r[d][f"R@{k}"], ".1f")
+      for short, direction in (("t2v", "text_to_video"), ("v2t", "video_to_text")) for k in (1, 5, 10)),
+    ("R-sum", lambda r: r["rsum"], ".1f"),
+    ("pair accuracy", lambda r: r["pair_accuracy"], ".3f"),
+    ("GFLOPs/video", lambda r: r["gflops"], ".4f"),
+    ("trained parameters", lambda r: r["trainable_parameters"], ",.0f"),
+    ("s/step (wall)", lambda r: r["seconds_per_step"], ".3f"),
+    ("s/step (CPU)", lambda r: r["cpu_seconds_per_step"], ".3f"),
+    ("peak memory (MiB)", lambda r: r["peak_memory_mib"], ".0f"),
+]
+
+
+def _table_columns(results: list[dict]) -> list[tuple]:
     peft = any(r["variant"].startswith("tempme-") for r in results)  # then the table counts trained parameters
-    header = (
-        "| model | t2v R@1 | t2v R@5 | t2v R@10 | v2t R@1 | v2t R@5 | v2t R@10 | R-sum | pair accuracy | GFLOPs/video "
-        + ("| trained parameters " if peft else "")
-        + "| s/step (wall) | s/step (CPU) | peak memory (MiB) |"
-    )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for r in results:
-        t2v, v2t = r["text_to_video"], r["video_to_text"]
-        lines.append(
-            f"| {r['label']} | {t2v['R@1']:.1f} | {t2v['R@5']:.1f} | {t2v['R@10']:.1f} | {v2t['R@1']:.1f} | "
-            f"{v2t['R@5']:.1f} | {v2t['R@10']:.1f} | {r['rsum']:.1f} | {r['pair_accuracy']:.3f} | {r['gflops']:.4f} | "
-            + (f"{r['trainable_parameters']:,} | " if peft else "")
-            + f"{r['seconds_per_step']:.3f} | {r['cpu_seconds_per_step']:.3f} | {r['peak_memory_mib']:.0f} |"
-        )
-    return "\n".join(lines)
+    return [column for column in COLUMNS if peft or column[0] != "trained parameters"]
+
+
+def _markdown_table(columns: list[tuple], rows: list[list[str]]) -> str:
+    header = "| model | " + " | ".join(name for name, _, _ in columns) + " |"
+    return "\n".join([header, "|" + "---|" * (len(columns) + 1), *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def results_table(results: list[dict]) -> str:
+    columns = _table_columns(results)
+    rows = [[r["label"], *(format(value(r), spec) for _, value, spec in columns)] for r in results]
+    return _markdown_table(columns, rows)
+
+
+def seed_statistics(runs: list[list[dict]]) -> dict:
+    """Per variant and column: mean, standard deviation (n - 1), min, max and the values of the seeds, in order.
+
+    `runs` holds one list of model results (`results.json`'s `models`) per seed."""
+    statistics = {}
+    for models in zip(*runs):
+        variant = models[0]["variant"]
+        statistics[variant] = {"label": models[0]["label"]}
+        for name, value, _ in _table_columns(runs[0]):
+            values = [float(value(model)) for model in models]
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+            statistics[variant][name] = {"mean": mean, "std": std, "min": min(values), "max": max(values),
+                                         "values": values}
+    return statistics
+
+
+def seeds_table(runs: list[list[dict]]) -> str:
+    """The results table with `mean ± standard deviation` over the seeds in every cell."""
+    columns = _table_columns(runs[0])
+    rows = []
+    for variant in seed_statistics(runs).values():
+        rows.append([variant["label"], *(f"{variant[name]['mean']:{spec}} ± {variant[name]['std']:{spec}}"
+                                         for name, _, spec in columns)])
+    return _markdown_table(columns, rows)
+
+
+def machine_description() -> dict:
+    """Where the demo ran: the CPU and its flags, the cores, the GPU if it trained on one, and the load average when
+    it started (an idle machine is near 0), for the time and step timings it records."""
+    from transformers_tempme.analysis import benchmark_records
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {**benchmark_records.machine_description(device), "load_average_at_start": benchmark_records.load_average()}
+
+
+def describe(machine: dict) -> str:
+    from transformers_tempme.analysis.benchmark_records import describe_machine
+
+    load = machine["load_average_at_start"]
+    return f"{describe_machine(machine)}, load average {load[0] if load else 'unknown'} at the start"
 
 
 def plot_r1_vs_gflops(results: list[dict], path: Path) -> bool:
@@ -528,14 +598,68 @@ def search_demo(args) -> None:
           f"        tempme serve {work / SEARCH_INDEX_DIR}     (a web page on http://127.0.0.1:7860)")
 
 
+def without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` without `option` and the values that follow it (`--seeds 0 1 2`, `--seeds=0`)."""
+    kept, skipping = [], False
+    for token in argv:
+        if token == option or token.startswith(option + "="):
+            skipping = token == option
+            continue
+        if skipping and not token.startswith("-"):
+            continue
+        skipping = False
+        kept.append(token)
+    return kept
+
+
+def run_seeds(args, argv: list[str]) -> None:
+    """The whole demo once per seed of `args.seeds`, each in a process of its own, then the statistics over them."""
+    start = time.perf_counter()
+    machine = machine_description()
+    work = Path(args.output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in args.seeds:
+        folder = work / f"seed-{seed}"
+        print(f"\n##### Seed {seed} of {args.seeds}: {folder} #####", flush=True)
+        command = [sys.executable, os.path.abspath(__file__), *without_option(argv, "--seeds"), "--seed", str(seed),
+                   "--output-dir", str(folder), "--no-search"]
+        if subprocess.run(command).returncode != 0:
+            raise SystemExit(f"The demo with seed {seed} failed.")
+        runs.append(json.loads((folder / "results.json").read_text()))
+    total = time.perf_counter() - start
+    command_line = "python examples/demo.py " + " ".join(argv)
+    table = seeds_table([run["models"] for run in runs])
+    notes = (
+        f"Mean ± standard deviation over seeds {', '.join(map(str, args.seeds))} (each seed draws its own benchmark, "
+        f"data order and initialisation; its run is in {work}/seed-N). "
+        f"{runs[0]['models'][0]['num_test_videos']} test videos, {args.max_steps} steps. "
+        f"Wall time of all {len(args.seeds)} runs: {total / 60:.1f} min "
+        f"({', '.join(format(run['total_seconds'] / 60, '.1f') for run in runs)} min each) on {describe(machine)}."
+    )
+    (work / "results.md").write_text(f"Command: `{command_line.strip()}`\n\n{table}\n\n{notes}\n")
+    (work / "results.json").write_text(json.dumps({
+        "command": command_line.strip(), "seeds": args.seeds, "total_seconds": total,
+        "seconds_per_seed": [run["total_seconds"] for run in runs], "machine": machine,
+        "models": seed_statistics([run["models"] for run in runs]),
+    }, indent=2))
+    print("\n" + table + "\n\n" + notes)
+    print(f"Wrote {work / 'results.md'}, {work / 'results.json'}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    argv = list(argv if argv is not None else sys.argv[1:])
     if args.train_one:
         train_one(args, args.train_one)
         return
+    if args.seeds:
+        run_seeds(args, argv)
+        return
 
     start = time.perf_counter()
+    machine = machine_description()
     work = Path(args.output_dir)
     work.mkdir(parents=True, exist_ok=True)
     benchmark = prepare_benchmark(args)
@@ -554,10 +678,7 @@ def main(argv=None) -> None:
 
     model_seed, cosine = order_sensitive_seed(tokenizer, processor, args)
     print(f"Initialising both models from seed {model_seed} (word-order cosine of the text tower {cosine:.3f})")
-    command = [
-        sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
-        "--model-seed", str(model_seed),
-    ]
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--model-seed", str(model_seed)]
     if args.peft:
         args.variants = ["baseline", *(f"tempme-{method}" for method in args.peft)]
     # The parameter-efficient variants start from the trained baseline: they train after it.
@@ -567,8 +688,20 @@ def main(argv=None) -> None:
 
     results = [json.loads((work / f"result_{variant}.json").read_text()) for variant in args.variants]
     table = results_table(results)
-    total = time.perf_counter() - start
-    command_line = "python examples/demo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print("\n" + table)
+    plotted = plot_r1_vs_gflops(results, work / "r1_vs_gflops.png")
+    write_results(args, argv, results, machine, time.perf_counter() - start, searched=False)
+    if not args.no_search:
+        search_demo(args)
+        # The time of the whole demo, its search included: what `make demo` takes.
+        write_results(args, argv, results, machine, time.perf_counter() - start, searched=True)
+    print(f"Wrote {work / 'results.md'}, {work / 'results.json'}" + (f", {work / 'r1_vs_gflops.png'}" if plotted else ""))
+
+
+def write_results(args, argv: list[str], results: list[dict], machine: dict, total: float, searched: bool) -> None:
+    """`results.md` and `results.json` of one run: the table, how it was made, and how long it took where."""
+    work = Path(args.output_dir)
+    command_line = ("python examples/demo.py " + " ".join(argv)).strip()
     notes = (
         f"{results[0]['num_test_videos']} test videos (text-to-video among all of them), {args.max_steps} steps of "
         f"{2 * args.pairs_per_batch} videos, {NUM_FRAMES} frames of {IMAGE_SIZE}x{IMAGE_SIZE}. Cosine of the text "
@@ -576,17 +709,14 @@ def main(argv=None) -> None:
         f"{results[0]['text_word_order_cosine_at_init']:.3f}. Peak memory: {results[0]['peak_memory_kind']}. "
         f"The models trained {'one after the other' if args.sequential else 'side by side, one CPU thread each'}"
         f"{' (the baseline first: the parameter-efficient variants start from it)' if args.peft else ''}. "
-        f"Wall time of the whole demo: {total / 60:.1f} min."
+        f"Wall time of the whole demo{', video search included' if searched else ''}: {total / 60:.1f} min, seed "
+        f"{args.seed}, on {describe(machine)}."
     )
-    markdown = f"Command: `{command_line.strip()}`\n\n{table}\n\n{notes}\n"
-    (work / "results.md").write_text(markdown)
-    (work / "results.json").write_text(
-        json.dumps({"command": command_line.strip(), "total_seconds": total, "models": results}, indent=2)
-    )
-    plotted = plot_r1_vs_gflops(results, work / "r1_vs_gflops.png")
-    print("\n" + table + "\n\n" + notes)
-    print(f"Wrote {work / 'results.md'}, {work / 'results.json'}" + (f", {work / 'r1_vs_gflops.png'}" if plotted else ""))
-    search_demo(args)
+    (work / "results.md").write_text(f"Command: `{command_line}`\n\n{results_table(results)}\n\n{notes}\n")
+    (work / "results.json").write_text(json.dumps(
+        {"command": command_line, "seed": args.seed, "total_seconds": total, "search_included": searched,
+         "machine": machine, "models": results}, indent=2))
+    print("\n" + notes)
 
 
 if __name__ == "__main__":

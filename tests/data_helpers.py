@@ -72,6 +72,11 @@ def numbered_frames(n_frames: int, height: int = 32, width: int = 32) -> np.ndar
     return frames
 
 
+def noise_frames(n: int, height: int = 32, width: int = 32) -> np.ndarray:
+    """`(n, height, width, 3)` uint8 frames of seeded random noise."""
+    return np.random.default_rng(0).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
 def frame_numbers(frames: np.ndarray) -> list[int]:
     """Invert `numbered_frames` on decoded frames (reads the middle of each half, away from the edge)."""
     height = frames.shape[1]

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import torch
 
-from transformers_tempme.merging import Matching, split_sources_destinations
+from transformers_tempme.merging import Matching
+
+
+def reference_split(x: torch.Tensor, num_cls: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CLS tokens `(n, c, ...)`, then the sources A (patch tokens at even positions of the whole sequence) and the
+    destinations B (patch tokens at odd positions)."""
+    positions = torch.arange(num_cls, x.shape[1])
+    return x[:, :num_cls], x[:, positions[positions % 2 == 0]], x[:, positions[positions % 2 == 1]]
 
 
 def reference_matching(metric: torch.Tensor, num_merge: int, num_cls: int) -> Matching:
-    _, sources, destinations = split_sources_destinations(metric, num_cls)
+    _, sources, destinations = reference_split(metric, num_cls)
     sources = sources / sources.norm(dim=-1, keepdim=True)
     destinations = destinations / destinations.norm(dim=-1, keepdim=True)
     scores = sources @ destinations.transpose(-1, -2)
@@ -26,7 +33,7 @@ def reference_matching(metric: torch.Tensor, num_merge: int, num_cls: int) -> Ma
 
 
 def reference_merge_sum(x: torch.Tensor, matching: Matching) -> torch.Tensor:
-    cls, sources, destinations = split_sources_destinations(x, matching.num_cls)
+    cls, sources, destinations = reference_split(x, matching.num_cls)
     dim = x.shape[-1]
     kept = sources.gather(1, matching.kept.unsqueeze(-1).expand(-1, -1, dim))
     moved = sources.gather(1, matching.merged.unsqueeze(-1).expand(-1, -1, dim))

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor
@@ -80,6 +81,23 @@ def write_clip(path: Path, frames: np.ndarray) -> Path:
     return path
 
 
+def write_truncated_mp4(path: Path, seconds: int, keep: float) -> Path:
+    """`long_video_frames(seconds)` as an mp4 with its index first (`faststart`, as streaming sites serve), cut to the
+    first `keep` of its bytes: a download cut short whose header still states the whole duration."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for frame in long_video_frames(seconds):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path
+
+
 def make_video_folder(root: Path) -> Path:
     """A folder of videos: four 3-second clips (one in a subfolder, one without a video extension), a 25-second
     video (three 10 s windows), plus an empty file, a text file named `.mp4`, a PNG image and a hidden file."""
@@ -100,7 +118,35 @@ def make_video_folder(root: Path) -> Path:
 
 
 VIDEOS = ["green_clip", "long.mp4", "red_left.mp4", "red_right.mp4", "sub/blue_right.mp4"]
+
+# A library of the formats people keep (name: codec, pixel format, container format, frames per second): browsers
+# play only the H.264 MP4 as it is.
+MIXED_FORMATS = {
+    "clip.mp4": ("libx264", "yuv420p", None, FPS),
+    "clip.avi": ("mpeg4", "yuv420p", None, FPS),
+    "clip.mpg": ("mpeg1video", "yuv420p", "mpeg", 25),  # MPEG-1 takes only the standard frame rates
+    "clip.gif": ("gif", "rgb8", None, FPS),
+    "clip.mov": ("mjpeg", "yuvj420p", None, FPS),
+}
+
+
+def colour_seconds(seconds: int, fps: int = FPS, size: int = 64) -> np.ndarray:
+    """Frames of a square crossing the frame whose colour changes every second (red, green, blue, yellow, red, ...):
+    the frame shown at a time tells which second it is."""
+    names = list(COLOURS)
+    return np.concatenate([moving_square(names[second % len(names)], fps, size, square=size // 4)
+                           for second in range(seconds)])
+
+
+def make_mixed_formats_folder(root: Path, seconds: int = 4, size: int = 64) -> Path:
+    """`MIXED_FORMATS`, each `seconds` long (`colour_seconds`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (codec, pixel_format, container_format, fps) in MIXED_FORMATS.items():
+        write_video(root / name, colour_seconds(seconds, fps, size), fps=fps, codec=codec, pix_fmt=pixel_format,
+                    container_format=container_format)
+    return root
 BAD_FILES = ["empty.mp4", "notes.mp4", "thumbnail.png"]
+NOT_VIDEOS = ["thumbnail.png"]  # of BAD_FILES, skipped as not a video; the others are named like videos: failed
 
 
 def make_many_videos(root: Path, count: int, seconds: int = 25) -> Path:
@@ -137,3 +183,42 @@ def stored_rows(index) -> tuple[list[tuple], np.ndarray]:
     order = sorted(range(len(keys)), key=lambda i: keys[i])
     embeddings = np.asarray(dataset.with_format("numpy")["embedding"], dtype=np.float32)
     return [keys[i] for i in order], embeddings[order]
+
+
+def flip_bytes(path: Path, count: int = 64, offset: int | None = None) -> None:
+    """Invert `count` bytes of a file in place, from `offset` (default: the middle of the file): damage that leaves
+    its size as it was."""
+    data = bytearray(Path(path).read_bytes())
+    start = len(data) // 2 - count // 2 if offset is None else offset
+    for i in range(start, start + count):
+        data[i] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
+def hits_of(index, query: str = "a red square moves from left to right", k: int = 7) -> list[tuple]:
+    """(path, start, score rounded to 1e-5) of a search's hits: what a search answers, to compare before and after."""
+    return [(hit.path, hit.start, round(hit.score, 5)) for hit in index.search(query, k=k)]
+
+
+# Indexing options that keep the tests fast: no decoding worker, small batches, no progress bar.
+FAST_INDEXING = {"num_workers": 0, "batch_size": 4, "progress": False}
+
+
+def build_index(videos: Path, index_dir: Path, encoder, **options):
+    """`VideoSearchIndex.build` with `encoder` (model, processor) and `FAST_INDEXING` (overridden by `options`)."""
+    from transformers_tempme import VideoSearchIndex
+
+    model, processor = encoder
+    return VideoSearchIndex.build(videos, index_dir, model, processor, **{**FAST_INDEXING, **options})
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """The tiny search model and its processor (a fixture: import it into a test module to use it)."""
+    return tiny_search_model()
+
+
+@pytest.fixture
+def videos(tmp_path):
+    """`make_video_folder` in the test's temporary folder (a fixture: import it into a test module to use it)."""
+    return make_video_folder(tmp_path / "videos")

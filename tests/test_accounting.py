@@ -5,7 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import TINY_BACKBONE, random_video, tiny_config
-from transformers_tempme import TempMeCLIPModel, TempMeConfig, count_flops, count_gflops, token_schedule
+from transformers_tempme import TempMeCLIPModel, TempMeConfig, count_gflops
+from transformers_tempme.analysis.accounting import count_flops, token_schedule
 
 # preset, final (clips, tokens) per video, paper GFLOPs (Tables 1 and 5)
 PAPER_ROWS = [

@@ -8,15 +8,8 @@ import torch
 from conftest import TINY_BACKBONE, random_video
 from transformers import CLIPConfig, CLIPModel
 
-from transformers_tempme import (
-    TempMeCLIPModel,
-    TempMeConfig,
-    apply_adapter,
-    apply_lora,
-    apply_prompt,
-    count_gflops,
-    token_schedule,
-)
+from transformers_tempme import TempMeCLIPModel, TempMeConfig, apply_adapter, apply_lora, apply_prompt, count_gflops
+from transformers_tempme.analysis.accounting import token_schedule
 
 
 def tiny_clip_config(**changes) -> CLIPConfig:

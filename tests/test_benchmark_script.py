@@ -116,3 +116,79 @@ def test_inference_paths_run_beside_eager_with_accuracy_and_efficiency(benchmark
 def test_unknown_path_is_refused(benchmark):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--paths", "fp16"])
+
+
+@pytest.mark.slow
+def test_revision_comparison_runs_both_sides_interleaved(tmp_path):
+    """benchmarks/compare_revisions.py at tiny widths, this checkout against its own HEAD: every path on both sides,
+    the baseline imported from an exported copy, equal embeddings where the code is the same."""
+    import subprocess
+
+    root = SCRIPT.parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: no revision to compare against")
+    path = tmp_path / "compare.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "compare_revisions.py"), "--baseline", "HEAD", "--tiny", "--batch", "1",
+         "--repeats", "2", "--warmup", "0", "--threads", "1", "--paths", "eager,fp32,int8", "--json", str(path),
+         "--markdown", str(tmp_path / "compare.md")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(path.read_text())
+    assert [row["path"] for row in rows] == ["eager", "fp32", "int8"]
+    for row in rows:
+        assert set(row["videos_per_s"]) == {"baseline", "checkout"} and min(row["videos_per_s"].values()) > 0
+        assert len(row["speed_ratio_per_round"]) == 2 and row["speed_ratio"] > 0
+        assert row["min_cosine"] > 0.999
+    assert rows[0]["max_abs_diff"] < 1e-5 and rows[1]["max_abs_diff"] < 1e-5
+    machine = rows[0]["machine"]
+    assert isinstance(machine["cpu_features"]["flags"], list) and len(machine["commits"]["baseline"]) == 40
+    assert "tempme-compare-" in result.stderr  # the baseline worker imported the exported copy
+    assert "python benchmarks/compare_revisions.py --baseline HEAD" in (tmp_path / "compare.md").read_text()
+    bad = subprocess.run([sys.executable, str(SCRIPT.parent / "compare_revisions.py"), "--baseline", "no-such-rev"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "is not a commit" in bad.stderr
+
+
+# ------------------------------------------------------------------ what every benchmark shares: the machine, its files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", sorted([*ROOT.glob("benchmarks/*.py"), *ROOT.glob("tools/*.py")]), ids=lambda p: p.name)
+def test_every_script_imports_by_its_path_alone(script):
+    """`python benchmarks/X.py` from any folder: a script imports the package and, by path, its siblings; never a
+    sibling by bare name (which only works from inside its folder)."""
+    assert str(script.parent) not in sys.path
+    spec = importlib.util.spec_from_file_location(f"script_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    assert module.__doc__ and (callable(getattr(module, "main", None)) or "__main__" not in script.read_text())  # a script, or a library
+
+
+def test_machine_description_and_records(tmp_path):
+    from transformers_tempme.analysis.benchmark_records import (
+        describe_machine,
+        load_average,
+        machine_description,
+        write_results,
+    )
+    from transformers_tempme.inference.cpu_features import cpu_features
+
+    machine = machine_description(faiss=True)
+    assert machine["cpu_features"] == cpu_features() and machine["cpu"] == cpu_features()["cpu"]
+    assert machine["cpu_count"] >= 1 and machine["torch"] == torch.__version__ and machine["torch_threads"] >= 1
+    assert "faiss" not in machine_description() and machine["faiss"].split()[0].count(".") == 2  # its version
+    assert describe_machine(machine) == f"{machine['cpu']} ({machine['cpu_count']} cores)"
+    gpu = {**machine, "gpu": "H100", "driver": "550.1", "cuda": "12.8", "cudnn": 91000}
+    assert describe_machine(gpu).startswith("H100 (driver 550.1, CUDA 12.8, cuDNN 91000) on ")
+    assert len(load_average()) == 3
+    results = {"command": "python benchmarks/x.py", "machine": machine}
+    write_results(results, tmp_path / "out" / "x.json", tmp_path / "out" / "x.md", "| a |\n|---|")
+    assert json.loads((tmp_path / "out" / "x.json").read_text())["machine"]["load_average_end"] == results["machine"]["load_average_end"]
+    assert (tmp_path / "out" / "x.md").read_text() == "| a |\n|---|\n"

@@ -71,7 +71,121 @@ def test_importing_the_model_does_not_import_trainer_datasets_or_av():
     assert completed.stdout.strip() == ""
     # The lazy names still resolve.
     completed = subprocess.run(
-        [sys.executable, "-c", "import transformers_tempme as t; print(t.TempMeTrainer.__name__, t.apply_lora.__name__)"],
+        [sys.executable, "-c", "import transformers_tempme as t; print(t.VideoTextDataset.__name__, t.apply_lora.__name__)"],
         capture_output=True, text=True, timeout=120,
     )
-    assert completed.stdout.split() == ["TempMeTrainer", "apply_lora"], completed.stderr
+    assert completed.stdout.split() == ["VideoTextDataset", "apply_lora"], completed.stderr
+
+
+def test_a_small_root_and_the_rest_in_subpackages():
+    """The root names the model, processor, tuners, loading, inference, search and metrics (and what the README's
+    examples import); the rest is imported from the subpackage that defines it."""
+    import transformers_tempme as root
+    from transformers_tempme.data.video_text import GroupedDataset
+    from transformers_tempme.training.trainer import TempMeTrainer
+
+    assert all(getattr(root, name) is not None for name in root.__all__) and len(root.__all__) <= 40
+    for name in ("TempMeCLIPModel", "TempMeProcessor", "apply_peft", "load_tempme", "optimize_for_inference",
+                 "VideoSearchIndex", "text_video_retrieval_metrics"):
+        assert name in root.__all__
+    for name, value in (("TempMeTrainer", TempMeTrainer), ("GroupedDataset", GroupedDataset)):
+        assert name not in root.__all__ and value.__module__.startswith("transformers_tempme.")
+        with pytest.raises(AttributeError):
+            getattr(root, name)
+
+
+# --- one error policy for every command --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_reports_user_errors_the_same_way(command):
+    import importlib
+
+    from transformers_tempme.cli.common import reports_user_errors
+
+    module = importlib.import_module(f"transformers_tempme.cli.{COMMANDS[command][0]}")
+    assert module.main.__code__ is reports_user_errors(print).__code__, f"{command}: main is not @reports_user_errors"
+
+
+def raise_(error):
+    def command():
+        raise error
+
+    return command
+
+
+def dataloader_error() -> Exception:
+    """What a DataLoader re-raises from a worker: the worker's traceback inside the message."""
+    from transformers_tempme.data.video_text import TooManyBadVideosError
+
+    return TooManyBadVideosError(
+        "Caught TooManyBadVideosError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise TooManyBadVideosError(...)\n'
+        "transformers_tempme.data.video_text.TooManyBadVideosError: 3 of the 9 videos of this split do not decode\n"
+    )
+
+
+def strict_error() -> Exception:
+    from transformers_tempme import TempMeConfig
+
+    try:
+        TempMeConfig(num_frames="4")
+    except Exception as error:  # noqa: BLE001 - huggingface_hub's StrictDataclassFieldValidationError
+        return error
+    raise AssertionError("TempMeConfig accepted a string")
+
+
+@pytest.mark.parametrize(
+    "make_error, code, stderr",
+    [
+        (lambda: ValueError("max_words=80 is more than\n  the model's 77 text positions"), 2,
+         "error: max_words=80 is more than the model's 77 text positions\n"),
+        (lambda: FileNotFoundError("No such folder: x"), 2, "error: No such folder: x\n"),
+        (dataloader_error, 2, "error: 3 of the 9 videos of this split do not decode\n"),
+        (strict_error, 2, "error: Field 'num_frames' expected int, got str (value: '4')\n"),
+        (KeyboardInterrupt, 130, "Interrupted.\n"),
+    ],
+    ids=["value-error-on-two-lines", "os-error", "from-a-dataloader-worker", "strict-config-field", "ctrl-c"],
+)
+def test_user_errors_are_one_line_with_exit_code_2(make_error, code, stderr, capsys):
+    from transformers_tempme.cli.common import run_command
+
+    assert run_command(raise_(make_error())) == code
+    assert capsys.readouterr().err == stderr
+
+
+def test_bugs_keep_their_traceback_and_tempme_traceback_shows_user_errors_too(monkeypatch):
+    from transformers_tempme.cli.common import TRACEBACK_ENV, run_command
+
+    with pytest.raises(KeyError):
+        run_command(raise_(KeyError("a bug")))
+    monkeypatch.setenv(TRACEBACK_ENV, "1")
+    with pytest.raises(ValueError, match="a user error"):
+        run_command(raise_(ValueError("a user error")))
+
+
+def test_the_user_error_classes_named_by_module_exist():
+    import importlib
+
+    from transformers_tempme.cli.common import _USER_ERROR_CLASSES, user_error_types
+
+    for module, name in _USER_ERROR_CLASSES.items():
+        assert isinstance(getattr(importlib.import_module(module), name), type), f"{module}.{name}"
+        assert getattr(importlib.import_module(module), name) in user_error_types()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["schedule", "--preset", "tempme-vit-b32"], "argument --preset: invalid choice: 'tempme-vit-b32'"),
+        (["push", "folder"], "the following arguments are required: --repo-id"),
+        (["search", "index", "query", "-k", "0"], "argument -k/--top-k: must be at least 1, got 0"),
+    ],
+)
+def test_usage_errors_are_one_error_line_too(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.endswith(f" (see `tempme {argv[0]} --help`)\n")
+    assert err.count("\n") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from data_helpers import noise_frames
 from PIL import Image
 
 from transformers_tempme.frame_transforms import (
@@ -14,6 +15,7 @@ from transformers_tempme.frame_transforms import (
     VideoRandAugment,
     center_crop,
     preprocess_video,
+    resize_and_center_crop,
     resize_shorter_side,
     stack_videos,
 )
@@ -90,3 +92,35 @@ def test_stack_videos_pads_shorter_videos_and_masks_them():
     assert pixel_values.shape == (2, 4, 3, 8, 8)
     assert video_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
     assert pixel_values[1, 2:].sum() == 0
+
+
+# --- extreme aspect ratios ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("height, width", [(2, 2000), (2000, 2), (6, 900), (900, 6)])
+def test_extreme_aspect_ratios_resize_only_what_the_crop_keeps(monkeypatch, height, width):
+    image = Image.fromarray(noise_frames(1, height, width)[0])
+    # The unbounded reference costs about a second at 2000 x 2: compare on a third of the long side.
+    short_image = image.crop((0, 0, max(width // 3, 2), max(height // 3, 2)))
+    reference = np.asarray(center_crop(resize_shorter_side(short_image, 224), 224)).astype(int)
+
+    sizes = []
+    original_resize = Image.Image.resize
+
+    def recording_resize(self, size, *args, **kwargs):
+        sizes.append(size)
+        return original_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    bounded = np.asarray(resize_and_center_crop(image, 224))
+    # The full resize would be 224 x 224,000 pixels for 2 x 2000; no intermediate image here exceeds 224 x 2000.
+    assert max(w * h for w, h in sizes) <= 224 * max(height, width)
+    assert bounded.shape == (224, 224, 3)
+    # Same pixels as the full resize and crop, to within one level of rounding.
+    assert np.abs(np.asarray(resize_and_center_crop(short_image, 224)).astype(int) - reference).max() <= 1
+
+
+def test_preprocess_video_of_a_2000x2_video():
+    frames = noise_frames(12, 2, 2000)
+    pixel_values = preprocess_video(frames, 224)
+    assert pixel_values.shape == (12, 3, 224, 224) and np.isfinite(pixel_values).all()

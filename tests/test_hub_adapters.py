@@ -11,7 +11,8 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import CLIPConfig, CLIPModel
 
-from transformers_tempme import TempMeCLIPModel, adapter_base_model, apply_lora, load_tempme, save_adapter
+from transformers_tempme import TempMeCLIPModel, apply_lora, load_tempme, save_adapter
+from transformers_tempme.hub.loading import adapter_base_model
 
 
 def perturb_trainable(peft_model: PeftModel, seed: int = 3) -> None:
@@ -152,3 +153,126 @@ def test_load_tempme_needs_a_schedule_for_a_plain_clip_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="plain CLIP checkpoint: give the TempMe schedule"):
         load_tempme(tmp_path / "clip")
     assert load_tempme(tmp_path / "clip", schedule=tiny_config()).config.clip_merge_layers == [2, 3]
+
+
+# --- one loader: the processor that goes with a model, what an index records, checked sources -------------------------
+
+
+def word_processor(**settings):
+    from transformers_tempme import TempMeProcessor
+    from transformers_tempme.data.word_tokenizer import build_word_level_tokenizer
+
+    tokenizer = build_word_level_tokenizer(["a dog runs on the beach"], model_max_length=16)
+    return TempMeProcessor(tokenizer, **{"num_frames": 4, "max_words": 8, "image_size": 32, **settings})
+
+
+def fitting_model(seed: int = 0):
+    """A tiny model whose text embeddings fit `word_processor`'s vocabulary."""
+    vocab = len(word_processor().tokenizer)
+    return tiny_model(seed=seed, text_config={**TINY_BACKBONE["text_config"], "vocab_size": vocab})
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A model saved with its processor, one saved without, and a LoRA adapter on the first saved without one."""
+    model = fitting_model()
+    model.save_pretrained(tmp_path / "with_processor")
+    word_processor().save_pretrained(tmp_path / "with_processor")
+    model.save_pretrained(tmp_path / "alone")
+    save_adapter(apply_lora(TempMeCLIPModel.from_pretrained(tmp_path / "with_processor")), tmp_path / "adapter")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "source, settings, expected",
+    [
+        ("with_processor", {}, {"num_frames": 4, "max_words": 8, "vocabulary": "words"}),
+        ("with_processor", {"max_words": 6}, {"num_frames": 4, "max_words": 6, "vocabulary": "words"}),
+        ("adapter", {}, {"num_frames": 4, "max_words": 8, "vocabulary": "words"}),  # the base model's processor
+        ("adapter", {"num_frames": 8}, {"num_frames": 8, "max_words": 8, "vocabulary": "words"}),
+    ],
+    ids=["saved", "saved-with-settings", "adapter-takes-base", "adapter-with-settings"],
+)
+def test_load_processor_finds_the_processor_that_goes_with_a_model(folders, source, settings, expected):
+    from transformers_tempme.hub.loading import load_processor
+
+    processor = load_processor(folders / source, fitting_model(), **settings)
+    assert (processor.num_frames, processor.max_words) == (expected["num_frames"], expected["max_words"])
+    assert processor.tokenizer.get_vocab() == word_processor().tokenizer.get_vocab()
+
+
+def test_load_processor_builds_clip_bpe_where_none_is_saved_and_refuses_it_for_another_vocabulary(
+    folders, caplog, monkeypatch
+):
+    from data_helpers import wheel_cache_dir
+
+    from transformers_tempme.hub.loading import load_processor
+
+    monkeypatch.setenv("TEMPME_WHEEL_CACHE", str(wheel_cache_dir()))  # the CLIP tokenizer, built offline
+    clip_sized = tiny_model(text_config={**TINY_BACKBONE["text_config"], "vocab_size": 49408})
+    with caplog.at_level("WARNING", logger="transformers_tempme.hub.loading"):
+        processor = load_processor(folders / "alone", clip_sized)
+    assert len(processor.tokenizer) == 49408 and "No tokenizer is saved with" in caplog.text
+    # The model's frame count, and max_words within its 16 text positions.
+    assert (processor.num_frames, processor.max_words) == (4, 16)
+    with pytest.raises(ValueError, match="The tokenizer has 49408 tokens but the model's text embedding table only"):
+        load_processor(folders / "alone", fitting_model())
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"num_frames": 3}, r"The processor samples 3 frames per video, which the model's merge schedule cannot take "
+                            r"\(The merge schedule does not divide the frame count"),
+        ({"max_words": 17}, r"max_words=17 is more than the model's 16 text positions"),
+    ],
+    ids=["frames", "max-words"],
+)
+def test_check_processor_fits(settings, message):
+    from transformers_tempme.hub.loading import check_processor_fits
+
+    model = fitting_model()
+    check_processor_fits(model, word_processor())
+    check_processor_fits(model, word_processor(num_frames=8))  # the schedule takes 8 frames: 2 clips out
+    with pytest.raises(ValueError, match=message):
+        check_processor_fits(model, word_processor(**settings))
+
+
+def test_an_index_record_loads_the_same_model_back(folders, monkeypatch):
+    from transformers_tempme.hub.loading import describe_model, load_from_model_info, load_search_model
+    from transformers_tempme.search.fingerprint import model_fingerprint
+
+    model, processor, info = load_search_model(folders / "adapter", revision="v1")
+    # A local folder is recorded by absolute path, without the revision (a Hub id keeps it).
+    assert info == {"name_or_path": str((folders / "adapter").resolve()), "revision": None, "from_clip": False,
+                    "preset": None, "schedule": model.config.merge_schedule}
+    assert describe_model(model, "owner/name", revision="v1")["revision"] == "v1"
+    monkeypatch.chdir(folders.parent)  # the index works from any directory
+    reloaded, reprocessor = load_from_model_info(info)
+    assert model_fingerprint(reloaded, reprocessor) == model_fingerprint(model, processor)
+    with pytest.raises(ValueError, match="was built with a model held in memory"):
+        load_from_model_info({**info, "name_or_path": ""})
+
+
+def test_an_unreachable_hub_falls_back_to_the_cache(folders, tmp_path, monkeypatch, caplog):
+    """A Hub id in the cache loads while the Hub cannot be reached (one warning); not in the cache, one error."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from transformers_tempme.hub.repo_id import HubUnreachableError, check_model_source
+
+    cache = tmp_path / "hub_cache"
+    snapshot = cache / "models--owner--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(folders / "with_processor", snapshot)
+    (cache / "models--owner--tiny" / "refs").mkdir()
+    (cache / "models--owner--tiny" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with caplog.at_level("WARNING", logger="transformers_tempme.hub.repo_id"):
+        assert check_model_source("owner/tiny", cache_dir=cache) == {"local_files_only": True}
+    assert "cannot be reached" in caplog.text and "loading owner/tiny from the local cache" in caplog.text
+    model = load_tempme("owner/tiny", cache_dir=cache)
+    torch.testing.assert_close(model.logit_scale, fitting_model().logit_scale)
+    with pytest.raises(HubUnreachableError, match="owner/other is not a local folder and the Hub"):
+        check_model_source("owner/other", cache_dir=cache)

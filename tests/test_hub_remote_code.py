@@ -16,8 +16,9 @@ from conftest import TINY_BACKBONE, tiny_inputs, tiny_model
 from data_helpers import clip_tokenizer  # noqa: F401 (fixture)
 from transformers import AutoConfig, AutoModel
 
-from transformers_tempme import REMOTE_CODE_FILES, TempMeCLIPModel, TempMeConfig, TempMeProcessor
+from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor
 from transformers_tempme.data.synthetic_video import write_video
+from transformers_tempme.hub.auto import REMOTE_CODE_FILES
 from transformers_tempme.hub.auto import PIPELINE_CODE_FILES, PROCESSOR_CODE_FILES, save_with_pipeline
 from transformers_tempme.pipeline_tempme import TASK, TempMePipeline
 

@@ -1,5 +1,5 @@
-"""optimize_for_inference: the fast fp32 path computes the model's features (to 1e-5), bf16 and int8 stay close,
-and the model itself is left as it was (names, LoRA, training)."""
+"""optimize_for_inference: the same model class with prepared modules swapped in; the fast fp32 path computes the
+model's features (to 1e-5), bf16 and int8 stay close, and the model itself is left as it was (names, LoRA, training)."""
 
 import warnings
 
@@ -8,8 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from conftest import random_text, random_video, tiny_config
-from transformers_tempme import TempMeCLIPModel, TempMeConfig, apply_lora, optimize_for_inference
-from transformers_tempme.inference import TempMeInferenceModel, cpu_features, linear
+from transformers.models.clip.modeling_clip import CLIPAttention, CLIPMLP
+
+from transformers_tempme import (
+    TempMeCLIPModel,
+    TempMeConfig,
+    apply_adapter,
+    apply_lora,
+    apply_prompt,
+    optimize_for_inference,
+)
+from transformers_tempme.inference import cpu_features, linear, optimize
+from transformers_tempme.inference.modules import FusedQKVAttention, InferencePatchEmbeddings
 
 SCHEDULES = ["clip", "tome", "tempme"]
 
@@ -34,6 +44,13 @@ def features(model, pixel_values, video_mask, input_ids, attention_mask):
     video = model.encode_video(pixel_values, video_mask)
     text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
     return video, text
+
+
+def prepared(model, precision: str):
+    """`optimize_for_inference`, without the warning bf16 gives on CPUs without native bfloat16."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optimize_for_inference(model, precision)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -74,9 +91,7 @@ def test_low_precision_embeddings_stay_close(schedule, precision):
     pixel_values = random_video(4, 4, model.config)
     input_ids, attention_mask = padded_text(model.config)
     expected_video, expected_text = features(model, pixel_values, None, input_ids, attention_mask)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bf16 warns on CPUs without native bfloat16
-        fast = optimize_for_inference(model, precision)
+    fast = prepared(model, precision)
     video, text = features(fast, pixel_values, None, input_ids, attention_mask)
     assert video.video_embeds.dtype == torch.float32 and text.dtype == torch.float32
     assert video.token_counts == expected_video.token_counts
@@ -84,9 +99,13 @@ def test_low_precision_embeddings_stay_close(schedule, precision):
     assert F.cosine_similarity(text, expected_text).min() > 0.99
 
 
-def test_int8_with_seven_bit_activations_for_cpus_without_vnni():
+def test_int8_with_seven_bit_activations_for_cpus_without_vnni(monkeypatch):
+    no_vnni = {**cpu_features(), "vnni": False}
+    monkeypatch.setattr(optimize, "cpu_features", lambda: no_vnni)
     model = tiny_model()
-    fast = TempMeInferenceModel(model, "int8", reduce_range=True)
+    fast = optimize_for_inference(model, "int8")
+    prepared = [module for module in fast.modules() if isinstance(module, linear.InferenceLinear)]
+    assert prepared and all(module.reduce_range for module in prepared)
     pixel_values = random_video(2, 4, model.config)
     expected = model.encode_video(pixel_values).video_embeds.detach()
     assert F.cosine_similarity(fast.encode_video(pixel_values).video_embeds, expected).min() > 0.99
@@ -111,49 +130,130 @@ def test_image_features_match_the_model(schedule):
     torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=0)
 
 
+def test_the_prepared_model_is_the_same_class_with_modules_swapped_in():
+    model = tiny_model()
+    fast = optimize_for_inference(model, "int8")
+    assert type(fast) is TempMeCLIPModel and fast is not model and not fast.training
+    vision, text = fast.vision_model.encoder.layers, fast.text_model.encoder.layers
+    assert isinstance(fast.vision_model.embeddings, InferencePatchEmbeddings)
+    for layer in [*vision, *text]:
+        assert type(layer.self_attn) is FusedQKVAttention and type(layer.mlp) is linear.InferenceMLP
+        assert layer.self_attn.qkv_proj.precision == "int8"
+    # What is not swapped is a copy of the model's own, not the model's modules.
+    assert fast.vision_model.encoder.layers[2].clip_position_embedding is not model.vision_model.encoder.layers[2].clip_position_embedding
+    torch.testing.assert_close(fast.visual_projection.weight, model.visual_projection.weight, rtol=0, atol=0)
+    assert fast.visual_projection.weight is not model.visual_projection.weight
+
+
+def test_inplace_swaps_the_modules_of_the_model_itself():
+    model = tiny_model()
+    pixel_values = random_video(2, 4, model.config)
+    with torch.no_grad():
+        expected = model.encode_video(pixel_values).video_embeds
+    fast = optimize_for_inference(model, "fp32", inplace=True)
+    assert fast is model and type(model.vision_model.encoder.layers[0].self_attn) is FusedQKVAttention
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_video(pixel_values).video_embeds, expected, atol=1e-5, rtol=0)
+
+
 def test_the_model_is_left_as_it_was():
     model = tiny_model()
     names = list(model.state_dict())
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    fast = optimize_for_inference(model, "int8")
+    optimize_for_inference(model, "int8")
     assert list(model.state_dict()) == names
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
-    assert all(hasattr(layer.self_attn, "q_proj") for layer in model.vision_model.encoder.layers)
+    assert all(type(layer.self_attn).__name__ == "TempMeVisionAttention" for layer in model.vision_model.encoder.layers)
+    assert all(type(layer.self_attn) is CLIPAttention and type(layer.mlp) is CLIPMLP for layer in model.text_model.encoder.layers)
     # peft still finds the projections it adapts, and the model still trains.
     lora = apply_lora(model)
     assert any("q_proj.lora_A" in name for name, _ in lora.named_parameters())
     loss = lora(input_ids=random_text(2, model.config), pixel_values=random_video(2, 4, model.config), return_loss=True).loss
     loss.backward()
-    assert fast.precision == "int8" and not fast.training
 
 
-def test_inference_model_refuses_training_and_merge_sources():
+def test_prepared_model_neither_trains_nor_saves_and_keeps_the_models_checks(tmp_path):
     model = tiny_model()
     fast = optimize_for_inference(model)
-    with pytest.raises(RuntimeError, match="inference only"):
-        fast.train()
-    with pytest.raises(ValueError, match="merge sources"):
-        fast.encode_video(random_video(1, 4, model.config), output_merge_sources=True)
+    with pytest.raises(RuntimeError, match="prepared for inference"):
+        fast.train().encode_video(random_video(1, 4, model.config))
+    fast.eval()
+    with pytest.raises(RuntimeError, match="save or hash the original model"):
+        fast.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="exactly 4 frames"):
         fast.encode_video(random_video(1, 3, model.config))
+    with pytest.raises(ValueError, match="already prepared"):
+        optimize_for_inference(fast, "int8")
+
+
+def test_merge_sources_are_the_models():
+    """The prepared model runs the model's own loop, merge-source tracking included."""
+    model = tiny_model()
+    pixel_values = random_video(2, 4, model.config)
+    with torch.no_grad():
+        expected = model.encode_video(pixel_values, output_merge_sources=True).vision_model_output
+        actual = optimize_for_inference(model).encode_video(pixel_values, output_merge_sources=True).vision_model_output
+    assert torch.equal(actual.merge_sources, expected.merge_sources)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_attention_implementation_of_the_prepared_model(attn):
+    model = tiny_model(attn="sdpa" if attn == "eager" else "eager")
+    pixel_values, input_ids = random_video(2, 4, model.config), random_text(2, model.config)
+    fast = optimize_for_inference(model, attn_implementation=attn)
+    assert fast.config._attn_implementation == attn and model.config._attn_implementation != attn
+    assert fast.text_model.config._attn_implementation == attn
+    expected_video, expected_text = features(model, pixel_values, None, input_ids, None)
+    video, text = features(fast, pixel_values, None, input_ids, None)
+    torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, atol=1e-5, rtol=0)
+    torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision, atol, min_cosine", [("fp32", 1e-5, None), ("bf16", None, 0.99), ("int8", None, 0.99)])
+def test_bottleneck_adapters_run_on_the_prepared_model(precision, atol, min_cosine):
+    tuned = apply_adapter(tiny_model(), bottleneck=4)
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.2 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    pixel_values = random_video(3, 4, tuned.config)
+    input_ids, attention_mask = padded_text(tuned.config)
+    expected_video, expected_text = features(tuned, pixel_values, None, input_ids, attention_mask)
+    fast = prepared(tuned, precision)
+    assert type(fast) is TempMeCLIPModel
+    assert type(fast.vision_model.encoder.layers[0].mlp.base_layer) is linear.InferenceMLP
+    video, text = features(fast, pixel_values, None, input_ids, attention_mask)
+    if atol is not None:
+        torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, atol=atol, rtol=0)
+        torch.testing.assert_close(text, expected_text, atol=atol, rtol=1e-5)
+    else:
+        assert F.cosine_similarity(video.video_embeds, expected_video.video_embeds).min() > min_cosine
+        assert F.cosine_similarity(text, expected_text).min() > min_cosine
+
+
+def test_modules_the_fast_path_does_not_know_are_refused():
+    with pytest.raises(NotImplementedError, match=r"layers\.0\.prompt.*deep prompts"):
+        optimize_for_inference(apply_prompt(tiny_model()))
+    lora = apply_lora(tiny_model())
+    with pytest.raises(ValueError, match="merge_and_unload"):
+        optimize_for_inference(lora)
+    # LoRA layers inside a plain model (peft's inject_adapter_in_model, no PeftModel around it) are refused too.
+    with pytest.raises(NotImplementedError, match="lora_A"):
+        optimize_for_inference(lora.base_model.model)
 
 
 def test_bad_arguments_name_the_fix():
     model = tiny_model()
     with pytest.raises(ValueError, match="fp16.*choose one of 'fp32', 'bf16', 'int8'"):
         optimize_for_inference(model, "fp16")
-    with pytest.raises(ValueError, match="merge_and_unload"):
-        optimize_for_inference(apply_lora(tiny_model()))
     with pytest.raises(TypeError, match="expects a TempMeCLIPModel"):
         optimize_for_inference(torch.nn.Linear(2, 2))
 
 
 def test_bf16_warns_on_cpus_without_native_bfloat16(monkeypatch):
-    from transformers_tempme.inference import model as inference_model
-
     no_bf16 = {**cpu_features(), "onednn_bf16": False, "native_bf16": False}
-    monkeypatch.setattr(inference_model, "cpu_features", lambda: no_bf16)
+    monkeypatch.setattr(optimize, "cpu_features", lambda: no_bf16)
     with pytest.warns(UserWarning, match="no native bfloat16"):
         optimize_for_inference(tiny_model(), "bf16")
 
@@ -178,3 +278,29 @@ def test_fp32_fast_path_matches_the_model_on_vit_b_32_shapes():
     assert video.token_counts[-1] == (1, 97)
     torch.testing.assert_close(video.video_embeds, expected_video.video_embeds, atol=1e-5, rtol=0)
     torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_kernels_come_from_transformers_registry():
+    """A kernel registered with transformers' AttentionInterface runs in every block of the model and of its prepared
+    copy, chosen by `attn_implementation` alone."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    calls = []
+
+    def counting_sdpa(module, query, key, value, attention_mask, **kwargs):
+        calls.append(tuple(query.shape))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("tempme_test_counting_sdpa", counting_sdpa)
+    model = tiny_model()
+    pixel_values = random_video(2, 4, model.config)
+    with torch.no_grad():
+        expected = model.encode_video(pixel_values).video_embeds
+        model.set_attn_implementation("tempme_test_counting_sdpa")
+        torch.testing.assert_close(model.encode_video(pixel_values).video_embeds, expected, rtol=0, atol=0)
+        assert [shape[2] for shape in calls] == [step.tokens_attention for step in model.config.merge_plan()]
+        calls.clear()
+        fast = optimize_for_inference(model)
+        torch.testing.assert_close(fast.encode_video(pixel_values).video_embeds, expected, atol=1e-5, rtol=0)
+    assert len(calls) == 4

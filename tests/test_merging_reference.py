@@ -8,6 +8,7 @@ from reference_merging import (
     reference_matching,
     reference_merge_sum,
     reference_merge_weighted_average,
+    reference_split,
 )
 
 from conftest import tiny_config
@@ -20,7 +21,6 @@ from transformers_tempme.merging import (
     merge_sum,
     merge_weighted_average,
     source_destination_positions,
-    split_sources_destinations,
 )
 
 # (sequences, tokens, metric dim, CLS tokens, tokens to merge): odd and even CLS counts and token counts, r from
@@ -61,7 +61,7 @@ def test_matching_and_merges_equal_reference(num_sequences, num_tokens, metric_d
 @pytest.mark.parametrize("num_tokens, num_cls", [(17, 1), (18, 1), (20, 4), (21, 3), (26, 12)])
 def test_positions_are_those_of_the_split(num_tokens, num_cls):
     positions = torch.arange(num_tokens).view(1, num_tokens, 1)
-    _, sources, destinations = split_sources_destinations(positions, num_cls)
+    _, sources, destinations = reference_split(positions, num_cls)
     source_positions, destination_positions = source_destination_positions(num_tokens, num_cls, torch.device("cpu"))
     assert torch.equal(sources.flatten(), source_positions)
     assert torch.equal(destinations.flatten(), destination_positions)

@@ -216,3 +216,24 @@ def test_synthetic_must_be_true_or_false(tmp_path):
     eval_path.write_text(json.dumps({**EVALUATION, "synthetic": "yes"}))
     with pytest.raises(CardInputError, match=r"eval\.json: 'synthetic' must be true or false, got 'yes'"):
         load_evaluation(eval_path)
+
+
+@pytest.mark.parametrize(
+    "folder, repo_id, message",
+    [
+        (lambda root, model: root / "videos", "owner/m", r"videos is not a model folder: it has no config\.json"),
+        (lambda root, model: root / "missing", "owner/m", r"No such folder: .*missing"),
+        (lambda root, model: model / "config.json", "owner/m", r"config\.json is a file, not a model folder"),
+        (lambda root, model: model, "me/bad name!!", r"--repo-id 'me/bad name!!' is not a valid Hub repo id"),
+    ],
+    ids=["not-a-model-folder", "missing", "a-file", "bad-repo-id"],
+)
+def test_card_on_what_is_not_a_model_folder_is_one_error_line(model_folder, tmp_path, capsys, folder, repo_id, message):
+    from transformers_tempme.cli import main
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"")
+    assert main(["card", str(folder(tmp_path, model_folder)), "--repo-id", repo_id, "--base-model", BASE_MODEL]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(message, lines[0]), err

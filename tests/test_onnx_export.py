@@ -76,6 +76,15 @@ def test_int8_graphs_stay_close(exported):
 
 def test_missing_model_and_old_opset_are_refused(tmp_path, capsys):
     assert tempme(["export-onnx", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
-    assert "cannot load" in capsys.readouterr().err
+    assert "No such folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tempme(["export-onnx", str(tmp_path / "nothing"), str(tmp_path / "out"), "--opset", "16"])
+
+
+def test_a_prepared_model_is_refused_with_the_fix(tmp_path):
+    from transformers_tempme import optimize_for_inference
+    from transformers_tempme.inference.onnx_export import export_onnx
+
+    model = TempMeCLIPModel(tiny_config("tempme")).eval()
+    with pytest.raises(ValueError, match="export the original model"):
+        export_onnx(optimize_for_inference(model), tmp_path)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from data_helpers import clip_tokenizer, frame_numbers, numbered_frames  # noqa: F401 (fixture)
 
-from transformers_tempme import TempMeProcessor, VideoDecodeError
-from transformers_tempme.frame_transforms import CLIP_MEAN, CLIP_STD
+from transformers_tempme import TempMeProcessor
 from transformers_tempme.data.synthetic_video import write_video
+from transformers_tempme.frame_transforms import CLIP_MEAN, CLIP_STD
+from transformers_tempme.video_io import VideoDecodeError
 
 
 @pytest.fixture()
@@ -141,3 +142,12 @@ def test_text_that_is_not_a_list_of_strings_is_a_value_error(processor, text, me
         processor.encode_text(text)
     with pytest.raises(ValueError, match=message):
         processor(text=text)
+
+
+# --- empty inputs -----------------------------------------------------------------------------------------------------
+
+
+def test_empty_text_list_is_a_clear_error(clip_tokenizer):  # noqa: F811
+    processor = TempMeProcessor(clip_tokenizer, num_frames=4, image_size=32)
+    with pytest.raises(ValueError, match="text is an empty list: give at least one caption"):
+        processor(text=[])

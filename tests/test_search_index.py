@@ -9,7 +9,17 @@ import os
 import numpy as np
 import pytest
 import torch
-from search_helpers import BAD_FILES, FPS, VIDEOS, moving_square, save_tiny_search_model, tiny_search_model, write_clip
+from search_helpers import (
+    BAD_FILES,
+    FPS,
+    NOT_VIDEOS,
+    VIDEOS,
+    moving_square,
+    save_tiny_search_model,
+    tiny_search_model,
+    write_clip,
+    write_truncated_mp4,
+)
 
 from transformers_tempme import (
     EmbeddingSpaceMismatchError,
@@ -19,28 +29,13 @@ from transformers_tempme import (
     VectorIndexSettings,
     VideoSearchIndex,
 )
-from transformers_tempme.search import indexer as indexer_module
+from transformers_tempme.search import storage
 from transformers_tempme.search.fingerprint import model_fingerprint
-from transformers_tempme.search.manifest import read_manifest
+from transformers_tempme.search.storage import read_manifest
+from search_helpers import FAST_INDEXING as FAST
+from search_helpers import build_index as build
+from search_helpers import encoder, videos  # noqa: F401 - fixtures
 from search_helpers import make_video_folder
-
-FAST = {"num_workers": 0, "batch_size": 4, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return tiny_search_model()
-
-
-@pytest.fixture
-def videos(tmp_path):
-    return make_video_folder(tmp_path / "videos")
-
-
-def build(videos, index_dir, encoder, **options):
-    model, processor = encoder
-    return VideoSearchIndex.build(videos, index_dir, model, processor, **{**FAST, **options})
-
 
 def table_rows(index: VideoSearchIndex) -> tuple[list[tuple], np.ndarray]:
     """(path, segment, start, end, size, mtime_ns) of every stored row, sorted, and their embeddings in that order."""
@@ -59,12 +54,40 @@ def test_build_indexes_every_video_and_reports_bad_files(videos, tmp_path, encod
     report = index.last_report
     assert sorted(report.added) == sorted(VIDEOS) and report.segments_encoded == 7
     failed = {failure.path: failure.reason for failure in report.failed}
-    assert sorted(failed) == sorted(BAD_FILES)
+    assert sorted(failed) == sorted(set(BAD_FILES) - set(NOT_VIDEOS))  # named like videos, and broken
     assert failed["empty.mp4"] == "file is empty"
-    assert "not a video" in failed["thumbnail.png"]
-    assert "failed 3" in report.summary() and "empty.mp4: file is empty" in report.summary()
+    assert [(f.path, f.reason) for f in report.skipped] == [("thumbnail.png", "a still image (png_pipe)")]
+    summary = report.summary()
+    assert "failed 2, skipped 1 (not videos)" in summary and "failed: empty.mp4: file is empty" in summary
+    assert "skipped, not a video: thumbnail.png: a still image (png_pipe)" in summary
     # The report is stored with the index, and reopening reads it back.
-    assert VideoSearchIndex.open(tmp_path / "index", *encoder).report.failed == report.failed
+    stored = VideoSearchIndex.open(tmp_path / "index", *encoder).report
+    assert (stored.failed, stored.skipped) == (report.failed, report.skipped)
+
+
+def test_the_report_keeps_files_that_are_not_videos_apart_from_failures(videos, tmp_path, encoder):
+    """What a real folder holds beside its videos: notes, an image, sound, an index of it, a download cut short."""
+    from test_search_segments import write_audio
+
+    (videos / "notes.txt").write_text("where each clip was filmed\n")
+    write_audio(videos / "sound.wav")
+    build(videos, videos / "videos.index", encoder)  # an index inside the folder it indexes
+    build(videos / "sub", videos / "sub" / "old.index", encoder)  # and another one, of a subfolder
+    write_truncated_mp4(videos / "cut.mp4", seconds=30, keep=0.8)
+    index = build(videos, videos / "videos.index", encoder)
+    report = index.last_report
+    assert report.added == ["cut.mp4"] and report.unchanged == len(VIDEOS)
+    assert sorted(f.path for f in report.failed) == ["empty.mp4", "notes.mp4"]
+    assert sorted(f.path for f in report.skipped) == sorted(["notes.txt", "sound.wav", *NOT_VIDEOS])
+    assert not any(".index/" in path for path in index.videos)  # no file of either index was probed
+    # The truncated file is indexed up to its last readable frame, and the report says so.
+    duration = index.to_dataset().filter(lambda row: row["path"] == "cut.mp4")["duration"][0]
+    assert 10 < duration < 25
+    assert report.warnings == [f"cut.mp4: indexed up to {duration:.1f} s of the 30.0 s its header states (the rest "
+                               "cannot be read: the file looks truncated or damaged)"]
+    assert f"warning: {report.warnings[0]}" in report.summary()
+    # Files that are not videos are probed again by the next update, which says so.
+    assert index.update(**FAST).skipped == report.skipped
 
 
 def test_the_index_folder_is_open_data(videos, tmp_path, encoder):
@@ -74,7 +97,7 @@ def test_the_index_folder_is_open_data(videos, tmp_path, encoder):
     assert manifest["embedding_dim"] == model.config.projection_dim == 16
     assert manifest["num_frames"] == processor.num_frames and manifest["frame_sampling"] == "fps"
     assert (manifest["segment_seconds"], manifest["segment_overlap"]) == (10.0, 0.0)
-    assert manifest["counts"] == {"videos": 5, "segments": 7, "failed": 3}
+    assert manifest["counts"] == {"videos": 5, "segments": 7, "failed": 2}
     assert manifest["model"]["fingerprint"] == model_fingerprint(model, processor)
     assert manifest["model"]["schedule"]["clip_merge_layers"] == [2, 3]
     assert manifest["vector_index"]["kind"] == "flat" and manifest["package_version"]
@@ -124,6 +147,42 @@ def test_search_like_finds_the_example_clip_first(videos, tmp_path, encoder):
     assert hits[0].path == "sub/blue_right.mp4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
+def test_search_like_cuts_a_long_clip_into_the_index_windows_and_takes_their_mean(videos, tmp_path, encoder):
+    index = build(videos, tmp_path / "index", encoder)
+    embeddings, windows = index.encode_video_windows(videos / "long.mp4")
+    assert windows == [(0.0, 10.0), (10.0, 20.0), (15.0, 25.0)]  # the windows indexing cut it into
+    stored = {(row["path"], row["start"]): row["embedding"] for row in index.to_dataset()}
+    np.testing.assert_allclose(embeddings, [stored[("long.mp4", start)] for start, _ in windows], atol=1e-5)
+    # The query: the mean of the windows' unit embeddings, re-normalised.
+    mean = embeddings.mean(axis=0)
+    np.testing.assert_allclose(index.encode_video(videos / "long.mp4")[0], mean / np.linalg.norm(mean), atol=1e-6)
+    hits = index.search_like(videos / "long.mp4", k=len(index))
+    assert [hit.score for hit in hits if hit.path == "long.mp4"] == pytest.approx(
+        sorted((float(e @ mean / np.linalg.norm(mean)) for e in embeddings), reverse=True), abs=1e-5)
+    # With other segment settings the same clip is cut otherwise: 5 s windows.
+    other = build(videos, tmp_path / "index5", encoder, segment_seconds=5.0)
+    assert len(other.encode_video_windows(videos / "long.mp4")[1]) == 5
+
+
+@pytest.mark.parametrize("name, error", [("thumbnail.png", "NotAVideoError"), ("notes.mp4", "VideoDecodeError"),
+                                         ("missing.mp4", "VideoDecodeError")])
+def test_search_like_names_what_is_wrong_with_the_clip(videos, tmp_path, encoder, name, error):
+    from transformers_tempme.video_io import VideoDecodeError
+
+    index = build(videos, tmp_path / "index", encoder)
+    with pytest.raises(VideoDecodeError) as raised:
+        index.search_like(videos / name)
+    assert type(raised.value).__name__ == error and str(videos / name) in str(raised.value)
+
+
+def test_combine_windows_is_the_normalised_mean():
+    from transformers_tempme.search.index import combine_windows
+
+    one = np.array([[0.6, 0.8]], np.float32)
+    np.testing.assert_allclose(combine_windows(one), one[0])  # one window: its own embedding
+    np.testing.assert_allclose(combine_windows(np.array([[1, 0], [0, 1]], np.float32)), [2**-0.5, 2**-0.5], rtol=1e-6)
+
+
 def test_max_per_video_gives_distinct_videos(videos, tmp_path, encoder):
     index = build(videos, tmp_path / "index", encoder)
     hits = index.search("a green square", k=5, max_per_video=1)
@@ -157,17 +216,34 @@ def test_update_encodes_only_what_changed(videos, tmp_path, encoder):
     assert after["red_right.mp4"]["end"] == pytest.approx(5.0)
     assert after["red_left.mp4"]["embedding"] == before["red_left.mp4"]  # kept as stored, not re-encoded
     assert index.manifest.generation == 2 and index.manifest.counts["videos"] == 5
-    # Nothing left behind from generation 1.
-    files = {p.relative_to(tmp_path / "index").as_posix() for p in (tmp_path / "index").rglob("*") if p.is_file()}
-    assert files == {".lock", "index.json", index.manifest.vector_index["file"], index.manifest.report,
-                     *index.manifest.shards}
 
     again = index.update(**FAST)
     assert (again.added, again.updated, again.removed, again.unchanged) == ([], [], [], 5)
 
 
-def test_verify_compares_contents_not_times(videos, tmp_path, encoder):
+def test_files_are_hashed_only_with_verify(videos, tmp_path, encoder, monkeypatch):
+    from transformers_tempme.search import discovery, planning, segment_batches
+
+    hashed = []
+
+    def counting_sha256(path):
+        hashed.append(path)
+        return discovery.file_sha256(path)
+
+    monkeypatch.setattr(planning, "file_sha256", counting_sha256)
+    monkeypatch.setattr(segment_batches, "file_sha256", counting_sha256)
     index = build(videos, tmp_path / "index", encoder)
+    assert hashed == [] and set(index.to_dataset()["sha256"]) == {""}
+    # A verifying update of that index compares sizes and times (there is no hash to compare) and records hashes.
+    report = index.update(verify=True, **FAST)
+    assert (report.updated, report.unchanged, report.segments_encoded) == ([], 5, 0)
+    assert len(hashed) == len(VIDEOS) + len(BAD_FILES)  # the files that failed are tried (and hashed) again
+    for row in index.to_dataset():
+        assert row["sha256"] == discovery.file_sha256(videos / row["path"])
+
+
+def test_verify_compares_contents_not_times(videos, tmp_path, encoder):
+    index = build(videos, tmp_path / "index", encoder, verify=True)
     os.utime(videos / "red_left.mp4", ns=(10**18, 10**18))  # touched, same content
     assert index.update(verify=True, **FAST).updated == []
     assert index.update(**FAST).updated == []  # the new time was recorded: size + time agree now
@@ -237,7 +313,7 @@ def test_an_update_that_fails_leaves_the_previous_index_readable(videos, tmp_pat
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(indexer_module, "write_manifest", crash)  # dies at the commit point, new files written
+    monkeypatch.setattr(storage, "write_manifest", crash)  # dies at the commit point, new files written
     with pytest.raises(OSError, match="disk full"):
         index.update(**FAST)
     reopened = VideoSearchIndex.open(tmp_path / "index", *encoder)
@@ -249,12 +325,12 @@ def test_an_update_that_fails_leaves_the_previous_index_readable(videos, tmp_pat
 
 
 def test_one_update_at_a_time(videos, tmp_path, encoder):
-    from transformers_tempme.search.indexer import IndexLock
+    from transformers_tempme.search.storage import IndexLock, IndexLockedError
 
     lock = IndexLock(tmp_path / "index")
     lock.acquire()
     try:
-        with pytest.raises(RuntimeError, match="Another `tempme index` run"):
+        with pytest.raises(IndexLockedError, match="Another `tempme index` run"):
             build(videos, tmp_path / "index", encoder)
     finally:
         lock.release()
@@ -285,7 +361,7 @@ def test_an_update_that_only_adds_videos_extends_the_vector_index(videos, tmp_pa
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the vector index was rebuilt from scratch")
 
-    monkeypatch.setattr(indexer_module, "build_vector_index", no_rebuild)
+    monkeypatch.setattr(storage, "build_vector_index", no_rebuild)
     assert index.update(**FAST).added == ["zz_yellow.mp4"]
     monkeypatch.undo()
     fresh = build(videos, tmp_path / "fresh", encoder, vector_index=settings)
@@ -333,3 +409,56 @@ def test_query_embeddings_are_the_model_text_features(videos, tmp_path, encoder)
         ).pooler_output
     expected = torch.nn.functional.normalize(expected, dim=-1).numpy()
     np.testing.assert_allclose(index.encode_text(queries), expected, atol=1e-5)
+
+
+def test_another_video_folder_is_refused_unless_it_moved(videos, tmp_path, encoder):
+    from transformers_tempme.search import VideoFolderMismatchError
+
+    index = build(videos, tmp_path / "index", encoder)
+    other = make_video_folder(tmp_path / "other")
+    with pytest.raises(VideoFolderMismatchError, match=rf"holds the videos of {videos}, not of {other}.*--video-dir-moved"):
+        build(other, tmp_path / "index", encoder)
+    assert read_manifest(tmp_path / "index").generation == 1
+
+    moved = tmp_path / "moved"
+    videos.rename(moved)
+    report = index.update(moved, video_dir_moved=True, **FAST)
+    assert (report.added, report.removed, report.unchanged) == ([], [], 5)  # the rows stay: paths are relative
+    assert index.video_dir == moved and index.search("a red square", k=1)[0].video_path.startswith(str(moved))
+    assert build(other, tmp_path / "index", encoder, overwrite=True).last_report.added == sorted(VIDEOS)
+
+
+@pytest.mark.parametrize("deleted, refused", [(VIDEOS, True), (VIDEOS[:3], True), (VIDEOS[:2], False)])
+def test_an_update_removing_all_or_most_videos_stops(videos, tmp_path, encoder, deleted, refused):
+    from transformers_tempme.search import UnsafeRemovalError
+
+    index = build(videos, tmp_path / "index", encoder)
+    before = [(h.path, h.start, h.score) for h in index.search("a red square", k=7)]
+    for path in deleted:
+        (videos / path).unlink()
+    if not refused:
+        assert sorted(index.update(**FAST).removed) == sorted(deleted)
+        return
+    share = "all" if len(deleted) == len(VIDEOS) else "more than half"
+    with pytest.raises(UnsafeRemovalError, match=rf"remove {len(deleted)} of the 5 videos .*\({share} of them\).*"
+                                                 r"Nothing was changed.*--allow-removals"):
+        index.update(**FAST)
+    reopened = VideoSearchIndex.open(tmp_path / "index", *encoder)
+    assert reopened.manifest.generation == 1 and [(h.path, h.start, h.score) for h in reopened.search("a red square", k=7)] == before
+    assert sorted(index.update(allow_removals=True, **FAST).removed) == sorted(deleted)
+
+
+def test_embeddings_that_are_not_finite_fail_their_video(videos, tmp_path, encoder):
+    from transformers_tempme.search import SearchIndexError
+
+    model, processor = tiny_search_model()
+    with torch.no_grad():
+        model.visual_projection.weight[0, 0] = float("nan")
+    index = build(videos, tmp_path / "index", (model, processor))
+    report = index.last_report
+    assert report.added == [] and len(index) == 0
+    reasons = {failure.path: failure.reason for failure in report.failed}
+    assert sorted(reasons) == sorted(set(VIDEOS + BAD_FILES) - set(NOT_VIDEOS))
+    assert all("not finite (NaN or infinity)" in reasons[path] for path in VIDEOS)
+    with pytest.raises(SearchIndexError, match="not finite"):
+        index.search_embedding(np.full(16, np.nan, np.float32))

@@ -93,3 +93,35 @@ def test_an_update_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert rows_resumed == rows_straight
     np.testing.assert_allclose(embeddings_resumed, embeddings_straight, rtol=0, atol=1e-6)
     assert not list((interrupted / "work").glob("*"))  # the work shards were merged and removed
+
+
+@pytest.mark.slow
+def test_ctrl_c_commits_the_videos_encoded_and_says_how_to_resume(tmp_path):
+    model = save_tiny_search_model(tmp_path / "model")
+    videos = make_many_videos(tmp_path / "videos", VIDEOS)
+    index = tmp_path / "lib.index"
+    # Ctrl-C in a terminal interrupts the whole foreground process group: the command and its decoding workers.
+    process = subprocess.Popen(index_command(videos, model, index), env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(list((index / "work").glob("g*.parquet"))) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert f"Resume with the same command: tempme index {videos} --index {index}" in err
+
+    interrupted = VideoSearchIndex.open(index)
+    committed = len(interrupted.videos)
+    assert 2 <= committed < VIDEOS and interrupted.report.interrupted
+    assert f"interrupted, {VIDEOS - committed} not reached yet" in out
+
+    output = run(index_command(videos, model, index))
+    assert f"added {VIDEOS - committed}, updated 0, removed 0, unchanged {committed}, failed 0" in output
+    straight = tmp_path / "straight.index"
+    build_in_process(videos, model, straight)
+    rows_straight, embeddings_straight = stored_rows(VideoSearchIndex.open(straight))
+    rows_resumed, embeddings_resumed = stored_rows(VideoSearchIndex.open(index))
+    assert rows_resumed == rows_straight
+    np.testing.assert_allclose(embeddings_resumed, embeddings_straight, rtol=0, atol=1e-6)

@@ -8,7 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from transformers_tempme import load_retrieval_dataset, load_reversal_pairs, make_synthetic_benchmark, read_video_frames
+from transformers_tempme import load_retrieval_dataset, load_reversal_pairs
+from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
+from transformers_tempme.video_io import read_video_frames
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ merging and attention, saving and loading as adapter folders, and their cost in 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -14,16 +15,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers_tempme import (
     TempMeCLIPModel,
     TempMeConfig,
-    TempMeTunerModel,
     apply_adapter,
     apply_prompt,
-    count_flops,
     count_gflops,
     load_tempme,
     save_adapter,
 )
+from transformers_tempme.analysis.accounting import count_flops
 from transformers_tempme.tuners.adapter import AdaptedMLP
-from transformers_tempme.tuners.prompt import PromptedTextLayer, PromptedVisionLayer
+from transformers_tempme.tuners.prompt import PromptedTextLayer, PromptedVisionAttention, PromptedVisionLayer
+from transformers_tempme.tuners.tuner_model import TempMeTunerModel
 
 CLIP_POSITION_PARAMETERS = (12 + 6 + 3) * 768  # TempMe's clip position embeddings at ViT-B/32, 12 frames
 SCHEDULES = ["clip", "tome", "tempme"]
@@ -135,6 +136,7 @@ def test_prompts_in_every_block_of_both_towers():
     model = apply_prompt(tiny_model(), num_prompts=3)
     vision, text = model.vision_model.encoder.layers, model.text_model.encoder.layers
     assert all(isinstance(layer, PromptedVisionLayer) for layer in vision)
+    assert all(isinstance(layer.self_attn, PromptedVisionAttention) for layer in vision)
     assert all(isinstance(layer, PromptedTextLayer) for layer in text)
     assert [tuple(layer.prompt.shape) for layer in vision] == [(3, 64)] * 4
     assert [tuple(layer.prompt.shape) for layer in text] == [(3, 32)] * 2
@@ -177,11 +179,13 @@ def test_vision_prompts_are_deep_prompt_tokens_run_through_each_block():
         actual = model.encode_video(pixel_values).frame_embeds
 
         vision = model.vision_model
+        prompts = [layer.prompt for layer in vision.encoder.layers]
+        plain = copy.deepcopy(model).unload().vision_model
         hidden = vision.pre_layrnorm(vision.embeddings(pixel_values.flatten(0, 1)))
-        for layer, step in zip(vision.encoder.layers, base.config.merge_plan()):
+        for layer, prompt, step in zip(plain.encoder.layers, prompts, base.config.merge_plan()):
             tokens = hidden.shape[1]
-            with_prompts = torch.cat([hidden, layer.prompt.expand(hidden.shape[0], -1, -1)], dim=1)
-            hidden = layer.base_layer(with_prompts, None, step)[0][:, :tokens]
+            with_prompts = torch.cat([hidden, prompt.expand(hidden.shape[0], -1, -1)], dim=1)
+            hidden = layer(with_prompts, None, step)[0][:, :tokens]
         frames = vision.post_layernorm(hidden[:, 0]).view(2, 4, -1)
         expected = model.visual_projection(frames)
         expected = expected / expected.norm(dim=-1, keepdim=True)
@@ -194,16 +198,18 @@ def test_attention_to_prompt_copies(copies, with_bias):
     """A clip of `c` frames holds `c` copies of the prompts: one copy with log(c) on its logits is the same."""
     model = tiny_model(attn_implementation="eager")
     attention = model.vision_model.encoder.layers[0].self_attn
+    prompted = PromptedVisionAttention(attention)
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 7, 64, generator=generator)
     prompts = torch.randn(5, 64, generator=generator)
     bias = torch.randn(3, 1, 1, 7, generator=generator) if with_bias else None
     with torch.no_grad():
-        actual, metric = attention(hidden, attention_bias=bias, return_key_metric=True, prompt_states=prompts,
-                                   prompt_copies=copies)
+        actual, metric = prompted(hidden, bias, return_key_metric=True, prompt_states=prompts, prompt_copies=copies)
         tokens = torch.cat([hidden, prompts.repeat(copies, 1).expand(3, -1, -1)], dim=1)
         token_bias = torch.cat([bias if with_bias else torch.zeros(3, 1, 1, 7), torch.zeros(3, 1, 1, 5 * copies)], -1)
-        expected, expected_metric = attention(tokens, attention_bias=token_bias, return_key_metric=True)
+        expected, expected_metric = attention(tokens, token_bias, return_key_metric=True)
+        # Without prompts the wrapper is the attention it wraps.
+        torch.testing.assert_close(prompted(hidden, bias)[0], attention(hidden, bias)[0], rtol=0, atol=0)
     torch.testing.assert_close(actual, expected[:, :7], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(metric, expected_metric[:, :7])  # the merge metric holds the tokens' keys only
 
@@ -366,3 +372,13 @@ def test_schedule_command_prints_the_cost_of_each_tuner(capsys):
     table = capsys.readouterr().out
     assert "| Prompt, 5 prompts run as tokens (the paper's convention) | 58.18 | 45.37 | 40.01 |" in table
     assert "| Adapter, bottleneck 8 | 53.05 | 40.24 | 34.82 |" in table
+
+
+def test_the_core_model_knows_no_tuner():
+    """Tuners change a model by swapping its modules; the remote-code model has no argument or code for any of them."""
+    import re
+
+    from transformers_tempme import modeling_tempme
+
+    source = open(modeling_tempme.__file__).read()
+    assert not re.findall(r"prompt|adapter|lora|peft|tuner", source, flags=re.IGNORECASE)

@@ -17,13 +17,13 @@ from transformers_tempme import (
     HoulsbyAdapterConfig,
     TempMeCLIPModel,
     TempMeConfig,
-    TempMeTunerModel,
     apply_peft,
     load_tempme,
     save_adapter,
 )
 from transformers_tempme.cli.train import parse_arguments, peft_config
 from transformers_tempme.tuners.peft_methods import parse_peft_option
+from transformers_tempme.tuners.tuner_model import TempMeTunerModel
 
 # name: (config, whether merge_and_unload folds it into the weights)
 METHODS = {

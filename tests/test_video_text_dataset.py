@@ -11,17 +11,11 @@ from conftest import TINY_BACKBONE, tiny_model
 from data_helpers import clip_tokenizer  # noqa: F401 (fixture)
 from torch.utils.data import DataLoader
 
-from transformers_tempme import (
-    GroupedDataset,
-    TempMeProcessor,
-    TooManyBadVideosError,
-    VideoDecodeError,
-    VideoTextDataset,
-    collate_video_text,
-    encode_split,
-    load_retrieval_dataset,
-)
+from transformers_tempme import TempMeProcessor, VideoTextDataset, collate_video_text, load_retrieval_dataset
 from transformers_tempme.data.synthetic_video import make_synthetic_benchmark
+from transformers_tempme.data.video_text import GroupedDataset, TooManyBadVideosError
+from transformers_tempme.evaluation.retrieval import encode_split
+from transformers_tempme.video_io import VideoDecodeError
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +201,7 @@ def test_the_frames_of_a_video_share_their_augmentation(processor):
 def test_the_trainer_tells_the_dataset_each_epoch_also_when_resuming(rows, processor, tmp_path):
     from transformers import TrainingArguments
 
-    from transformers_tempme import TempMeTrainer
+    from transformers_tempme.training.trainer import TempMeTrainer
 
     clip_vocabulary = {"vocab_size": 49408, "bos_token_id": 49406, "eos_token_id": 49407}
 

@@ -11,9 +11,9 @@ timed interleaved with the others of its group:
   bfloat16 on this CPU;
 - the levers of `optimize_for_inference` on ViT-B shapes (`INFERENCE_TOKENS` tokens of width 768), each against
   what the model itself runs: the MLP (`F.linear` + quick-GELU as three kernels + `F.linear` + residual add) against
-  oneDNN's linear with SiLU and the residual add fused (quick-GELU folded into SiLU by scaling the weights), and in
-  bfloat16 and int8; q, k, v as three matmuls against one; the patch embedding as a convolution against a matmul
-  over the flattened patches.
+  oneDNN's linear with SiLU fused (quick-GELU folded into SiLU by scaling the weights), and in bfloat16 and int8;
+  q, k, v as three matmuls against one; the patch embedding as a convolution against a matmul over the flattened
+  patches.
 
     python tools/kernel_microbench.py --threads 2
 """
@@ -21,12 +21,13 @@ timed interleaved with the others of its group:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 
 SEQUENCES, TOKENS, WIDTH, MERGED = 24, 50, 768, 2
 INFERENCE_TOKENS = 2400  # 4 videos x 12 frames x 50 tokens (ViT-B/32 before any merge)
@@ -90,9 +91,9 @@ def inference_levers(generator: torch.Generator, repeats: int) -> dict[str, floa
         return interleaved_ms(
             {
                 "MLP + residual, as the model runs it": model_mlp,
-                "MLP + residual, oneDNN fp32, SiLU and add fused": lambda: prepared["fp32"](x, residual=x),
-                "MLP + residual, oneDNN bf16, SiLU and add fused": lambda: prepared["bf16"](x_bf16, residual=x_bf16),
-                "MLP + residual, int8 (fbgemm dynamic)": lambda: prepared["int8"](x, residual=x),
+                "MLP + residual, oneDNN fp32, SiLU fused": lambda: x + prepared["fp32"](x),
+                "MLP + residual, oneDNN bf16, SiLU fused": lambda: x_bf16 + prepared["bf16"](x_bf16),
+                "MLP + residual, int8 (fbgemm dynamic)": lambda: x + prepared["int8"](x),
                 "q, k, v: three F.linear": lambda: [p(x) for p in projections],
                 "q, k, v: one fused oneDNN linear": lambda: qkv(x),
                 "patch embedding: convolution": lambda: conv(pixels),
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     rows = SEQUENCES * TOKENS
-    print(f"threads {args.threads}, load average {os.getloadavg()}, torch {torch.__version__}\n")
+    print(f"{machine_description()['cpu']}, threads {args.threads}, load average {load_average()}, torch {torch.__version__}\n")
 
     buffer = torch.empty(rows, WIDTH)
     launch = interleaved_ms(

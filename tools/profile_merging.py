@@ -13,13 +13,12 @@ operators with the most self time as a markdown table, plus the share of time sp
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig
+from transformers_tempme.analysis.benchmark_records import load_average, machine_description
 from transformers_tempme.inference import PRECISIONS, optimize_for_inference
 
 # Operators whose self time is dense linear algebra: the work the FLOP count measures.
@@ -89,8 +88,8 @@ def profile_table(args: argparse.Namespace) -> str:
     lines = [
         f"`{args.preset}`, {config.num_frames} frames, batch {args.batch}, "
         f"{f'optimize_for_inference {args.precision}' if args.precision else f'{args.dtype}, attention {args.attn}'}, "
-        f"{args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"load average {os.getloadavg()[0]:.2f}",
+        f"{args.threads} threads, torch {torch.__version__}, {machine_description()['cpu']}, "
+        f"load average {load_average()}",
         "",
         f"Total self time {total / 1e3:.0f} ms: matmul-type kernels {100 * matmul / total:.1f}%, "
         f"everything else {100 * (total - matmul) / total:.1f}%.",

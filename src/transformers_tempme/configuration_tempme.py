@@ -104,6 +104,8 @@ _SCHEDULES: dict[str, dict[str, Any]] = {
 }
 
 PRESETS: tuple[str, ...] = tuple(_SCHEDULES)
+# The schedule put on a plain CLIP checkpoint when none is named (the paper's ViT-B/32 setting).
+DEFAULT_PRESET = "tempme-vit-b-32"
 
 # The fields that make up a merge schedule (everything else describes the CLIP backbone).
 SCHEDULE_FIELDS: tuple[str, ...] = (
@@ -142,10 +144,9 @@ _READING_SAVED_CONFIG = contextvars.ContextVar("tempme_reading_saved_config", de
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """`" (did you mean 'x'?)"` with the valid name closest to `name`, or `""` when none is close."""
-    valid = list(valid)
     by_case = {choice.lower(): choice for choice in valid}
-    match = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, valid, n=1, cutoff=0.6)), None)
-    return f" (did you mean {match!r}?)" if match else ""
+    close = difflib.get_close_matches(name.lower(), list(by_case), n=1, cutoff=0.6)  # case does not count
+    return f" (did you mean {by_case[close[0]]!r}?)" if close else ""
 
 
 def unknown_names(unknown: Iterable[str], valid: Iterable[str]) -> str:
@@ -341,15 +342,6 @@ class TempMeConfig(CLIPConfig):
             raise ValueError(f"clip_merge_layers must be strictly increasing, got {layers}.")
         if any(group < 1 for group in groups):
             raise ValueError(f"clip_merge_groups must be positive integers, got {groups}.")
-        clips = self.num_frames
-        for layer, group in zip(layers, groups):
-            if clips % group != 0:
-                raise ValueError(
-                    f"The merge schedule does not divide the frame count: block {layer} joins groups of {group} "
-                    f"clips but {clips} clips enter it (num_frames={self.num_frames}, clip_merge_groups={groups}). "
-                    f"Choose groups whose running product divides num_frames, e.g. [2, 2, 3] for 12 frames."
-                )
-            clips //= group
         for name in ("cross_clip_keep_ratio", "intra_clip_keep_ratio"):
             ratio = getattr(self, name)
             if not 0 < ratio <= 1:
@@ -365,6 +357,17 @@ class TempMeConfig(CLIPConfig):
                         f"in ImgMe block {block}; bipartite matching can merge at most half. Lower img_merge_r."
                     )
                 remaining -= self.img_merge_r
+        # The frame count through the clip groups: checked where the plan is made, for any frame count.
+        plan_merges(
+            num_layers=num_layers,
+            tokens_per_frame=self.tokens_per_frame,
+            num_frames=self.num_frames,
+            img_merge_r=self.img_merge_r,
+            clip_merge_layers=layers,
+            clip_merge_groups=groups,
+            cross_clip_keep_ratio=self.cross_clip_keep_ratio,
+            intra_clip_keep_ratio=self.intra_clip_keep_ratio,
+        )
 
 
-__all__ = ["TempMeConfig", "PRESETS", "SCHEDULE_FIELDS"]
+__all__ = ["TempMeConfig", "PRESETS", "DEFAULT_PRESET", "SCHEDULE_FIELDS"]

@@ -29,6 +29,9 @@ import torch
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# A pure function of integers and the config's ratios: `torch.compile` takes its result as a constant of the graph
+# (it cannot trace `Fraction`), so that the whole vision tower compiles as one graph.
+@torch.compiler.assume_constant_result
 def merge_count(num_tokens: int, num_cls: int, fraction: float) -> int:
     """Tokens to merge away: `floor(num_tokens * fraction)` capped at half the non-CLS tokens.
 
@@ -91,8 +94,9 @@ def plan_merges(
         if layer in groups:
             if clips % group != 0:
                 raise ValueError(
-                    f"Block {layer} joins groups of {group} clips, but {clips} clips enter it: the schedule "
-                    f"{list(clip_merge_groups)} does not divide {num_frames} frames."
+                    f"The merge schedule does not divide the frame count: block {layer} joins groups of {group} clips "
+                    f"but {clips} clips enter it (num_frames={num_frames}, clip_merge_groups={list(clip_merge_groups)}). "
+                    "Choose groups whose running product divides num_frames, e.g. [2, 2, 3] for 12 frames."
                 )
             clips, num_cls, tokens = clips // group, num_cls * group, tokens * group
             cross = merge_count(tokens, num_cls, cross_fraction)
@@ -131,13 +135,6 @@ class Matching(NamedTuple):
     targets: torch.Tensor
 
 
-def split_sources_destinations(
-    x: torch.Tensor, num_cls: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split `(n, t, ...)` into CLS `(n, c, ...)`, sources A and destinations B over the patch tokens."""
-    return (x[:, :num_cls], *split_patches(x[:, num_cls:], num_cls))
-
-
 def split_patches(patches: torch.Tensor, num_cls: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Sources A and destinations B of the patch tokens `(n, t - c, ...)` of sequences with `num_cls` CLS tokens."""
     # Parity of the global position: with an even CLS count the first patch sits at an even position.
@@ -146,8 +143,8 @@ def split_patches(patches: torch.Tensor, num_cls: int) -> tuple[torch.Tensor, to
 
 
 def source_destination_positions(num_tokens: int, num_cls: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions in the sequence of the sources A `(|A|,)` and destinations B `(|B|,)`, as split by
-    `split_sources_destinations`."""
+    """Positions in the sequence of the sources A `(|A|,)` and destinations B `(|B|,)`, as `split_patches` splits
+    the patch tokens."""
     first = num_cls + num_cls % 2  # sources sit at even positions
     sources = torch.arange(first, num_tokens, 2, device=device)
     destinations = torch.arange(num_cls + 1 - num_cls % 2, num_tokens, 2, device=device)
@@ -328,7 +325,6 @@ __all__ = [
     "Matching",
     "merge_count",
     "plan_merges",
-    "split_sources_destinations",
     "split_patches",
     "bipartite_soft_matching",
     "MergeRows",

@@ -11,13 +11,18 @@ but runs each block as the merge plan says (see `merging.plan_merges`):
 Every original frame keeps its CLS token through all merges, so the video embedding is the mean of the
 normalised per-frame CLS projections, exactly as for frame-independent CLIP (CLIP4Clip meanP).
 
+One forward: `TempMeVisionEncoder.forward` owns the block loop and `TempMeVisionLayer` runs its steps as methods
+(`cross_clip_merge`, `attend`, `intra_clip_merge`, `feed_forward`). Token counts come from the plan alone (the config
+and the frame count), so every shape is known before a forward runs. Kernels are chosen as in transformers: attention
+through `ALL_ATTENTION_FUNCTIONS` by `attn_implementation`; faster modules (a fused q/k/v projection, lower
+precisions) are swapped in for `self_attn`, `mlp` and `embeddings`, leaving this forward as it is.
+
 This file is part of the remote code written next to saved models: it imports only `torch`, `transformers`
 and its two siblings.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +43,7 @@ from transformers.models.clip.modeling_clip import (
 )
 from transformers.utils import ModelOutput
 
-from .configuration_tempme import PRESETS, TempMeConfig
+from .configuration_tempme import TempMeConfig
 from .merging import (
     MergeStep,
     add_clip_position_embedding,
@@ -143,9 +148,11 @@ def symmetric_contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
 class TempMeVisionAttention(CLIPAttention):
     """CLIP attention that takes an additive bias (proportional attention) and can return its mean key.
 
-    The mean of the keys over heads is the similarity metric for merging after attention (ToMe). Deep prompts
-    (`prompt_states`) are extra keys and values that every token attends to; they are not tokens of the sequence,
-    so they are never merged and produce no output.
+    The mean of the keys over heads is the similarity metric for merging after attention (ToMe). The attention itself
+    is dispatched through transformers' registry (`ALL_ATTENTION_FUNCTIONS`, by the model's `attn_implementation`),
+    with the bias as its additive `attention_mask`. `project` (the q/k/v projections) and `apply_attention` (that call)
+    are methods of their own, so that a module swapped in for this one (a fused q/k/v projection, a lower precision)
+    changes what it must and runs the rest as it is.
     """
 
     def __init__(self, config: TempMeConfig):
@@ -157,72 +164,61 @@ class TempMeVisionAttention(CLIPAttention):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_bias: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         return_key_metric: bool = False,
-        prompt_states: torch.Tensor | None = None,
-        prompt_copies: int = 1,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             hidden_states: `(n, t, hidden_size)`.
-            attention_bias: `(n, 1, 1, t)` added to every query's logits, or `None`.
+            attention_mask: an additive bias `(n, 1, 1, t)` added to every query's logits (log of each key's size
+                under proportional attention), any mask the attention implementation takes, or `None`.
             return_key_metric: also return the keys averaged over heads, `(n, t, head_dim)`.
-            prompt_states: `(p, hidden_size)` layer-normed deep prompts shared by every sequence, or `None`.
-            prompt_copies: how many copies of the prompts each sequence holds (one per frame of a clip).
-        """
-        n, t, _ = hidden_states.shape
-        head_shape = (n, t, self.num_heads, self.head_dim)
-        queries = self.q_proj(hidden_states).view(head_shape).transpose(1, 2)
-        keys = self.k_proj(hidden_states).view(head_shape)
-        values = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
-        key_metric = keys.mean(dim=2) if return_key_metric else None
-        if prompt_states is not None:
-            keys, values, attention_bias = self.append_prompts(keys, values, attention_bias, prompt_states, prompt_copies)
+            kwargs: passed on to the attention implementation (e.g. `is_causal`).
 
+        Returns:
+            The attention output `(n, t, hidden_size)` and the key metric (or `None`).
+        """
+        queries, keys, values = self.project(hidden_states)
+        key_metric = keys.mean(dim=2) if return_key_metric else None
+        return self.out_proj(self.apply_attention(queries, keys, values, attention_mask, **kwargs)), key_metric
+
+    def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of `(n, t, hidden_size)` tokens, each `(n, t, heads, head_dim)`."""
+        head_shape = (*hidden_states.shape[:2], self.num_heads, self.head_dim)
+        return tuple(projection(hidden_states).view(head_shape) for projection in (self.q_proj, self.k_proj, self.v_proj))
+
+    def apply_attention(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Scaled dot-product attention of `(n, t, heads, head_dim)` queries over `(n, s, heads, head_dim)` keys and
+        values, by the configured implementation: `(n, t, heads * head_dim)`, before the output projection."""
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.model_config._attn_implementation, eager_attention_forward
         )
         attn_output, _ = attention_interface(
             self,
-            queries,
+            queries.transpose(1, 2),
             keys.transpose(1, 2),
-            values,
-            attention_bias,
+            values.transpose(1, 2),
+            attention_mask,
             scaling=self.scale,
             dropout=0.0 if not self.training else self.dropout,
+            **kwargs,
         )
-        attn_output = self.out_proj(attn_output.reshape(n, t, -1))
-        return attn_output, key_metric
-
-    def append_prompts(
-        self,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        attention_bias: torch.Tensor | None,
-        prompt_states: torch.Tensor,
-        prompt_copies: int,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Append the prompts' keys `(n, p, heads, head_dim)` and values `(n, heads, p, head_dim)` to a sequence's.
-
-        The prompts are the same for every sequence, so they are projected once. `c` identical copies of a key get
-        `c` times its attention weight: one copy with log(c) added to its logits is the same attention.
-        """
-        n, p = keys.shape[0], prompt_states.shape[0]
-        prompt_shape = (1, p, self.num_heads, self.head_dim)
-        prompt_keys = self.k_proj(prompt_states).view(prompt_shape).expand(n, -1, -1, -1)
-        prompt_values = self.v_proj(prompt_states).view(prompt_shape).transpose(1, 2).expand(n, -1, -1, -1)
-        if attention_bias is not None or prompt_copies > 1:
-            token_bias = attention_bias if attention_bias is not None else keys.new_zeros(n, 1, 1, keys.shape[1])
-            prompt_bias = token_bias.new_full((n, 1, 1, p), math.log(prompt_copies))
-            attention_bias = torch.cat([token_bias, prompt_bias], dim=-1)
-        return torch.cat([keys, prompt_keys], dim=1), torch.cat([values, prompt_values], dim=2), attention_bias
+        return attn_output.reshape(*queries.shape[:2], -1)
 
 
 class ClipPositionEmbedding(nn.Module):
     """One learned vector per clip entering a ClipMe block, added to every token of that clip.
 
-    A module of its own so that it has a stable name (`...layers.{i}.clip_position_embedding`) that peft can
-    train and save with an adapter (`modules_to_save`).
+    A module of its own so that it has a stable name (`...layers.{i}.clip_position_embedding`) by which it can be
+    trained and saved apart from the frozen weights.
     """
 
     def __init__(self, num_clips: int, hidden_size: int):
@@ -235,7 +231,12 @@ class ClipPositionEmbedding(nn.Module):
 
 
 class TempMeVisionLayer(GradientCheckpointingLayer):
-    """A CLIP encoder block that merges tokens as its `MergeStep` says (ImgMe, ClipMe or intra-clip only)."""
+    """A CLIP encoder block that merges tokens as its `MergeStep` says (ImgMe, ClipMe or intra-clip only).
+
+    Its forward runs four steps, each a method: `cross_clip_merge` (ClipMe blocks), `attend`, `intra_clip_merge`
+    (when the step merges after attention) and `feed_forward`. Token counts come from the step alone, never from
+    the data, so every shape in the block is known before it runs.
+    """
 
     def __init__(self, config: TempMeConfig, layer_idx: int):
         super().__init__()
@@ -260,7 +261,7 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
         sizes: torch.Tensor | None,
         step: MergeStep,
         sources: torch.Tensor | None = None,
-        prompt: torch.Tensor | None = None,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """
         Args:
@@ -268,34 +269,17 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
             sizes: `(batch * clips_in, step.tokens_in, 1)` patches per token, `None` before any merge.
             step: this block's counts, from the model's merge plan.
             sources: `(batch * clips_in, step.tokens_in, frames * tokens_per_frame)` or `None` (not tracked).
-            prompt: `(p, hidden_size)` deep prompts of this block, one set per frame (`apply_prompt` of the
-                transformers-tempme package), or `None`. Every token attends to them; they are never merged and
-                are dropped at the end of the block.
+            kwargs: passed on to the attention module.
 
         Returns:
             Tokens `(batch * step.clips, step.tokens_out, hidden_size)`, their sizes and sources.
         """
         if self.is_clip_merge_block:
             hidden_states, sizes, sources = self.cross_clip_merge(hidden_states, sizes, sources, step)
-
-        residual = hidden_states
-        bias = proportional_attention_bias(sizes, hidden_states.dtype) if self.proportional_attention else None
-        hidden_states, key_metric = self.self_attn(
-            self.layer_norm1(hidden_states),
-            attention_bias=bias,
-            return_key_metric=step.intra_merge > 0,
-            prompt_states=None if prompt is None else self.layer_norm1(prompt),
-            prompt_copies=step.num_cls,  # one set of prompts per frame, as one CLS token per frame
-        )
-        hidden_states = residual + hidden_states
-
+        hidden_states, key_metric = self.attend(hidden_states, sizes, step, **kwargs)
         if step.intra_merge > 0:
-            matching = bipartite_soft_matching(key_metric, step.intra_merge, step.num_cls)
-            hidden_states, sizes = merge_weighted_average(hidden_states, sizes, matching)
-            sources = None if sources is None else merge_sum(sources, matching)
-
-        hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
-        return hidden_states, sizes, sources
+            hidden_states, sizes, sources = self.intra_clip_merge(hidden_states, sizes, sources, key_metric, step)
+        return self.feed_forward(hidden_states), sizes, sources
 
     def cross_clip_merge(
         self,
@@ -322,6 +306,58 @@ class TempMeVisionLayer(GradientCheckpointingLayer):
             sources = None if sources is None else merge_sum(sources, matching)
         return hidden_states, sizes, sources
 
+    def attend(
+        self, hidden_states: torch.Tensor, sizes: torch.Tensor | None, step: MergeStep, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`x + attention(layer_norm1(x))`, and the keys averaged over heads when the block merges after attention.
+
+        Under proportional attention every key's logits get log(size) added: a token that stands for `s` patches
+        weighs as much as its `s` patches would.
+        """
+        bias = proportional_attention_bias(sizes, hidden_states.dtype) if self.proportional_attention else None
+        attended, key_metric = self.self_attn(
+            self.layer_norm1(hidden_states), attention_mask=bias, return_key_metric=step.intra_merge > 0, **kwargs
+        )
+        return hidden_states + attended, key_metric
+
+    def intra_clip_merge(
+        self,
+        hidden_states: torch.Tensor,
+        sizes: torch.Tensor | None,
+        sources: torch.Tensor | None,
+        key_metric: torch.Tensor,
+        step: MergeStep,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Merge `step.intra_merge` tokens within each clip (ImgMe, or ClipMe's second half), keys as the metric."""
+        matching = bipartite_soft_matching(key_metric, step.intra_merge, step.num_cls)
+        hidden_states, sizes = merge_weighted_average(hidden_states, sizes, matching)
+        return hidden_states, sizes, None if sources is None else merge_sum(sources, matching)
+
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`x + mlp(layer_norm2(x))`."""
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+@dataclass
+class TempMeEncoderOutput(ModelOutput):
+    r"""
+    Output of [`TempMeVisionEncoder`].
+
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size * clips, tokens, hidden_size)`):
+        Tokens leaving the last block.
+    token_sizes (`torch.FloatTensor` of shape `(batch_size * clips, tokens, 1)`, *optional*):
+        Input patches each final token stands for (`None` when nothing was merged).
+    token_counts (`tuple[tuple[int, int]]`):
+        For each block, `(sequences_per_video, tokens_per_sequence)` at its output.
+    merge_sources (`torch.FloatTensor` of shape `(batch_size * clips, tokens, frames * tokens_per_frame)`, *optional*):
+        Which input tokens every final token holds, when tracked.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    token_sizes: torch.FloatTensor | None = None
+    token_counts: tuple[tuple[int, int], ...] | None = None
+    merge_sources: torch.FloatTensor | None = None
+
 
 class TempMeVisionEncoder(nn.Module):
     """The stack of vision blocks (named `encoder.layers.{i}` like CLIP's, so CLIP weights load as they are)."""
@@ -330,6 +366,30 @@ class TempMeVisionEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             [TempMeVisionLayer(config, layer_idx) for layer_idx in range(config.vision_config.num_hidden_layers)]
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        plan: tuple[MergeStep, ...],
+        batch_size: int,
+        sources: torch.Tensor | None = None,
+        **kwargs,
+    ) -> TempMeEncoderOutput:
+        """
+        Args:
+            hidden_states: `(batch_size * frames, tokens_per_frame, hidden_size)`, frames of a video consecutive.
+            plan: one `MergeStep` per block (`TempMeConfig.merge_plan`).
+            batch_size: videos in the batch.
+            sources: `(batch_size * frames, tokens_per_frame, frames * tokens_per_frame)` to track merge sources.
+            kwargs: passed on to every block's attention.
+        """
+        sizes, token_counts = None, []
+        for layer, step in zip(self.layers, plan):
+            hidden_states, sizes, sources = layer(hidden_states, sizes, step, sources, **kwargs)
+            token_counts.append((hidden_states.shape[0] // batch_size, hidden_states.shape[1]))
+        return TempMeEncoderOutput(
+            last_hidden_state=hidden_states, token_sizes=sizes, token_counts=tuple(token_counts), merge_sources=sources
         )
 
 
@@ -374,13 +434,14 @@ class TempMeVisionTransformer(nn.Module):
                 )
 
     def forward(
-        self, pixel_values: torch.Tensor, output_merge_sources: bool = False, clip_merging: bool = True
+        self, pixel_values: torch.Tensor, output_merge_sources: bool = False, clip_merging: bool = True, **kwargs
     ) -> TempMeVisionOutput:
         """
         Args:
             pixel_values: `(batch, frames, channels, height, width)`.
             output_merge_sources: also track which input tokens every final token holds (slower; for plots).
             clip_merging: `False` runs every frame on its own (the frame-level plan of `TempMeConfig.merge_plan`).
+            kwargs: passed on to every block's attention.
         """
         batch, frames = pixel_values.shape[:2]
         if clip_merging:
@@ -390,26 +451,23 @@ class TempMeVisionTransformer(nn.Module):
 
         hidden_states = self.embeddings(pixel_values.flatten(0, 1))
         hidden_states = self.pre_layrnorm(hidden_states)
-        sizes, sources = None, None
+        sources = None
         if output_merge_sources:
             tokens = hidden_states.shape[1]
             sources = torch.eye(frames * tokens, device=hidden_states.device).view(frames, tokens, -1)
             sources = sources.repeat(batch, 1, 1)
+        encoded = self.encoder(hidden_states, plan, batch, sources, **kwargs)
 
-        token_counts = []
-        for layer, step in zip(self.encoder.layers, plan):
-            hidden_states, sizes, sources = layer(hidden_states, sizes, step, sources)
-            token_counts.append((hidden_states.shape[0] // batch, hidden_states.shape[1]))
-
-        # Each final clip starts with the CLS tokens of its frames, in order: together, one per frame.
+        # Each final clip starts with the CLS tokens of its frames, in order: together, one per frame. The final layer
+        # norm runs at its own precision, so that blocks computing at a lower one still give embeddings at the model's.
         num_cls = plan[-1].num_cls if plan else 1
-        frame_tokens = hidden_states[:, :num_cls].reshape(batch, frames, -1)
+        frame_tokens = encoded.last_hidden_state[:, :num_cls].reshape(batch, frames, -1)
         return TempMeVisionOutput(
-            last_hidden_state=hidden_states,
-            pooler_output=self.post_layernorm(frame_tokens),
-            token_sizes=sizes,
-            token_counts=tuple(token_counts),
-            merge_sources=sources,
+            last_hidden_state=encoded.last_hidden_state,
+            pooler_output=self.post_layernorm(frame_tokens.to(self.post_layernorm.weight.dtype)),
+            token_sizes=encoded.token_sizes,
+            token_counts=encoded.token_counts,
+            merge_sources=encoded.merge_sources,
         )
 
 
@@ -481,8 +539,6 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
             clip = CLIPModel.from_pretrained(clip, **from_pretrained_kwargs)
         schedule = config_or_preset
         if isinstance(schedule, str):
-            if schedule not in PRESETS:
-                raise ValueError(f"Unknown TempMe preset {schedule!r}. Available presets: {', '.join(PRESETS)}.")
             schedule = TempMeConfig.from_preset(schedule)
         config = TempMeConfig(
             text_config=clip.config.text_config.to_dict(),
@@ -620,8 +676,7 @@ class TempMeCLIPModel(TempMePreTrainedModel, CLIPModel):
         """Text embeddings in `pooler_output` `(batch, projection_dim)`, as `CLIPModel.get_text_features`, once the
         ids are checked to fit the text tower."""
         self._check_text_inputs(input_ids, attention_mask)
-        # Named, not super(): `TempMeInferenceModel` borrows this method without being a CLIPModel.
-        return CLIPModel.get_text_features(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return super().get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """Image embeddings in `pooler_output` `(batch, projection_dim)` for images `(batch, 3, H, W)`.

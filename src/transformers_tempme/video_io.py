@@ -163,7 +163,7 @@ def index_video(
                 if packet.size == 0:  # end-of-stream marker, not a frame
                     continue
                 n_packets += 1
-                timestamp = packet.pts if packet.pts is not None else None
+                timestamp = packet.pts
                 if timestamp is not None:
                     pts.append(timestamp)
                     if packet.is_keyframe:
@@ -406,100 +406,3 @@ def _resize_rgb(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC))
-
-
-# --- Time windows of long videos (video search) -------------------------------------------------------------------
-# A video search index cuts long videos into windows of a few seconds and encodes each window like a training video:
-# the window's frames are sampled with `sample_frame_indices` as if the window were a whole video.
-
-
-@dataclass(frozen=True)
-class VideoTimeline:
-    """When each frame of a video is shown, read once by demuxing and reused for every window of the video.
-
-    Attributes:
-        index (`VideoIndex`): frame count, timestamps and keyframes of the video stream.
-        frame_times (`np.ndarray` of shape `(n_frames,)`, float64): seconds from the first frame, presentation order.
-        duration (`float`): seconds the video lasts (the last frame's time plus one frame period).
-    """
-
-    index: VideoIndex
-    frame_times: np.ndarray
-    duration: float
-
-
-def read_video_timeline(source: VideoSource, *, timeout_s: float = DEFAULT_DECODE_TIMEOUT_S) -> VideoTimeline:
-    """Frame times and duration of a video, from its packet timestamps (or its frame rate when it has none)."""
-    description = _describe(source)
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    index = index_video(source, timeout_s=timeout_s, description=description)
-    if index.n_frames == 0:
-        raise VideoDecodeError(description, "the video stream has no frames")
-    with _open_video_stream(source, description) as (_, stream):
-        time_base = stream.time_base
-    if index.has_timestamps and time_base is not None:
-        frame_times = (index.frame_pts - index.frame_pts[0]).astype(np.float64) * float(time_base)
-    else:
-        frame_times = np.arange(index.n_frames, dtype=np.float64) / index.fps
-    return VideoTimeline(index=index, frame_times=frame_times, duration=float(frame_times[-1] + 1.0 / index.fps))
-
-
-def window_frame_indices(
-    timeline: VideoTimeline, start_s: float, end_s: float, num_frames: int, sampling: SamplingMode = "fps"
-) -> np.ndarray:
-    """Indices of the `num_frames` frames to keep from the window `[start_s, end_s)` of a video.
-
-    The frames shown in the window are sampled with `sample_frame_indices`, exactly as a video holding only those
-    frames would be; a window that holds no frame (a very low frame rate) takes the frame shown at its start.
-
-    Returns:
-        `np.ndarray` of shape `(num_frames,)`, int64, non-decreasing, frame indices of the whole video.
-    """
-    first = int(np.searchsorted(timeline.frame_times, start_s, side="left"))
-    stop = int(np.searchsorted(timeline.frame_times, end_s, side="left"))
-    if stop <= first:
-        shown = max(0, int(np.searchsorted(timeline.frame_times, start_s, side="right")) - 1)
-        return np.full(num_frames, shown, dtype=np.int64)
-    return first + sample_frame_indices(stop - first, timeline.index.fps, num_frames, sampling)
-
-
-def read_window_frames(
-    source: VideoSource,
-    timeline: VideoTimeline,
-    start_s: float,
-    end_s: float,
-    num_frames: int,
-    sampling: SamplingMode = "fps",
-    *,
-    timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the `num_frames` frames of the window `[start_s, end_s)`, sampled by `window_frame_indices`.
-
-    Seeks to the keyframe before the window, so reading the windows of a long video one by one decodes each part of
-    it about once. A wanted frame that does not decode is replaced by the nearest one of the window that does.
-
-    Returns:
-        The frames, uint8 `(num_frames, height, width, 3)` RGB, and the frame mask `(num_frames,)`, all ones.
-
-    Raises:
-        `VideoDecodeError`: no frame of the window decodes.
-    """
-    description = _describe(source)
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    deadline = time.monotonic() + timeout_s
-    index = timeline.index
-    wanted = window_frame_indices(timeline, start_s, end_s, num_frames, sampling)
-    frames: dict[int, np.ndarray] = {}
-    if index.has_timestamps and len(index.keyframe_pts) > 0:
-        frames = _decode_by_timestamp(source, description, index, wanted, deadline)
-    if not frames:
-        frames, _ = _decode_by_count(source, description, wanted, deadline)
-    if not frames:
-        raise VideoDecodeError(description, f"no frame of the window {start_s:.2f}-{end_s:.2f} s decodes")
-    decoded = np.array(sorted(frames))
-    nearest = decoded[np.abs(decoded[None, :] - wanted[:, None]).argmin(axis=1)]
-    target_h, target_w = frames[int(nearest[0])].shape[:2]
-    video = np.stack([_resize_rgb(frames[int(i)], target_h, target_w) for i in nearest])
-    return video, np.ones(num_frames, dtype=np.int64)

@@ -5,7 +5,9 @@
     accelerate launch -m transformers_tempme.cli train configs/msrvtt_vit_b32.json
 
 Each subcommand lives in a module of this package with a `main(argv) -> int` and is imported only when it runs,
-so that `tempme schedule` does not load the Trainer and `tempme --help` answers at once.
+so that `tempme schedule` does not load the Trainer and `tempme --help` answers at once. What the commands share
+(parser, model options, device, the error policy: a user error is one `error:` line and exit code 2) is in
+`common`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from .common import CommandParser, command_parser
 
 # name -> (module in this package, one-line description). The order is the order of `tempme --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,23 +47,12 @@ examples:
 
 Run `tempme COMMAND --help` for a command's options. Several processes:
   accelerate launch -m transformers_tempme.cli train CONFIG.json ...
+A mistake in the input is one `error:` line (exit code 2); TEMPME_TRACEBACK=1 shows its traceback.
 """
 
 
-def command_parser(name: str, doc: str | None, **kwargs) -> argparse.ArgumentParser:
-    """The parser of `tempme NAME`: the module docstring's first paragraph as description, the rest as epilog."""
-    description, _, rest = (doc or "").strip().partition("\n\n")
-    return argparse.ArgumentParser(
-        prog=f"tempme {name}",
-        description=description,
-        epilog=rest or None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        **kwargs,
-    )
-
-
 def _top_level_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="tempme",
         description="TempMe (Temporal Token Merging) for efficient text-video retrieval.",
         epilog=EXAMPLES,

@@ -9,13 +9,14 @@ Every number in the card comes from the JSON files, the folder's config.json or 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from ..hub.model_card import CardInputError, add_card_arguments, card_from_arguments
-from . import command_parser
+from ..hub.model_card import add_card_arguments, card_from_arguments
+from ..hub.repo_id import check_model_folder, check_repo_id
+from .common import command_parser, reports_user_errors
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("card", __doc__)
     parser.add_argument("folder", help="saved model folder (config.json + weights) or peft adapter folder")
@@ -23,11 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", help="where to write the card (default: print it)")
     add_card_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        card = card_from_arguments(args.folder, args.repo_id, args)
-    except CardInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_repo_id(args.repo_id)
+    check_model_folder(args.folder)
+    card = card_from_arguments(args.folder, args.repo_id, args)
     if args.output:
         Path(args.output).write_text(str(card))
     else:

@@ -29,7 +29,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import command_parser
+from .common import command_parser, reports_user_errors
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--annotations-dir", required=True)
     parser.add_argument("--videos-dir", required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--num-frames", type=int, default=None, help="default: the saved processor's, else 12")
+    parser.add_argument("--num-frames", type=int, default=None, help="default: the saved processor's, else the model's")
     parser.add_argument("--max-words", type=int, default=None, help="default: the saved processor's, else 32")
     parser.add_argument("--frame-sampling", default=None, choices=("fps", "uniform"))
     parser.add_argument("--batch-size", type=int, default=32)
@@ -55,13 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_model(args):
-    from ..hub.loading import load_tempme
     from ..tuners.peft_methods import can_merge
+    from .common import load_model_option
 
-    if args.base_model:
-        model = load_tempme(args.base_model, adapter=args.model, schedule=args.preset)
-    else:
-        model = load_tempme(args.model, schedule=args.preset)
+    model = load_model_option(args.model, args.base_model, schedule=args.preset)
     check_peft_type(model, args.peft)
     # peft's methods fold into the weights; bottleneck adapters and deep prompts run as they are.
     return model.merge_and_unload() if can_merge(model) else model
@@ -83,25 +80,17 @@ def check_peft_type(model, peft: str | None) -> None:
 
 
 def load_processor(args, model):
-    """The processor saved with the model (settings on the command line win), else one built from the tokenizer."""
-    from transformers import AutoTokenizer
+    """The processor saved with the model (or its adapter's base), settings on the command line on top; with
+    --tokenizer, a new one around that tokenizer (`hub.loading.load_processor`)."""
+    from ..hub.loading import load_processor as load_model_processor
 
-    from .. import TempMeProcessor, build_clip_tokenizer
-
-    overrides = {
+    settings = {
         key: value
         for key, value in (("num_frames", args.num_frames), ("max_words", args.max_words),
                            ("frame_sampling", args.frame_sampling))
         if value is not None
     }
-    if (Path(args.model) / "processor_config.json").is_file() and not args.tokenizer:
-        return TempMeProcessor.from_pretrained(args.model, **overrides)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    except (OSError, ValueError):
-        tokenizer = build_clip_tokenizer()
-    defaults = {"num_frames": 12, "max_words": 32, "frame_sampling": "fps"}
-    return TempMeProcessor(tokenizer, image_size=model.config.vision_config.image_size, **{**defaults, **overrides})
+    return load_model_processor(args.model, model, tokenizer=args.tokenizer, **settings)
 
 
 def evaluate(argv: list[str]) -> dict:
@@ -114,10 +103,11 @@ def evaluate(argv: list[str]) -> dict:
     from ..evaluation.retrieval import evaluate_retrieval
 
     args = parse_args(argv)
+    # The split first: a mistyped dataset or folder is reported before the model is loaded.
+    rows = load_retrieval_dataset(args.dataset, args.annotations_dir, args.videos_dir, split=args.split)
     accelerator = Accelerator(cpu=args.device == "cpu")
     model = load_model(args).to(accelerator.device).eval()
     processor = load_processor(args, model)
-    rows = load_retrieval_dataset(args.dataset, args.annotations_dir, args.videos_dir, split=args.split)
     if args.max_samples is not None:
         rows = rows.select(range(min(args.max_samples, len(rows))))
     dataset = VideoTextDataset(rows, processor)
@@ -155,6 +145,7 @@ def evaluate(argv: list[str]) -> dict:
     return results
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     evaluate(sys.argv[1:] if argv is None else argv)
     return 0

@@ -10,7 +10,7 @@ also `vision_int8.onnx` and `text_int8.onnx` (onnxruntime dynamic int8), plus `c
 PyTorch to `--atol`. Run them with `transformers_tempme.inference.onnx_export.OnnxTempMe(OUT_DIR)`.
 
 MODEL is a saved TempMe model folder or Hub id, or a LoRA adapter folder (merged into `--base-model`, by default
-the base the adapter records). Needs `pip install "transformers-tempme[onnx]"`.
+the base the adapter records; bottleneck adapters and deep prompts cannot be merged and are refused). Needs `pip install "transformers-tempme[onnx]"`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import command_parser
+from .common import command_parser, load_model_option, reports_user_errors
 
 
 def _missing_onnx_packages() -> list[str]:
@@ -28,6 +28,7 @@ def _missing_onnx_packages() -> list[str]:
     return [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("export-onnx", __doc__)
     parser.add_argument("model", help="TempMe model folder or Hub id, or a LoRA adapter folder")
@@ -50,18 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ..hub.loading import is_adapter_folder, load_tempme
     from ..inference.onnx_export import export_onnx
 
-    try:
-        if is_adapter_folder(args.model):
-            model = load_tempme(args.base_model, adapter=args.model, merge=True)
-        else:
-            model = load_tempme(args.model)
-    except (OSError, ValueError) as error:
-        print(f"error: cannot load {args.model}: {error}", file=sys.stderr)
-        return 2
-    model = model.to("cpu", torch.float32).eval()
+    model = load_model_option(args.model, args.base_model, merge=True).to("cpu", torch.float32).eval()
     print(f"Exporting {args.model} to {args.output_dir} (opset {args.opset}) ...", flush=True)
     result = export_onnx(model, args.output_dir, opset=args.opset, quantize=args.quantize, verify=not args.no_verify,
                          atol=args.atol)

@@ -2,13 +2,20 @@
 
     tempme index videos/ --model path/to/tempme-model --index videos.index
     tempme index videos/ --index videos.index                      # later: encode only what changed
+    tempme index --check --index videos.index                      # read every file, compare with index.json
+    tempme index --repair --index videos.index                     # rebuild damaged derived files, no re-encoding
     tempme index videos/ --model path/to/tempme-model --index videos.index --precision int8   # faster on CPU
     tempme index videos/ --from-clip openai/clip-vit-base-patch32 --preset tempme-vit-b-32 --index videos.index
     accelerate launch -m transformers_tempme.cli index videos/ --model ... --index videos.index
 
-Every file under VIDEO_DIR is probed; videos longer than --segment-seconds are cut into windows, each sampled to
-the model's frame count as in training. Files that cannot be decoded are skipped and listed (with the reason) at
-the end and in the index's report. A run that is interrupted (even killed) resumes where it stopped when run again.
+Every file under VIDEO_DIR is probed (hidden files and index folders inside it are left out); videos longer than
+--segment-seconds are cut into windows, each sampled to the model's frame count as in training. The summary at the
+end, and the index's report, list with the reason the videos that failed (a file named like a video that cannot be
+read counts here) apart from the files skipped as not videos (images, text, sound), and warn about videos indexed
+only in part (a truncated file, windows that do not decode). A run that is interrupted (even killed) resumes where it stopped when run again;
+Ctrl-C commits the videos encoded so far (exit code 130). Without VIDEO_DIR an existing index updates the folder it
+was built from. An update that names another folder, or would remove all videos or more than half of them, is
+refused (--video-dir-moved, --allow-removals). --check exits with 1 when it finds a problem.
 
 --model takes a folder written by `TempMeCLIPModel.save_pretrained` (with the processor saved next to it), a Hub
 id, or a LoRA adapter folder; --from-clip a plain CLIP checkpoint turned into zero-shot TempMe with --preset.
@@ -20,78 +27,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import command_parser
+from .common import (
+    add_model_arguments,
+    command_parser,
+    default_device,
+    load_model_from_arguments,
+    reports_user_errors,
+)
 
 DEFAULT_NUM_WORKERS = 2
 
 
-def add_model_arguments(parser, required_help: str) -> None:
-    """--model / --from-clip / --preset / --revision, shared by `tempme index`, `search` and `serve`."""
-    group = parser.add_argument_group("model")
-    choice = group.add_mutually_exclusive_group()
-    choice.add_argument("--model", default=None, help=f"TempMe model folder, Hub id or adapter folder ({required_help})")
-    choice.add_argument("--from-clip", default=None, metavar="CLIP_ID",
-                        help="a plain CLIP checkpoint (folder or Hub id), turned into TempMe with --preset")
-    group.add_argument("--preset", default="tempme-vit-b-32", help="TempMe schedule applied with --from-clip")
-    group.add_argument("--revision", default=None, help="Hub revision of the model")
-    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: GPU if available)")
-
-
-def load_model_from_arguments(args):
-    """`(model, processor, model_info)` from --model / --from-clip, or `None` when neither is given."""
-    from ..search import load_search_model
-
-    if args.from_clip:
-        return load_search_model(args.from_clip, from_clip=True, preset=args.preset, revision=args.revision)
-    if args.model:
-        return load_search_model(args.model, revision=args.revision)
-    return None
-
-
-def open_index_from_arguments(args):
-    """The index at `args.index`, with the model of --model / --from-clip when given (checked against the index's
-    fingerprint), else the index's own model, loaded now."""
-    from ..search import VideoSearchIndex
-
-    index = VideoSearchIndex.open(args.index, device=default_device(args.device))
-    loaded = load_model_from_arguments(args)
-    if loaded is not None:
-        index.set_model(loaded[0], loaded[1])
-    else:
-        index.model  # noqa: B018 - loads the index's model
-    return index
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by the command line or the files it names: reported in one line, exit code 2."""
-    from ..search.fingerprint import EmbeddingSpaceMismatchError
-    from ..search.indexer import IndexLockedError
-    from ..search.manifest import IndexNotFoundError, IndexSettingsError
-    from ..video_io import VideoDecodeError
-
-    return (EmbeddingSpaceMismatchError, IndexNotFoundError, IndexSettingsError, IndexLockedError,
-            NotADirectoryError, VideoDecodeError)
-
-
-def run_reporting_user_errors(command, args) -> int:
-    """`command(args)`, with the errors of `user_errors` printed as `error: ...` (exit code 2), not as tracebacks."""
-    try:
-        return command(args)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-def default_device(requested: str | None) -> str:
-    import torch
-
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def parse_args(argv=None):
     parser = command_parser("index", __doc__)
-    parser.add_argument("video_dir", metavar="VIDEO_DIR", help="folder of videos (searched recursively)")
+    parser.add_argument("video_dir", metavar="VIDEO_DIR", nargs="?", default=None,
+                        help="folder of videos (searched recursively); default: the one the index was built from")
     parser.add_argument("--index", required=True, metavar="INDEX_DIR", help="index folder to create or update")
+    upkeep = parser.add_argument_group("checking and repairing (no model, no encoding)").add_mutually_exclusive_group()
+    upkeep.add_argument("--check", action="store_true",
+                        help="read every file of the index and compare it with index.json (exit code 1 on a problem)")
+    upkeep.add_argument("--repair", action="store_true",
+                        help="rebuild damaged or missing derived files (vectors from the Parquet rows, counts, "
+                        "index.json from its newest intact copy) and drop unreadable shards")
     add_model_arguments(parser, "required for a new index")
     segments = parser.add_argument_group("segments")
     segments.add_argument("--segment-seconds", type=float, default=None, help="window length (default 10, or the index's)")
@@ -105,6 +62,10 @@ def parse_args(argv=None):
     run = parser.add_argument_group("run")
     run.add_argument("--verify", action="store_true", help="detect changed files by content hash, not size and time")
     run.add_argument("--overwrite", action="store_true", help="re-encode every video (other model or settings)")
+    run.add_argument("--allow-removals", action="store_true",
+                     help="let an update remove all indexed videos, or more than half of them (refused otherwise)")
+    run.add_argument("--video-dir-moved", action="store_true",
+                     help="the indexed videos moved to VIDEO_DIR: keep their rows and record the new folder")
     run.add_argument("--batch-size", type=int, default=16, help="segments per forward pass")
     run.add_argument("--num-workers", type=int, default=DEFAULT_NUM_WORKERS, help="decoding processes")
     run.add_argument("--shard-rows", type=int, default=1024, help="segments per work shard (the most a kill can lose)")
@@ -116,41 +77,89 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    return run_reporting_user_errors(index_videos, parse_args(sys.argv[1:] if argv is None else argv))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return index_videos(args)
+    except KeyboardInterrupt:
+        print("\nInterrupted. The index is whole, as of its last commit; run the same command again to resume (videos "
+              "already encoded are not encoded again).", file=sys.stderr)
+        return 130
+
+
+def check_or_repair(args) -> int:
+    """`--check`: print every problem found (exit code 1 when there is one); `--repair`: what was repaired."""
+    from ..search.storage import check_index, repair_index
+
+    check = (repair_index if args.repair else check_index)(args.index)
+    manifest = check.manifest
+    if check.ok:
+        print(f"{args.index}: generation {manifest.generation}, {manifest.counts['videos']} videos, "
+              f"{manifest.counts['segments']} segments; {check.files_checked} files read in full, every one as "
+              "index.json recorded it" + ("; nothing to repair" if args.repair else ""))
+        return 0
+    for problem in check.problems:
+        print(f"{problem.name}: {problem.problem}\n  {'repaired' if args.repair else 'with --repair'}: {problem.repair}")
+    if args.repair:
+        if check.repaired is not None:
+            print(f"{args.index}: repaired as generation {check.repaired.generation}")
+        return 0
+    print(f"error: {len(check.problems)} problem(s) in {args.index}: run `tempme index --repair --index {args.index}`",
+          file=sys.stderr)
+    return 1
+
+
+def recorded_index(args):
+    """The manifest of the index at `--index`, for what the command leaves out (VIDEO_DIR, --model): an update takes
+    the folder and the model the index was built from."""
+    from ..search.storage import IndexNotFoundError, read_manifest
+
+    try:
+        return read_manifest(args.index)
+    except IndexNotFoundError:
+        needed = "name the VIDEO_DIR to index (and the --model)" if args.video_dir is None else \
+            "pass --model (or --from-clip) to build one"
+        raise IndexNotFoundError(f"{args.index} holds no index yet: {needed}.") from None
 
 
 def index_videos(args) -> int:
     from ..search import IndexingOptions, VectorIndexSettings, VideoSearchIndex
-    from ..search.manifest import manifest_exists, read_manifest
 
-    loaded = load_model_from_arguments(args)
-    if loaded is None:
-        if not manifest_exists(args.index):
-            print(f"error: {args.index} holds no index yet: pass --model (or --from-clip) to build one.", file=sys.stderr)
-            return 2
-        from ..search import load_search_model
+    if args.check or args.repair:
+        return check_or_repair(args)
+    model_given = bool(args.model or args.from_clip)
+    recorded = recorded_index(args) if args.video_dir is None or not model_given else None
+    video_dir = args.video_dir if args.video_dir is not None else recorded.video_dir
+    if model_given:
+        model, processor, model_info = load_model_from_arguments(args)
+    else:
+        from ..hub.loading import load_from_model_info
 
-        info = read_manifest(args.index).model
-        loaded = load_search_model(info["name_or_path"], from_clip=info.get("from_clip", False),
-                                   preset=info.get("preset") or args.preset, revision=info.get("revision"))
-    model, processor, model_info = loaded
+        model, processor = load_from_model_info(recorded.model, args.index)
+        model_info = recorded.model
     vector_index = None
     if args.ann is not None:
         vector_index = VectorIndexSettings(args.ann, args.hnsw_m, args.ef_construction, args.ef_search)
     options = IndexingOptions(
         segment_seconds=args.segment_seconds, segment_overlap=args.segment_overlap, vector_index=vector_index,
-        verify=args.verify, overwrite=args.overwrite, batch_size=args.batch_size, num_workers=args.num_workers,
+        verify=args.verify, overwrite=args.overwrite, allow_removals=args.allow_removals,
+        video_dir_moved=args.video_dir_moved, batch_size=args.batch_size, num_workers=args.num_workers,
         shard_rows=args.shard_rows, commit_seconds=args.commit_seconds, device=default_device(args.device),
         progress=not args.no_progress, precision=None if args.precision == "model" else args.precision,
     )
-    index = VideoSearchIndex.build(args.video_dir, args.index, model, processor, model_info=model_info, options=options)
-    from ..search.distributed import ProcessGroup
+    index = VideoSearchIndex.build(video_dir, args.index, model, processor, model_info=model_info, options=options)
+    from ..search.distributed import process_group
 
-    if ProcessGroup().is_main:
-        report = index.last_report
+    report = index.last_report
+    if process_group().is_main:
         print(f"Index {Path(args.index)}: {len(index.videos)} videos, {len(index)} segments "
               f"({report.segments_encoded} encoded in {report.seconds:.1f} s, precision {args.precision})")
         print(report.summary())
         print(f"Report: {Path(args.index) / index.manifest.report}")
+    if report.interrupted:
+        if process_group().is_main:
+            print(f"Interrupted: the videos encoded so far are committed; {report.pending} not indexed yet. Resume "
+                  f"with the same command: tempme index {video_dir} --index {args.index}", file=sys.stderr)
+        return 130
     return 0

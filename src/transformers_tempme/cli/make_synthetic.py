@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 
 from ..data.synthetic_video import make_synthetic_benchmark
-from . import command_parser
+from .common import command_parser, reports_user_errors
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("make-synthetic", __doc__)
     parser.add_argument("outdir")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import PRESETS, TempMeCLIPModel, TempMeConfig, count_gflops, token_schedule
+from .. import PRESETS, TempMeCLIPModel, TempMeConfig
+from ..analysis.accounting import count_gflops, token_schedule
 from ..analysis.paper_figures import PAPER_GFLOPS, PAPER_OUTPUT_TOKENS
-from . import command_parser
+from .common import command_parser, reports_user_errors
 
 # Rows of the summary table: (label, preset, frame override). 64-frame baselines reuse the 12-frame presets.
 SUMMARY_ROWS = [(preset, preset, None) for preset in PRESETS] + [
@@ -92,6 +93,7 @@ def print_tuner_table(preset: str) -> None:
         print(f"| {label} | " + " | ".join(f"{count_gflops(config, **tuning):.2f}" for config in configs) + " |")
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("schedule", __doc__)
     parser.add_argument("--preset", default="tempme-vit-b-32", choices=PRESETS)

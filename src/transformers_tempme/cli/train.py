@@ -5,6 +5,10 @@
     accelerate launch -m transformers_tempme.cli train configs/msrvtt_vit_b32.json
 
 Settings come from a JSON file (its keys are the option names with underscores), then the command line on top.
+A dataset given (`--annotations-dir` / `--videos-dir`) means: train, then evaluate on `--eval-split` when the dataset
+has that split; `--do-train false` or `--do-eval false` say otherwise, and without a dataset there is nothing to do
+(an error says so). `--help` lists this command's options and the Trainer options runs usually set; `--help-all`
+lists every Trainer option (all of them are accepted either way).
 
 The model: a CLIP checkpoint (`--model`, Hub id or local folder) turned into TempMe with the merge schedule of
 `--preset` (`clip-vit-b-32` for the frame-independent baseline, `tome-vit-b-32` for ToMe) updated by
@@ -35,36 +39,31 @@ import argparse
 import json
 import logging
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import transformers
-from peft import PeftModel
-from transformers import AutoTokenizer, HfArgumentParser, PretrainedConfig, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from .. import (
-    TempMeCLIPModel,
-    TempMeConfig,
-    TempMeProcessor,
-    build_clip_tokenizer,
-    load_retrieval_dataset,
-    load_tempme,
-)
-from ..configuration_tempme import SCHEDULE_FIELDS, did_you_mean, unknown_names
+from .. import TempMeCLIPModel, TempMeConfig, TempMeProcessor, load_retrieval_dataset
+from ..configuration_tempme import DEFAULT_PRESET, SCHEDULE_FIELDS, did_you_mean, unknown_names
 from ..data.video_text import VideoTextDataset, collate_video_text
-from ..hub.auto import save_with_pipeline
+from ..hub.loading import check_processor_fits, load_tempme, load_tokenizer, saved_model_type
+from ..hub.repo_id import check_model_source
 from ..training.checkpoints import resume_checkpoint
-from ..training.trainer import TempMeTrainer, unwrap_tempme
+from ..training.saving import save_trained_model
+from ..training.trainer import TempMeTrainer
 from ..tuners.lora import DEFAULT_TARGET_MODULES, lora_config
-from ..tuners.peft_methods import apply_peft, can_merge, parse_peft_option
-from ..tuners.tuner_model import TempMeTunerModel, TunerConfig
+from ..tuners.peft_methods import apply_peft, parse_peft_option
+from ..tuners.tuner_model import TunerConfig
+from .common import OneLineErrors, reports_user_errors
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "model"  # a section of --help (HfArgumentParser)
+
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -73,7 +72,7 @@ class ModelArguments:
         },
     )
     preset: str = field(
-        default="tempme-vit-b-32",
+        default=DEFAULT_PRESET,
         metadata={"help": "Merge schedule preset (TempMeConfig.from_preset); the backbone too for random init."},
     )
     schedule_overrides: str | None = field(
@@ -101,6 +100,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    _argument_group_name = "data"
+
     dataset_name: str = field(
         default="msrvtt", metadata={"aliases": ["--dataset"], "help": "msrvtt, didemo, activitynet or lsmdc."}
     )
@@ -125,6 +126,20 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None)
 
 
+# The Trainer options `--help` shows (runs usually set these); `--help-all` shows the other ~150.
+COMMON_TRAINER_OPTIONS: tuple[str, ...] = (
+    "output_dir", "do_train", "do_eval", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_steps",
+    "lr_scheduler_type", "eval_strategy", "save_strategy", "save_steps", "logging_steps", "seed",
+    "resume_from_checkpoint", "bf16", "dataloader_num_workers", "report_to",
+)
+HELP_ALL = "--help-all"
+
+
+class TrainArgumentParser(OneLineErrors, HfArgumentParser):
+    """`HfArgumentParser` whose usage errors are one `error:` line, as in every `tempme` command."""
+
+
 def hyphens_first(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Show every option by its shortest hyphenated spelling in `--help`.
 
@@ -136,10 +151,50 @@ def hyphens_first(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def hide_rare_trainer_options(parser: argparse.ArgumentParser) -> None:
+    """Leave out of `--help` the Trainer options not in `COMMON_TRAINER_OPTIONS` (they still parse)."""
+    trainer_fields = set(TrainingArguments.__dataclass_fields__)
+    hidden = 0
+    for action in parser._actions:
+        if action.dest in trainer_fields and action.dest not in COMMON_TRAINER_OPTIONS:
+            action.help = argparse.SUPPRESS
+            hidden += 1
+    parser.epilog = (parser.epilog or "") + (
+        f"\n\n{hidden} more Trainer options (TrainingArguments) are accepted: `tempme train {HELP_ALL}` lists them."
+    )
+
+
+def trainer_options_last(parser: argparse.ArgumentParser) -> None:
+    """In `--help`, this command's own sections (model, data) first, then the Trainer's options."""
+    general = parser._optionals
+    general.title = "Trainer options (TrainingArguments) and help"
+    parser._action_groups.remove(general)
+    parser._action_groups.append(general)
+
+
+def explicit_settings(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The settings the command line names (by dest), whatever their spelling (aliases, `--no-x`, `--x=value`)."""
+    defaults = {action: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        named, _ = argparse.ArgumentParser.parse_known_args(parser, argv)
+    finally:
+        for action, default in defaults.items():
+            action.default = default
+    return set(vars(named))
+
+
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """`config.json [--key value ...]`: the file's values, then the command line on top; or only the command line."""
+    return parse_settings(argv)[:3]
+
+
+def parse_settings(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments, set[str]]:
+    """`parse_arguments`, plus the names of the settings given explicitly (in the file or on the command line),
+    which `plan_run` needs to tell "not asked" from "asked not to"."""
     description, _, epilog = __doc__.strip().partition("\n\n")
-    parser = HfArgumentParser(
+    parser = TrainArgumentParser(
         (ModelArguments, DataArguments, TrainingArguments),
         prog="tempme train",
         description=description,
@@ -147,9 +202,18 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Tra
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     hyphens_first(parser)
+    trainer_options_last(parser)
+    argv = list(argv)
+    if HELP_ALL in argv:
+        argv[argv.index(HELP_ALL)] = "--help"
+    else:
+        hide_rare_trainer_options(parser)
+    explicit = set()
     if argv and argv[0].endswith(".json"):
         with open(argv[0]) as f:
-            parser.set_defaults(**json.load(f))
+            file_settings = json.load(f)
+        parser.set_defaults(**file_settings)
+        explicit |= set(file_settings)
         argv = argv[1:]
     model_args, data_args, training_args, *unknown, remaining = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True, look_for_args_file=False
@@ -162,18 +226,65 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Tra
         options = [f"--{name.replace('_', '-')}" for name in names]
         hints = "".join(f" {flag}{did_you_mean(flag.replace('_', '-'), options)}" for flag in flags)
         raise ValueError(f"Unknown command-line arguments {remaining}.{hints} See --help.")
-    return model_args, data_args, training_args
+    explicit |= explicit_settings(parser, argv)
+    return model_args, data_args, training_args, explicit
 
 
-def load_tokenizer(model_args: ModelArguments):
-    if model_args.tokenizer_name_or_path:
-        return AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path, cache_dir=model_args.cache_dir)
-    if model_args.model_name_or_path:
-        try:
-            return AutoTokenizer.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
-        except (OSError, ValueError):
-            logger.info("No tokenizer next to %s; building OpenAI CLIP's BPE tokenizer.", model_args.model_name_or_path)
-    return build_clip_tokenizer()
+def has_dataset(data_args: DataArguments, explicit: set[str]) -> bool:
+    """Whether the settings name a dataset: its folders, or a dataset name given (a Hub dataset needs no folders)."""
+    return data_args.annotations_dir is not None or data_args.videos_dir is not None or "dataset_name" in explicit
+
+
+def plan_run(data_args: DataArguments, training_args: TrainingArguments, explicit: set[str]) -> bool:
+    """Decide what the run does when the settings do not say: a dataset given means train, and evaluate when the
+    dataset has the eval split. Returns whether evaluation was asked for explicitly (else it runs only if the split is
+    there). Raises `ValueError` when there is nothing to do."""
+    dataset = has_dataset(data_args, explicit)
+    if "do_train" not in explicit:
+        training_args.do_train = dataset
+    eval_asked = "do_eval" in explicit
+    if not eval_asked:
+        training_args.do_eval = dataset
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError(
+            "Nothing to do: " + ("--do-train and --do-eval are both off." if dataset else "no dataset is given.")
+            + " Give a dataset to train on (--dataset, --annotations-dir, --videos-dir); training and evaluating on it"
+            " is the default."
+        )
+    return eval_asked
+
+
+def run_warnings(model_args: ModelArguments, training_args: TrainingArguments) -> list[str]:
+    """What changes the meaning of a run, said before anything else is logged."""
+    if model_args.model_name_or_path is not None or not training_args.do_train:
+        return []
+    warnings = [
+        f"No --model: training starts from random weights (the {model_args.preset} shape), not from a pretrained "
+        "CLIP. Pass --model openai/clip-vit-base-patch32 (or a local CLIP or TempMe folder) to fine-tune one."
+    ]
+    method = peft_config(model_args)
+    if method is not None and not isinstance(method, TunerConfig):
+        name = str(getattr(method.peft_type, "value", method.peft_type)).replace("LORA", "LoRA")
+        warnings.append(
+            f"{name} on random weights trains only its own small matrices "
+            "and the clip position embeddings; every other weight stays random. Pass --use-lora false to train all "
+            "weights. The output folder will hold the full model with the method folded in, not an adapter."
+        )
+    return warnings
+
+
+def model_source_kwargs(model_args: ModelArguments) -> dict:
+    """The keyword arguments that load files from --model, after checking it (`check_model_source`): a wrong path or
+    an unreachable Hub is one error before anything is loaded."""
+    kwargs = {"cache_dir": model_args.cache_dir} if model_args.cache_dir else {}
+    if model_args.model_name_or_path is not None:
+        kwargs.update(check_model_source(model_args.model_name_or_path, cache_dir=model_args.cache_dir))
+    return kwargs
+
+
+def load_tokenizer_for(model_args: ModelArguments, **source_kwargs):
+    """--tokenizer, else the tokenizer saved with --model, else OpenAI CLIP's BPE tokenizer built offline."""
+    return load_tokenizer(model_args.model_name_or_path, tokenizer=model_args.tokenizer_name_or_path, **source_kwargs)
 
 
 def json_option(name: str, text: str | None) -> dict:
@@ -187,7 +298,10 @@ def json_option(name: str, text: str | None) -> dict:
     return value
 
 
-def load_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
+def build_model(model_args: ModelArguments, tokenizer, **source_kwargs) -> TempMeCLIPModel:
+    """The model to train: random weights of --preset (with --config-overrides), or the --model checkpoint (a CLIP
+    checkpoint under --preset's schedule, a TempMe model under its own), --schedule-overrides on top.
+    `source_kwargs`: from `model_source_kwargs`."""
     schedule_overrides = json_option("schedule-overrides", model_args.schedule_overrides)
     not_schedule = [key for key in schedule_overrides if key not in SCHEDULE_FIELDS]
     if not_schedule:
@@ -205,8 +319,8 @@ def load_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
         config = TempMeConfig.from_preset(model_args.preset, **{**overrides, **schedule_overrides})
         logger.info("Random initialisation of %s", model_args.preset)
         return TempMeCLIPModel(config)
-    path, kwargs = model_args.model_name_or_path, {"cache_dir": model_args.cache_dir}
-    if PretrainedConfig.get_config_dict(path, **kwargs)[0].get("model_type") == TempMeConfig.model_type:
+    path, kwargs = model_args.model_name_or_path, source_kwargs
+    if saved_model_type(path, **kwargs) == TempMeConfig.model_type:
         # A saved TempMe model keeps its schedule, unless overrides change some of its fields.
         schedule = TempMeConfig.from_pretrained(path, **kwargs, **schedule_overrides) if schedule_overrides else None
     else:
@@ -216,22 +330,36 @@ def load_model(model_args: ModelArguments, tokenizer) -> TempMeCLIPModel:
     return model
 
 
-def load_split(data_args: DataArguments, split: str, processor, augment: bool, max_samples: int | None, seed: int):
+def load_rows(data_args: DataArguments, split: str, max_samples: int | None):
+    """The rows of one split (`load_retrieval_dataset`), the first `max_samples` of them when given."""
     rows = load_retrieval_dataset(data_args.dataset_name, data_args.annotations_dir, data_args.videos_dir, split=split)
-    if max_samples is not None:
-        rows = rows.select(range(min(max_samples, len(rows))))
+    return rows if max_samples is None else rows.select(range(min(max_samples, len(rows))))
+
+
+def load_eval_rows(data_args: DataArguments, required: bool):
+    """The eval split's rows; `None` (logged) when the dataset has no such split and evaluation was not required."""
+    try:
+        return load_rows(data_args, data_args.eval_split, data_args.max_eval_samples)
+    except FileNotFoundError as error:
+        if required:
+            raise
+        logger.warning("Not evaluating: the dataset has no %s split (%s)", data_args.eval_split, error)
+        return None
+
+
+def video_text_dataset(rows, data_args: DataArguments, processor, augment: bool, seed: int) -> VideoTextDataset:
     skipped = data_args.max_skipped_videos
     return VideoTextDataset(
         rows, processor, augment=augment, seed=seed, max_skipped_videos=int(skipped) if skipped >= 1 else skipped
     )
 
 
-def prepare_for_training(model: TempMeCLIPModel, model_args: ModelArguments):
-    model.logit_scale.requires_grad_(not model_args.freeze_logit_scale)
-    config = peft_config(model_args)
-    if config is not None:
-        model = apply_peft(model, config)
-        if not model_args.freeze_logit_scale:
+def prepare_for_training(model: TempMeCLIPModel, method, freeze_logit_scale: bool):
+    """The model with `method` (a peft or tuner config, `None` for full fine-tuning) on it, ready to train."""
+    model.logit_scale.requires_grad_(not freeze_logit_scale)
+    if method is not None:
+        model = apply_peft(model, method)
+        if not freeze_logit_scale:
             model.get_base_model().logit_scale.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -248,10 +376,10 @@ def peft_config(model_args: ModelArguments):
     return parse_peft_option(model_args.peft)
 
 
-def check_base_for_method(model_args: ModelArguments) -> None:
+def check_base_for_method(model_args: ModelArguments, method) -> None:
     """Bottleneck adapters and deep prompts cannot be folded into the weights, so what they are trained on must be a
     checkpoint their adapter folder can name: refuse a random initialisation before any training is spent."""
-    if model_args.model_name_or_path is None and isinstance(peft_config(model_args), TunerConfig):
+    if model_args.model_name_or_path is None and isinstance(method, TunerConfig):
         raise ValueError(
             f"--peft {model_args.peft} on a random initialisation: the adapter could not be loaded again, since it "
             "cannot be folded into the weights and its base is saved nowhere. Train from a checkpoint (--model "
@@ -271,82 +399,77 @@ def set_per_device_batch_size(training_args: TrainingArguments, global_batch_siz
     training_args.per_device_train_batch_size = global_batch_size // shares
 
 
-class SettingsError(ValueError):
-    """A setting of `tempme train` or a file it names is wrong; found before training starts."""
-
-
-@contextmanager
-def settings_errors():
-    """Turn the errors of reading settings, configs, models and annotations into `SettingsError`s."""
-    try:
-        yield
-    except (ValueError, TypeError, OSError) as error:
-        raise SettingsError(str(error)) from error
-
-
 def train(argv: list[str]) -> dict:
-    """Run `tempme train ARGV` and return the train and eval metrics."""
-    # Settings and input files are checked here, before anything is trained: a mistake is one `error:` line.
-    with settings_errors():
-        model_args, data_args, training_args = parse_arguments(argv)
-        training_args.remove_unused_columns = False  # batches carry videos and captions, not model-signature columns
-        if data_args.global_train_batch_size is not None:
-            set_per_device_batch_size(training_args, data_args.global_train_batch_size)
-        logging.basicConfig(
-            format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=training_args.get_process_log_level()
-        )
-        transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-        logger.info("Training arguments: %s", training_args)
+    """Run `tempme train ARGV` and return the train and eval metrics.
 
-        check_base_for_method(model_args)
-        checkpoint = resume_checkpoint(training_args)  # the newest complete checkpoint; partial ones are skipped
-        set_seed(training_args.seed)
+    Everything that can be checked is checked before the first step: the settings, the data (splits, folders), the
+    model, and that the processor's frames, caption length and token ids fit the model.
+    """
+    model_args, data_args, training_args, explicit = parse_settings(argv)
+    training_args.remove_unused_columns = False  # batches carry videos and captions, not model-signature columns
+    eval_asked = plan_run(data_args, training_args, explicit)
+    if data_args.global_train_batch_size is not None:
+        set_per_device_batch_size(training_args, data_args.global_train_batch_size)
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=training_args.get_process_log_level()
+    )
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    for warning in run_warnings(model_args, training_args):  # before anything else is logged
+        logger.warning(warning)
+    logger.info("Training arguments: %s", training_args)
 
-        tokenizer = load_tokenizer(model_args)
-        model = load_model(model_args, tokenizer)
-        processor = TempMeProcessor(
-            tokenizer,
-            num_frames=data_args.num_frames,
-            max_words=data_args.max_words,
-            frame_sampling=data_args.frame_sampling,
-            image_size=model.config.vision_config.image_size,
-        )
-        # The augmentation draws are keyed on (seed, epoch, sample): the same with any number of workers, and replayed
-        # when a run resumes.
-        data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
-        train_dataset = eval_dataset = None
-        if training_args.do_train:
-            train_dataset = load_split(
-                data_args, data_args.train_split, processor, data_args.augment, data_args.max_train_samples, data_seed
-            )
-        if training_args.do_eval or training_args.eval_strategy != "no":
-            eval_dataset = load_split(
-                data_args, data_args.eval_split, processor, False, data_args.max_eval_samples, data_seed
-            )
+    method = peft_config(model_args)
+    check_base_for_method(model_args, method)
+    checkpoint = resume_checkpoint(training_args)  # the newest complete checkpoint; partial ones are skipped
+    set_seed(training_args.seed)
 
-        model = prepare_for_training(model, model_args)
-        trainer = TempMeTrainer(
-            model=model,
-            args=training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            data_collator=collate_video_text,
-            processing_class=tokenizer,
-        )
+    # The data before the model: a mistyped dataset name or folder is reported before a model is loaded.
+    train_rows = None
+    if training_args.do_train:
+        train_rows = load_rows(data_args, data_args.train_split, data_args.max_train_samples)
+    eval_rows = None
+    if training_args.do_eval or training_args.eval_strategy != "no":
+        required = eval_asked or training_args.eval_strategy != "no" or not training_args.do_train
+        eval_rows = load_eval_rows(data_args, required)
+        training_args.do_eval = training_args.do_eval and eval_rows is not None
+
+    source_kwargs = model_source_kwargs(model_args)
+    tokenizer = load_tokenizer_for(model_args, **source_kwargs)
+    model = build_model(model_args, tokenizer, **source_kwargs)
+    processor = TempMeProcessor(
+        tokenizer,
+        num_frames=data_args.num_frames,
+        max_words=data_args.max_words,
+        frame_sampling=data_args.frame_sampling,
+        image_size=model.config.vision_config.image_size,
+    )
+    check_processor_fits(model, processor)
+    # The augmentation draws are keyed on (seed, epoch, sample): the same with any number of workers, and replayed
+    # when a run resumes.
+    data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    train_dataset = None if train_rows is None else video_text_dataset(
+        train_rows, data_args, processor, data_args.augment, data_seed
+    )
+    eval_dataset = None if eval_rows is None else video_text_dataset(eval_rows, data_args, processor, False, data_seed)
+
+    model = prepare_for_training(model, method, model_args.freeze_logit_scale)
+    # An adapter needs a base to load onto, and a random initialisation is none: the method is folded in and the
+    # full model saved (methods that cannot be folded are refused above, see check_base_for_method).
+    fold_into_weights = model_args.model_name_or_path is None and method is not None
+    trainer = TempMeTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collate_video_text,
+        processing_class=tokenizer,
+    )
 
     results = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        # An adapter needs a base to load onto, and a random initialisation is none: fold the method in and save
-        # the full model (methods that cannot be folded are refused before training, see check_base_for_method).
-        fold_into_weights = model_args.model_name_or_path is None and can_merge(trainer.model)
-        if fold_into_weights:
-            logger.warning("Random initialisation: the output is the full model (the adapter folded in), not an adapter.")
-            trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        if isinstance(trainer.model, TempMeTunerModel):  # not a model class the Trainer saves as an adapter
-            trainer.model.save_pretrained(training_args.output_dir, is_main_process=trainer.is_world_process_zero())
-        else:
-            trainer.save_model()  # the adapter (with the clip position embeddings) or the full model
+        save_trained_model(trainer, processor, fold_into_weights=fold_into_weights,
+                           save_merged=model_args.save_merged_model)
         if train_dataset.skipped_video_ids:
             train_result.metrics["train_skipped_videos"] = len(train_dataset.skipped_video_ids)
             logger.warning(
@@ -357,23 +480,6 @@ def train(argv: list[str]) -> dict:
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         results.update(train_result.metrics)
-        if trainer.is_world_process_zero():
-            tuned = isinstance(trainer.model, (PeftModel, TempMeTunerModel))
-            if tuned:
-                processor.save_pretrained(training_args.output_dir)
-                # The adapter alone does not say which merge schedule it was trained with: keep the TempMe config.
-                unwrap_tempme(trainer.model).config.save_pretrained(training_args.output_dir)
-            else:
-                # With the processor and the pipeline, the folder loads with transformers alone (trust_remote_code).
-                save_with_pipeline(unwrap_tempme(trainer.model), processor, training_args.output_dir)
-            if model_args.save_merged_model:
-                if fold_into_weights:
-                    save_with_pipeline(trainer.model, processor, Path(training_args.output_dir) / "merged")
-                elif can_merge(trainer.model):
-                    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-                    save_with_pipeline(merged, processor, Path(training_args.output_dir) / "merged")
-                else:
-                    logger.warning("--save-merged-model: full fine-tuning, adapters and prompts have nothing to fold in.")
     if training_args.do_eval:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
@@ -382,10 +488,7 @@ def train(argv: list[str]) -> dict:
     return results
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    try:
-        train(sys.argv[1:] if argv is None else argv)
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    train(sys.argv[1:] if argv is None else argv)
     return 0

@@ -13,7 +13,6 @@ the TempMe schedule without its ClipMe blocks: ImgMe with the same r in every bl
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -21,16 +20,14 @@ import torch
 from ..analysis.visualization import merge_figure, merge_owners, prepare_frames
 from ..configuration_tempme import PRESETS, TempMeConfig
 from ..modeling_tempme import TempMeCLIPModel
-from ..video_io import VideoDecodeError, read_video_frames
-from . import command_parser
+from ..video_io import read_video_frames
+from .common import command_parser, load_model_option, reports_user_errors
 
 
 def build_models(model_path: str | None, preset: str, seed: int) -> tuple[TempMeCLIPModel, TempMeCLIPModel]:
     """(ToMe, TempMe) sharing one set of CLIP weights."""
     if model_path:
-        from ..hub.loading import load_tempme
-
-        tempme = load_tempme(model_path, merge=True)
+        tempme = load_model_option(model_path, merge=True)  # the ToMe row needs a plain model (with_schedule)
     else:
         torch.manual_seed(seed)
         tempme = TempMeCLIPModel(TempMeConfig.from_preset(preset)).eval()
@@ -38,6 +35,7 @@ def build_models(model_path: str | None, preset: str, seed: int) -> tuple[TempMe
     return tempme.with_schedule(tome_schedule).eval(), tempme
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("visualize", __doc__)
     parser.add_argument("video", help="video file (anything PyAV decodes)")
@@ -55,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tome, tempme = build_models(args.model, args.preset, args.seed)
     config = tempme.config
-    try:
-        frames, _ = read_video_frames(args.video, config.num_frames, sampling="uniform")
-    except VideoDecodeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    frames, _ = read_video_frames(args.video, config.num_frames, sampling="uniform")
     shown, pixel_values = prepare_frames(frames, config.vision_config.image_size)
 
     rows = []

@@ -40,6 +40,7 @@ from typing import Literal
 
 import datasets
 
+from ..configuration_tempme import did_you_mean
 from ..hub.repo_id import is_repo_id
 
 logger = logging.getLogger(__name__)
@@ -314,9 +315,6 @@ _RECORD_READERS: dict[str, Callable[[Path, str], list[CaptionRecord]]] = {
     "lsmdc": _lsmdc_records,
 }
 BENCHMARKS: tuple[str, ...] = tuple(_RECORD_READERS)
-# The paper's frames and words per benchmark: paragraph-to-video benchmarks use 64 of each.
-BENCHMARK_NUM_FRAMES = {"msrvtt": 12, "lsmdc": 12, "didemo": 64, "activitynet": 64}
-BENCHMARK_MAX_WORDS = {"msrvtt": 32, "lsmdc": 32, "didemo": 64, "activitynet": 64}
 
 
 def _index_video_files(videos_dir: Path) -> dict[str, Path]:
@@ -377,7 +375,10 @@ def load_retrieval_dataset(
     if benchmark not in _RECORD_READERS:
         if is_repo_id(name, require_owner=True) and annotations_dir is None:
             return _load_from_hub(name, split)
-        raise ValueError(f"Unknown benchmark {name!r}; choose from {BENCHMARKS} or give a Hub dataset id owner/name.")
+        raise ValueError(
+            f"Unknown benchmark {name!r}{did_you_mean(name, BENCHMARKS)}; choose from {BENCHMARKS} or give a Hub "
+            "dataset id owner/name."
+        )
     if annotations_dir is None or videos_dir is None:
         raise ValueError(f"Loading {benchmark} needs annotations_dir and videos_dir.")
     if on_missing not in ("drop", "keep", "raise"):

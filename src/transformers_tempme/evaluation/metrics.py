@@ -125,11 +125,6 @@ def text_video_retrieval_metrics(
     return results
 
 
-def join_paragraphs(captions_by_video: dict[str, Sequence[str]], separator: str = " ") -> dict[str, str]:
-    """Paragraph mode (ActivityNet, DiDeMo): every video's captions, in order, joined into one text."""
-    return {video: separator.join(captions) for video, captions in captions_by_video.items()}
-
-
 def pair_accuracy(similarity, partner_of: Sequence[int] | np.ndarray) -> float:
     """Share of videos that score their own caption strictly above the caption of a paired video.
 
@@ -154,6 +149,5 @@ __all__ = [
     "ground_truth_ranks",
     "multi_caption_ranks",
     "metrics_from_ranks",
-    "join_paragraphs",
     "pair_accuracy",
 ]

@@ -30,7 +30,6 @@ REMOTE_CODE_FILES: tuple[str, ...] = ("configuration_tempme.py", "modeling_tempm
 PROCESSOR_CODE_FILES: tuple[str, ...] = ("processing_tempme.py", "video_io.py", "frame_transforms.py")
 # The pipeline's code, written by `save_with_pipeline`.
 PIPELINE_CODE_FILES: tuple[str, ...] = ("pipeline_tempme.py",)
-PROCESSOR_CONFIG_NAME = "processor_config.json"
 
 
 def register_auto_classes() -> None:
@@ -44,6 +43,18 @@ def register_auto_classes() -> None:
         # pt_model is AutoModel: a saved pipeline records the class by name, and a remote-code user resolves the
         # name in transformers, whose AutoModel finds TempMe through the auto_map.
         PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=TempMePipeline, pt_model=AutoModel, type="multimodal")
+
+
+def custom_pipelines_entry() -> dict:
+    """The `custom_pipelines` entry of `config.json` that `save_with_pipeline` writes (the task, the pipeline class
+    by `module.name`, the Auto class it loads the model with), for folders saved without it."""
+    register_auto_classes()
+    entry = {}
+    for task, info in TempMePipeline._registered_impl.items():
+        if info["impl"] is TempMePipeline:  # named as `Pipeline.save_pretrained` names it
+            entry[task] = {**info, "impl": f"{TempMePipeline.__module__.rsplit('.', 1)[-1]}.{TempMePipeline.__name__}",
+                           "pt": [model_class.__name__ for model_class in info["pt"]]}
+    return entry
 
 
 def save_with_pipeline(model: TempMeCLIPModel, processor, folder: str | os.PathLike) -> None:
@@ -70,8 +81,8 @@ def save_with_pipeline(model: TempMeCLIPModel, processor, folder: str | os.PathL
 __all__ = [
     "register_auto_classes",
     "save_with_pipeline",
+    "custom_pipelines_entry",
     "REMOTE_CODE_FILES",
     "PROCESSOR_CODE_FILES",
     "PIPELINE_CODE_FILES",
-    "PROCESSOR_CONFIG_NAME",
 ]

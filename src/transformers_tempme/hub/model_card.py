@@ -40,6 +40,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
+from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_NAME
+from transformers.utils.peft_utils import ADAPTER_CONFIG_NAME, ADAPTER_SAFE_WEIGHTS_NAME
 
 from .repo_id import is_repo_id
 
@@ -294,28 +296,28 @@ def card_for_folder(
     """
     folder = Path(folder)
     adapter_config = None
-    if (folder / "adapter_config.json").is_file():
-        adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    if (folder / ADAPTER_CONFIG_NAME).is_file():
+        adapter_config = json.loads((folder / ADAPTER_CONFIG_NAME).read_text())
         base_model = base_model or adapter_config.get("base_model_name_or_path")
-        if config_path is None and (folder / "config.json").is_file():
-            config_path = folder / "config.json"
+        if config_path is None and (folder / CONFIG_NAME).is_file():
+            config_path = folder / CONFIG_NAME
         if config_path is None:
-            candidate = Path(base_model or "") / "config.json"
+            candidate = Path(base_model or "") / CONFIG_NAME
             if not (base_model and candidate.is_file()):
                 raise CardInputError(
                     f"The adapter's base model {base_model!r} is not a local folder with a config.json; pass the "
                     "TempMe config.json it was trained with (--config)."
                 )
             config_path = candidate
-    config = json.loads(Path(config_path or folder / "config.json").read_text())
+    config = json.loads(Path(config_path or folder / CONFIG_NAME).read_text())
 
     evaluations = [load_evaluation(path, eval_command) for path in eval_json]
     trainable = next((e["trainable_parameters"] for e in evaluations if "trainable_parameters" in e), None)
     total = None
     if adapter_config is not None:
-        trainable = count_parameters(folder / "adapter_model.safetensors")
-    elif (folder / "model.safetensors").is_file():
-        total = count_parameters(folder / "model.safetensors")
+        trainable = count_parameters(folder / ADAPTER_SAFE_WEIGHTS_NAME)
+    elif (folder / SAFE_WEIGHTS_NAME).is_file():
+        total = count_parameters(folder / SAFE_WEIGHTS_NAME)
     return render_model_card(
         config,
         repo_id=repo_id,

@@ -12,16 +12,33 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from .auto import PIPELINE_CODE_FILES, PROCESSOR_CODE_FILES, PROCESSOR_CONFIG_NAME, REMOTE_CODE_FILES
+from transformers.utils import (
+    CONFIG_NAME,
+    FEATURE_EXTRACTOR_NAME,
+    PROCESSOR_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+)
+
+from .auto import (
+    PIPELINE_CODE_FILES,
+    PROCESSOR_CODE_FILES,
+    REMOTE_CODE_FILES,
+    custom_pipelines_entry,
+)
 from .integrity import check_safetensors
 from .loading import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, is_adapter_folder
+from .repo_id import check_model_folder
 
 logger = logging.getLogger(__name__)
 
+# The package's own folder, which holds the remote-code files.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CARD_NAME = "README.md"
 # Pickled weights run code when loaded; only safetensors are published.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -29,14 +46,14 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 TRAINER_PICKLES = ("training_args.bin",)
 # What a model or adapter repo holds: weights (every *.safetensors), configs, remote code, processor and tokenizer.
 PUBLISHED_FILES = (
-    "config.json",
-    "model.safetensors.index.json",
+    CONFIG_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
     ADAPTER_CONFIG_NAME,
     *REMOTE_CODE_FILES,
     *PROCESSOR_CODE_FILES,
     *PIPELINE_CODE_FILES,
-    PROCESSOR_CONFIG_NAME,
-    "preprocessor_config.json",
+    PROCESSOR_NAME,
+    FEATURE_EXTRACTOR_NAME,
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -65,6 +82,7 @@ def files_to_upload(folder: str | os.PathLike) -> list[Path]:
         )
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist; give the folder written by tempme train or save_pretrained.")
+    check_model_folder(folder)
     files = sorted(path for path in folder.iterdir() if is_published(path))
     names = {path.name for path in files}
     pickles = sorted(
@@ -78,9 +96,9 @@ def files_to_upload(folder: str | os.PathLike) -> list[Path]:
     if is_adapter_folder(folder):
         required = [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
     else:
-        required = ["config.json", *REMOTE_CODE_FILES]
+        required = [CONFIG_NAME, *REMOTE_CODE_FILES]
         if not any(name.endswith(".safetensors") for name in names):
-            raise ValueError(f"{folder} has no safetensors weights (model.safetensors).")
+            raise ValueError(f"{folder} has no safetensors weights ({SAFE_WEIGHTS_NAME}).")
     missing = [name for name in required if name not in names]
     if missing:
         raise ValueError(
@@ -93,7 +111,7 @@ def files_to_upload(folder: str | os.PathLike) -> list[Path]:
         if path.suffix == ".safetensors":
             check_safetensors(path)
     if not is_adapter_folder(folder):
-        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map", {})
+        auto_map = json.loads((folder / CONFIG_NAME).read_text()).get("auto_map", {})
         if "AutoModel" not in auto_map or "AutoConfig" not in auto_map:
             raise ValueError(
                 f"{folder}/config.json has no auto_map for AutoConfig and AutoModel, so trust_remote_code would not "
@@ -104,46 +122,67 @@ def files_to_upload(folder: str | os.PathLike) -> list[Path]:
 
 
 def check_inference_files(folder: Path, names: set[str]) -> None:
-    """A processor goes up with its code and auto_map (AutoProcessor), and a model with a processor with its pipeline
-    (`custom_pipelines` in config.json and `pipeline_tempme.py`); a model without a processor is published alone."""
+    """A processor goes up with its code and auto_map (AutoProcessor); a model without a processor is published
+    alone (a warning says what it lacks). A model's pipeline, when missing, is added by `stage_for_upload`."""
     adapter = is_adapter_folder(folder)
-    if PROCESSOR_CONFIG_NAME not in names:
+    if PROCESSOR_NAME not in names:
         logger.warning(
             "%s has no processor (%s): the Hub repo will not load with AutoProcessor or pipeline(). Save the "
             "processor beside the %s (TempMeProcessor.save_pretrained, or save_with_pipeline for a model).",
-            folder, PROCESSOR_CONFIG_NAME, "adapter" if adapter else "model",
+            folder, PROCESSOR_NAME, "adapter" if adapter else "model",
         )
         return
-    fix = "Re-save it with transformers_tempme imported: " + (
-        "processor.save_pretrained(folder)." if adapter else "save_with_pipeline(model, processor, folder)."
-    )
     missing = [name for name in PROCESSOR_CODE_FILES if name not in names]
-    auto_map = json.loads((folder / PROCESSOR_CONFIG_NAME).read_text()).get("auto_map", {})
+    auto_map = json.loads((folder / PROCESSOR_NAME).read_text()).get("auto_map", {})
     if missing or "AutoProcessor" not in auto_map:
         raise ValueError(
             f"The processor in {folder} lacks its remote code ({missing or 'no AutoProcessor auto_map'}), so "
-            f"AutoProcessor.from_pretrained(..., trust_remote_code=True) would fail. {fix}"
-        )
-    if adapter:
-        return
-    custom_pipelines = json.loads((folder / "config.json").read_text()).get("custom_pipelines", {})
-    missing = [name for name in PIPELINE_CODE_FILES if name not in names]
-    if missing or not custom_pipelines:
-        raise ValueError(
-            f"{folder} has a processor but not the pipeline ({missing or 'no custom_pipelines in config.json'}), so "
-            f"pipeline(model=..., trust_remote_code=True) would fail. {fix}"
+            "AutoProcessor.from_pretrained(..., trust_remote_code=True) would fail. Re-save it with transformers_tempme "
+            "imported: processor.save_pretrained(folder)."
         )
 
 
-def stage_for_upload(folder: str | os.PathLike, card: ModelCard, out_dir: str | os.PathLike) -> list[Path]:
-    """Copy what `files_to_upload` lists into `out_dir` (new or empty) and write the card as README.md."""
+def pipeline_additions(folder: str | os.PathLike) -> list[str]:
+    """What `stage_for_upload` adds so that `pipeline(model=repo, trust_remote_code=True)` loads a model folder that
+    has a processor but was saved without its pipeline (`model.save_pretrained` + `processor.save_pretrained`):
+    the pipeline code and the `custom_pipelines` entry of config.json. Empty for adapters, folders without a
+    processor, and folders that have both."""
+    folder = Path(folder)
+    if is_adapter_folder(folder) or not (folder / PROCESSOR_NAME).is_file():
+        return []
+    additions = [name for name in PIPELINE_CODE_FILES if not (folder / name).is_file()]
+    if not json.loads((folder / CONFIG_NAME).read_text()).get("custom_pipelines"):
+        additions.append(f"custom_pipelines in {CONFIG_NAME}")
+    return additions
+
+
+def _add_pipeline(out_dir: Path) -> None:
+    """Write the package's pipeline code and `custom_pipelines` entry into a staged model folder."""
+    for name in PIPELINE_CODE_FILES:
+        shutil.copyfile(PACKAGE_DIR / name, out_dir / name)
+    config_path = out_dir / CONFIG_NAME
+    config = json.loads(config_path.read_text())
+    config["custom_pipelines"] = config.get("custom_pipelines") or custom_pipelines_entry()
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")  # as PretrainedConfig writes it
+
+
+def stage_for_upload(
+    folder: str | os.PathLike, out_dir: str | os.PathLike, render_card: Callable[[Path], ModelCard]
+) -> list[Path]:
+    """Copy what `files_to_upload` lists into `out_dir` (new or empty), add the pipeline a model folder with a
+    processor lacks (`pipeline_additions`), and write `render_card(out_dir)` as README.md: the card describes the
+    folder as staged. Returns the staged files."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; give a new or empty folder.")
+    files = files_to_upload(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staged = [Path(shutil.copy2(path, out_dir / path.name)) for path in files_to_upload(folder)]
-    card.save(out_dir / CARD_NAME)
-    return sorted([*staged, out_dir / CARD_NAME])
+    for path in files:
+        shutil.copy2(path, out_dir / path.name)
+    if pipeline_additions(folder):
+        _add_pipeline(out_dir)
+    render_card(out_dir).save(out_dir / CARD_NAME)
+    return sorted(out_dir.iterdir())
 
 
 def files_left_behind(folder: str | os.PathLike) -> list[str]:
@@ -157,6 +196,7 @@ __all__ = [
     "files_to_upload",
     "files_left_behind",
     "check_inference_files",
+    "pipeline_additions",
     "stage_for_upload",
     "CARD_NAME",
     "PUBLISHED_FILES",

@@ -1,16 +1,19 @@
 """Linear layers prepared once for inference: fp32 and bf16 through oneDNN, int8 through dynamic quantization.
 
-`InferenceLinear` computes `activation(x @ W.T + b) [+ residual]` with
+`InferenceLinear` computes `activation(x @ W.T + b)` with
 
 - `"fp32"` / `"bf16"` on a CPU: oneDNN's linear (`torch.ops.mkldnn._linear_pointwise`), which fuses the SiLU
-  activation and the residual add into the matmul's output pass. On this project's CPUs it runs a ViT-B MLP
-  about 1.4x faster than `F.linear` (MKL) followed by separate activation kernels
-  (`python tools/kernel_microbench.py` measures both).
+  activation into the matmul's output pass. On this project's CPUs it runs a ViT-B MLP faster than `F.linear` (MKL)
+  followed by separate activation kernels (`python tools/kernel_microbench.py` measures both).
 - `"int8"`: weights quantized per output channel (symmetric int8), activations quantized per tensor at run time
   (fbgemm's `quantized::linear_dynamic`, the kernel of `torch.ao` dynamic quantization), output in float32.
 - elsewhere (CUDA, or a CPU build without oneDNN): `F.linear` and separate activation kernels.
 
-`InferenceMLP` is CLIP's `fc1 -> activation -> fc2` with the residual add. Quick-GELU, `x * sigmoid(1.702 x)`, is
+Inputs of another dtype are cast to the layer's (bfloat16 for `"bf16"`, float32 otherwise); outputs are in that
+dtype. The prepared weights are plain tensors, not parameters: they do not train, and a module holding them refuses
+`state_dict()` (a model prepared for inference is saved as the original model, not as its prepared copy).
+
+`InferenceMLP` is CLIP's `fc1 -> activation -> fc2`, a drop-in for `CLIPMLP`. Quick-GELU, `x * sigmoid(1.702 x)`, is
 `silu(1.702 x) / 1.702`: with `fc1` scaled by 1.702 and `fc2` by 1 / 1.702 the activation becomes SiLU, which
 oneDNN fuses (it has no quick-GELU), and int8 and the fallback run it as one in-place kernel instead of three.
 """
@@ -52,7 +55,7 @@ def quantize_weight_int8(weight: torch.Tensor, bias: torch.Tensor | None, reduce
 
 
 class InferenceLinear(nn.Module):
-    """`activation(x @ weight.T + bias) [+ residual]` for one precision, weights prepared at construction.
+    """`activation(x @ weight.T + bias)` for one precision, weights prepared at construction.
 
     Args:
         weight: `(out_features, in_features)`; copied (or quantized), the module never writes to it.
@@ -74,6 +77,7 @@ class InferenceLinear(nn.Module):
         if precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
         self.precision, self.activation, self.reduce_range = precision, activation, reduce_range
+        self.dtype = compute_dtype(precision)
         self.onednn = precision != "int8" and uses_onednn(weight.device)
         self.fused_activation = ONEDNN_ACTIVATIONS.get(activation) if self.onednn else None
         self.activation_fn = None if activation is None or self.fused_activation else ACT2FN[activation]
@@ -83,14 +87,19 @@ class InferenceLinear(nn.Module):
             self.packed = quantize_weight_int8(weight, bias, reduce_range)
             self.weight = self.bias = None
         else:
-            dtype = compute_dtype(precision)
-            self.weight = weight.detach().to(dtype=dtype, copy=True)
-            self.bias = None if bias is None else bias.detach().to(dtype=dtype, copy=True)
+            self.weight = weight.detach().to(dtype=self.dtype, copy=True)
+            self.bias = None if bias is None else bias.detach().to(dtype=self.dtype, copy=True)
+        self.register_state_dict_pre_hook(_refuse_state_dict)
+        self.train(False)  # for inference only (`forward` refuses training mode)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError(
+                "This model was prepared for inference by optimize_for_inference: its fused and quantized layers do "
+                "not train. Call .eval(), or train the original model and prepare it again afterwards."
+            )
+        x = x.to(self.dtype)
         if self.onednn:
-            if residual is not None and self.fused_activation is None and self.activation_fn is None:
-                return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
             attr, algorithm = self.fused_activation or ("none", "")
             out = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, [], algorithm)
         elif self.precision == "int8":
@@ -99,12 +108,22 @@ class InferenceLinear(nn.Module):
             out = F.linear(x, self.weight, self.bias)
         if self.activation_fn is not None:
             out = F.silu(out, inplace=True) if self.activation == "silu" else self.activation_fn(out)
-        # `out` is a fresh tensor: adding in place saves a copy and gives the same values as residual + out.
-        return out if residual is None else out.add_(residual)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision!r}, activation={self.activation!r}"
+
+
+def _refuse_state_dict(module: nn.Module, prefix: str, keep_vars: bool) -> None:
+    raise RuntimeError(
+        f"{prefix.rstrip('.') or type(module).__name__} holds weights prepared by optimize_for_inference (fused, "
+        "bf16 or int8), which have no place in a checkpoint: save or hash the original model instead "
+        "(optimize_for_inference returns a prepared copy and leaves the model as it is)."
+    )
 
 
 class InferenceMLP(nn.Module):
-    """CLIP's MLP with its residual add: `x + fc2(activation(fc1(layer_norm2(x))))`, normalisation left to the caller.
+    """CLIP's MLP, `fc2(activation(fc1(x)))`, prepared for inference: a drop-in for `CLIPMLP`.
 
     Quick-GELU is folded into SiLU (see the module docstring); other activations run as they are.
     """
@@ -120,8 +139,8 @@ class InferenceMLP(nn.Module):
         self.fc1 = InferenceLinear(fc1_weight, fc1_bias, precision, activation, reduce_range)
         self.fc2 = InferenceLinear(fc2_weight, mlp.fc2.bias, precision, None, reduce_range)
 
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(hidden_states), residual=residual)
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(hidden_states))
 
 
 __all__ = ["PRECISIONS", "InferenceLinear", "InferenceMLP", "compute_dtype", "quantize_weight_int8", "uses_onednn"]

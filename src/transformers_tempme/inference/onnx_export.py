@@ -21,8 +21,9 @@ The folder holds
 - `config.json` (the TempMe config) and `onnx_export.json`: opset, torch and onnxruntime versions, and the largest
   difference to PyTorch measured on random inputs at export (the export fails if it exceeds `atol`).
 
-The graphs are traced from the model's own PyTorch path (`torch.onnx.export`, the dynamo exporter), so they
-compute exactly what `encode_video` computes; onnxruntime's graph optimisations run when a session loads.
+The graphs are traced from the model's own forward (`torch.onnx.export`, the dynamo exporter, on `encode_video` and
+`get_text_features`), so they compute exactly what the model computes; onnxruntime's graph optimisations run when a
+session loads. Export the model itself, not a copy prepared by `optimize_for_inference`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..configuration_tempme import TempMeConfig
 from ..modeling_tempme import TempMeCLIPModel, TempMeVideoOutput
+from .linear import InferenceLinear
 
 DEFAULT_OPSET = 18
 VISION_FILE, TEXT_FILE, MANIFEST_FILE = "vision.onnx", "text.onnx", "onnx_export.json"
@@ -151,6 +153,11 @@ def export_onnx(
         raise TypeError(f"export_onnx expects a TempMeCLIPModel (adapters merged), got {type(model).__name__}.")
     if model.dtype != torch.float32 or model.device.type != "cpu":
         raise ValueError("Export a float32 model on the CPU: model.to('cpu', torch.float32).")
+    if any(isinstance(module, InferenceLinear) for module in model.modules()):
+        raise ValueError(
+            "This model was prepared by optimize_for_inference, whose CPU kernels have no ONNX form: export the "
+            "original model (onnxruntime applies its own graph optimisations, and quantize=True gives int8 graphs)."
+        )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()

@@ -8,37 +8,69 @@ The index folder is open data: a Parquet table of segment embeddings with Huggin
 (`segments/*.parquet`), a faiss vector index and a JSON manifest (`index.json`). One concept per module:
 
 - `discovery`: listing the files of a folder and probing which ones are videos.
-- `segments`: cutting a long video into time windows.
+- `segments`: cutting a long video into time windows and reading a window's frames.
 - `segment_batches`: decoding windows into model-ready batches in DataLoader workers.
 - `planning`: which files an update encodes, keeps or drops (incremental updates).
-- `work_shards`, `atomic`: crash-safe progress and atomic file writes (resume after a kill).
-- `table`, `vectors`, `manifest`: the stored table, the faiss index and `index.json`.
+- `storage`: the index on disk: the format, atomic and checked writes, the manifest, segment shards, vector files,
+  work shards (resume after a kill), the commit of a generation, checking and repairing.
 - `fingerprint`: refusing to score queries from a model other than the index's.
 - `distributed`: sharing an update among `accelerate launch` processes.
 - `indexer`: one update, end to end; `index`: `VideoSearchIndex`, the Python API.
-- `model_loading`: the model and processor from a folder, the Hub, an adapter or CLIP.
-- `app`: the Gradio search page.
+- `service`: `QueryService`, the engine of the server (batched, cached, concurrent queries); `api`: its JSON API;
+  `app`: the Gradio search page and the server; `request_gate`: what the server answers, and to whom.
+
+Every error about an index or what is asked of it is a `SearchIndexError` (a `ValueError`), whose message says
+what to do; `tempme` prints it as one `error:` line.
 """
 
+from ..hub.loading import load_search_model  # the model and processor from a folder, the Hub, an adapter or CLIP
 from .fingerprint import EmbeddingSpaceMismatchError, model_fingerprint
 from .index import VideoSearchIndex
 from .indexer import IndexingOptions
-from .manifest import IndexNotFoundError
-from .model_loading import load_search_model
 from .results import FailedFile, IndexingReport, SearchHit
 from .segments import segment_windows
-from .vectors import VectorIndexSettings
+from .service import QueryResult, QueryService
+from .storage import (
+    IndexCheck,
+    IndexDamagedError,
+    IndexFileError,
+    IndexLockedError,
+    IndexNotFoundError,
+    IndexProblem,
+    IndexSettingsError,
+    IndexVersionError,
+    SearchIndexError,
+    UnsafeRemovalError,
+    VectorIndexSettings,
+    VideoFolderMismatchError,
+    check_index,
+    repair_index,
+)
 
 __all__ = [
     "EmbeddingSpaceMismatchError",
     "FailedFile",
+    "IndexCheck",
+    "IndexDamagedError",
+    "IndexFileError",
+    "IndexLockedError",
     "IndexNotFoundError",
+    "IndexProblem",
+    "IndexSettingsError",
+    "IndexVersionError",
     "IndexingOptions",
     "IndexingReport",
+    "QueryResult",
+    "QueryService",
     "SearchHit",
+    "SearchIndexError",
+    "UnsafeRemovalError",
     "VectorIndexSettings",
+    "VideoFolderMismatchError",
     "VideoSearchIndex",
+    "check_index",
     "load_search_model",
     "model_fingerprint",
+    "repair_index",
     "segment_windows",
 ]

@@ -11,6 +11,7 @@ A process launched on its own (no `WORLD_SIZE` above 1 in the environment) is a 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from datetime import timedelta
@@ -66,6 +67,12 @@ class ProcessGroup:
         return box[0]
 
 
+@functools.cache
+def process_group() -> ProcessGroup:
+    """The processes of this run, built once (Accelerate's state belongs to the process anyway)."""
+    return ProcessGroup()
+
+
 def split_by_size(files: Sequence[VideoFile], parts: int) -> list[list[VideoFile]]:
     """Share `files` among `parts` processes so that each decodes about as many bytes (largest first, greedily).
 
@@ -80,4 +87,4 @@ def split_by_size(files: Sequence[VideoFile], parts: int) -> list[list[VideoFile
     return [sorted(share, key=lambda f: f.path) for share in shares]
 
 
-__all__ = ["COLLECTIVE_TIMEOUT", "ProcessGroup", "split_by_size"]
+__all__ = ["COLLECTIVE_TIMEOUT", "ProcessGroup", "process_group", "split_by_size"]

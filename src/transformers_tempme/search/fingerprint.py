@@ -19,6 +19,8 @@ import json
 
 import torch
 
+from .storage import SearchIndexError
+
 _VISION_FIELDS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "image_size",
     "patch_size", "hidden_act", "layer_norm_eps",
@@ -30,7 +32,7 @@ _TEXT_FIELDS = (
 _PROCESSOR_FIELDS = ("num_frames", "frame_sampling", "image_size", "image_mean", "image_std", "max_words")
 
 
-class EmbeddingSpaceMismatchError(ValueError):
+class EmbeddingSpaceMismatchError(SearchIndexError):
     """The model (or processor) differs from the one an index was built with: its scores would be meaningless."""
 
 

@@ -2,15 +2,16 @@
 
 A file is unchanged when its size and modification time are those recorded in the index; with `verify=True` its
 content hash is compared instead, so that a file touched but not changed (copied back from a backup, say) is kept,
-and its recorded size and time are refreshed. Files that failed to decode are not recorded in the table, so every
-update tries them again.
+and its recorded size and time are refreshed. Files are hashed only with `verify=True`; a video indexed without it
+has no recorded hash, so a verifying update compares its size and time and records its hash. Files that failed to
+decode are not recorded in the table, so every update tries them again.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,8 +38,8 @@ class UpdatePlan:
         new (`list[str]`), changed (`list[str]`): paths of the files of `to_encode`, by kind.
         removed (`list[str]`): indexed videos no longer in the folder; their rows go.
         unchanged (`list[str]`): indexed videos kept as they are.
-        refreshed (`dict[str, VideoFile]`): unchanged videos (by content) whose size or time changed: their rows
-            are kept with the new values.
+        refreshed (`dict[str, VideoFile]`): unchanged videos (by content) whose size, time or recorded hash changed:
+            their rows are kept with the new values.
     """
 
     to_encode: list[VideoFile] = field(default_factory=list)
@@ -81,12 +82,13 @@ def plan_update(
             plan.to_encode.append(file)
             continue
         same_stat = (recorded.size, recorded.mtime_ns) == (file.size, file.mtime_ns)
+        same_content = same_stat
         if verify:
-            same_content = file_sha256(Path(video_dir) / file.path) == recorded.sha256
-            if same_content and not same_stat:
+            file = replace(file, sha256=file_sha256(Path(video_dir) / file.path))
+            if recorded.sha256:  # indexed without `verify`: no hash to compare, the size and time decide
+                same_content = file.sha256 == recorded.sha256
+            if same_content and (not same_stat or file.sha256 != recorded.sha256):
                 plan.refreshed[file.path] = file
-        else:
-            same_content = same_stat
         if same_content:
             plan.unchanged.append(file.path)
         else:

@@ -13,23 +13,46 @@ Each yielded batch is a dict:
     segments      [(path, segment number, start s, end s)] for every row of pixel_values
     videos        [video record] for every video whose last segment is in this batch or an earlier one
 
-A video record is a dict with `path`, `size`, `mtime_ns`, `sha256`, `duration`, `segments` (how many were yielded),
-`error` (the reason the video is skipped, or None) and `warnings` (windows left out). A video never stops the
-run: any error while reading it becomes its record's `error`.
+A video record is a dict with `path`, `size`, `mtime_ns`, `sha256` (its content's hash when `hash_files`, else
+empty), `duration`, `segments` (how many were yielded), `error` (the reason the file is not indexed, or None),
+`not_video` (the file is not a video: skipped, not failed; `discovery.NotAVideoError`) and `warnings` (what was left
+out of an indexed video: windows that do not decode, or the part of a truncated file past what can be read). A
+file never stops the run: any error while reading it becomes its record's `error`.
+
+A truncated file (a download cut short) whose header states a longer duration than its frames cover is indexed up
+to the last frame that can be read, with a warning giving both durations.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..video_io import DEFAULT_DECODE_TIMEOUT_S, VideoDecodeError, read_video_frames, read_window_frames
-from .discovery import VideoFile, file_sha256, probe_video
-from .segments import segment_windows
+from ..video_io import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    TRUNCATION_TOLERANCE_FRACTION,
+    TRUNCATION_TOLERANCE_S,
+    TruncatedVideoWarning,
+    VideoDecodeError,
+    read_video_frames,
+)
+from .discovery import NotAVideoError, VideoFile, file_sha256, probe_video
+from .segments import VideoTimeline, read_window_frames, segment_windows
+
+
+def partial_decode_warning(path: str, timeline: VideoTimeline) -> str | None:
+    """The report's warning for a video whose readable frames cover clearly less time than its header states (the
+    tolerance of `read_video_frames`' `TruncatedVideoWarning`), else `None`."""
+    header = timeline.index.header_duration_s
+    if header is None or header - timeline.duration <= max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * header):
+        return None
+    return (f"{path}: indexed up to {timeline.duration:.1f} s of the {header:.1f} s its header states (the rest "
+            "cannot be read: the file looks truncated or damaged)")
 
 
 class SegmentBatches(IterableDataset):
@@ -42,6 +65,8 @@ class SegmentBatches(IterableDataset):
         segment_seconds (`float`), overlap_seconds (`float`): the windows (`segment_windows`).
         batch_size (`int`): segments per batch.
         timeout_s (`float`): limit for reading one window.
+        hash_files (`bool`): record each file's SHA-256 (what `verify` compares later); reading a whole file costs
+            time, so it is done only when asked (a file the update already hashed keeps its `VideoFile.sha256`).
     """
 
     def __init__(
@@ -53,6 +78,7 @@ class SegmentBatches(IterableDataset):
         overlap_seconds: float = 0.0,
         batch_size: int = 16,
         timeout_s: float = DEFAULT_DECODE_TIMEOUT_S,
+        hash_files: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -63,6 +89,7 @@ class SegmentBatches(IterableDataset):
         self.overlap_seconds = overlap_seconds
         self.batch_size = batch_size
         self.timeout_s = timeout_s
+        self.hash_files = hash_files
 
     def _my_files(self) -> list[VideoFile]:
         worker = get_worker_info()
@@ -73,16 +100,21 @@ class SegmentBatches(IterableDataset):
     def _read_segments(self, file: VideoFile, record: dict) -> Iterator[tuple[tuple, torch.Tensor, torch.Tensor]]:
         """`((path, number, start, end), pixel_values, video_mask)` of every window of one video that decodes."""
         full_path = self.video_dir / file.path
-        record["sha256"] = file_sha256(full_path)
+        if self.hash_files and not record["sha256"]:
+            record["sha256"] = file_sha256(full_path)
         timeline = probe_video(full_path, timeout_s=self.timeout_s)
         record["duration"] = timeline.duration
+        if (warning := partial_decode_warning(file.path, timeline)) is not None:
+            record["warnings"].append(warning)
         windows = segment_windows(timeline.duration, self.segment_seconds, self.overlap_seconds)
         num_frames, sampling = self.processor.num_frames, self.processor.frame_sampling
         number = 0
         for start, end in windows:
             try:
                 if len(windows) == 1:
-                    frames, _ = read_video_frames(full_path, num_frames, sampling, timeout_s=self.timeout_s)
+                    with warnings.catch_warnings():  # the record's warning says it, once, in the report
+                        warnings.simplefilter("ignore", TruncatedVideoWarning)
+                        frames, _ = read_video_frames(full_path, num_frames, sampling, timeout_s=self.timeout_s)
                 else:
                     frames, _ = read_window_frames(
                         full_path, timeline, start, end, num_frames, sampling, timeout_s=self.timeout_s
@@ -111,8 +143,8 @@ class SegmentBatches(IterableDataset):
 
         for file in self._my_files():
             record = {
-                "path": file.path, "size": file.size, "mtime_ns": file.mtime_ns, "sha256": "", "duration": 0.0,
-                "segments": 0, "error": None, "warnings": [],
+                "path": file.path, "size": file.size, "mtime_ns": file.mtime_ns, "sha256": file.sha256, "duration": 0.0,
+                "segments": 0, "error": None, "not_video": False, "warnings": [],
             }
             try:
                 for segment, pixel_values, video_mask in self._read_segments(file, record):
@@ -126,6 +158,7 @@ class SegmentBatches(IterableDataset):
                     raise VideoDecodeError(file.path, "none of its windows decodes")
             except VideoDecodeError as error:
                 record["error"] = error.reason
+                record["not_video"] = isinstance(error, NotAVideoError)
             except Exception as error:  # noqa: BLE001 - one bad file must not stop an indexing run
                 record["error"] = f"{type(error).__name__}: {error}"
             if record["error"] is not None and record["segments"]:
@@ -140,4 +173,4 @@ class SegmentBatches(IterableDataset):
             yield batch()
 
 
-__all__ = ["SegmentBatches"]
+__all__ = ["SegmentBatches", "partial_decode_warning"]

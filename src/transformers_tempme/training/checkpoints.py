@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 
 from transformers.trainer_utils import sort_checkpoints
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
+from transformers.utils.peft_utils import ADAPTER_SAFE_WEIGHTS_NAME
 
 from ..hub.integrity import IncompleteFileError, check_saved_file
 
@@ -22,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 TRAINER_STATE_NAME = "trainer_state.json"
 # What `Trainer._save_checkpoint` writes, in its order; the first weights file found is the model.
-WEIGHTS_NAMES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHTS_NAMES = (ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME)
 OPTIMIZER_NAMES = ("optimizer.pt", "scheduler.pt")
 
 

@@ -111,14 +111,6 @@ class TunerLayer(nn.Module):
         return [parameter for parameter in self.parameters() if id(parameter) not in base]
 
 
-def replace_module(parent: nn.Module, name: str, module: nn.Module) -> None:
-    """`parent.<name> = module`, for attribute children and for indices of a `ModuleList`."""
-    if isinstance(parent, nn.ModuleList):
-        parent[int(name)] = module
-    else:
-        setattr(parent, name, module)
-
-
 class TempMeTunerModel(PushToHubMixin, nn.Module):
     """A `TempMeCLIPModel` with a tuner peft does not have, answering the calls of a `PeftModel`.
 
@@ -186,10 +178,10 @@ class TempMeTunerModel(PushToHubMixin, nn.Module):
 
     def unload(self) -> nn.Module:
         """The base model without the tuner (the clip position embeddings keep their trained values)."""
-        for name, module in list(self.base_model.named_modules()):
+        # Innermost wrappers first: a wrapper's path runs through the wrappers around it.
+        for name, module in reversed(list(self.base_model.named_modules())):
             if isinstance(module, TunerLayer):
-                parent_name, _, child_name = name.rpartition(".")
-                replace_module(self.base_model.get_submodule(parent_name), child_name, module.base_layer)
+                self.base_model.set_submodule(name, module.base_layer)
         return self.base_model
 
     # ------------------------------------------------------------------ what is trained and saved
