@@ -99,7 +99,7 @@ def test_settings_round_trip_and_checks():
         (100_000, 100 * 2**20, "ivfpq", 64),  # flat needs 200 MiB: over the budget
         (1_000_000, 1 * 2**30, "ivfpq", 64),  # HNSW needs about 2.3 GiB
         (10_000_000, 4 * 2**30, "ivfpq", 64),
-        (10_000_000, 2**29, "ivfpq", 32),  # 64-byte codes and ids need 690 MiB: 32-byte codes
+        (10_000_000, 600 * 2**20, "ivfpq", 32),  # 64-byte codes, ids and tables need 940 MiB: 32-byte codes
         (100_000_000, 4 * 2**30, "ivfpq", 32),
     ],
 )
