@@ -16,7 +16,7 @@ from transformers_tempme.search.ann import (
     FLAT_MAX_VALUES,
     HNSW_MAX_VECTORS,
     AnnIndex,
-    AnnSettings,
+    VectorIndexSettings,
     choose_ann,
     estimated_bytes_per_vector,
     settings_for,
@@ -41,10 +41,10 @@ scale = load_scale_script()
 # 8-byte codes that keep OPQ's training short); HNSW needs efSearch 256. IVF-PQ is trained once per module
 # (`built`); the other tests reuse its training (`trained=`), as an update does.
 SETTINGS = {
-    "flat": AnnSettings("flat"),
-    "hnsw": AnnSettings("hnsw", hnsw_m=16, ef_construction=64, ef_search=256),
-    "ivfpq": AnnSettings("ivfpq", nlist=64, pq_m=16, opq=False, nprobe=16, rerank=100, train_size=COUNT),
-    "ivfpq-opq": AnnSettings("ivfpq", nlist=64, pq_m=8, opq=True, nprobe=16, rerank=200, train_size=COUNT),
+    "flat": VectorIndexSettings("flat"),
+    "hnsw": VectorIndexSettings("hnsw", hnsw_m=16, ef_construction=64, ef_search=256),
+    "ivfpq": VectorIndexSettings("ivfpq", nlist=64, pq_m=16, opq=False, nprobe=16, rerank=100, train_size=COUNT),
+    "ivfpq-opq": VectorIndexSettings("ivfpq", nlist=64, pq_m=8, opq=True, nprobe=16, rerank=200, train_size=COUNT),
 }
 
 
@@ -76,16 +76,16 @@ def built(library):
 
 
 def test_settings_round_trip_and_checks():
-    settings = AnnSettings("ivfpq", nlist=128, pq_m=16, nprobe=12, rerank=50)
-    assert AnnSettings.from_dict({**settings.to_dict(), "file": "vectors-00003"}) == settings
-    assert settings.builds_like(AnnSettings("ivfpq", nlist=128, pq_m=16, nprobe=99, rerank=7))
-    assert not settings.builds_like(AnnSettings("ivfpq", nlist=256, pq_m=16))
+    settings = VectorIndexSettings("ivfpq", nlist=128, pq_m=16, nprobe=12, rerank=50)
+    assert VectorIndexSettings.from_dict({**settings.to_dict(), "file": "vectors-00003"}) == settings
+    assert settings.builds_like(VectorIndexSettings("ivfpq", nlist=128, pq_m=16, nprobe=99, rerank=7))
+    assert not settings.builds_like(VectorIndexSettings("ivfpq", nlist=256, pq_m=16))
     with pytest.raises(ValueError, match="Unknown vector index 'ivf'"):
-        AnnSettings("ivf")
+        VectorIndexSettings("ivf")
     with pytest.raises(ValueError, match="nprobe must be at least 1"):
-        AnnSettings("ivfpq", nprobe=0)
+        VectorIndexSettings("ivfpq", nprobe=0)
     with pytest.raises(ValueError, match="pq_m=48 must divide the embedding dimension 64"):
-        AnnIndex.build(np.eye(64, dtype=np.float32), AnnSettings("ivfpq", pq_m=48))
+        AnnIndex.build(np.eye(64, dtype=np.float32), VectorIndexSettings("ivfpq", pq_m=48))
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ def test_settings_round_trip_and_checks():
         (100_000, 100 * 2**20, "ivfpq", 64),  # flat needs 200 MiB: over the budget
         (1_000_000, 1 * 2**30, "ivfpq", 64),  # HNSW needs about 2.3 GiB
         (10_000_000, 4 * 2**30, "ivfpq", 64),
-        (10_000_000, 600 * 2**20, "ivfpq", 32),  # 64-byte codes, ids and tables need 940 MiB: 32-byte codes
+        (10_000_000, 600 * 2**20, "ivfpq", 32),  # 64-byte codes, ids and tables need 950 MiB: 32-byte codes
         (100_000_000, 4 * 2**30, "ivfpq", 32),
     ],
 )
@@ -239,8 +239,8 @@ def test_compaction_renumbers_densely_and_keeps_results(library, built, tmp_path
     np.testing.assert_array_equal(AnnIndex.load(tmp_path / "compacted").search(queries, 10)[1], after_slots)
 
 
-def replace_ratio(settings: AnnSettings, ratio: float) -> AnnSettings:
-    return AnnSettings.from_dict({**settings.to_dict(), "compact_ratio": ratio})
+def replace_ratio(settings: VectorIndexSettings, ratio: float) -> VectorIndexSettings:
+    return VectorIndexSettings.from_dict({**settings.to_dict(), "compact_ratio": ratio})
 
 
 # ----------------------------------------------------------------------------------------------------- files
@@ -271,7 +271,7 @@ def test_ivfpq_vectors_are_float16_files_read_through_memory_maps(library, built
     assert isinstance(array, np.memmap) and array.dtype == np.float16 and array.shape == (len(vectors), DIM)
     np.testing.assert_array_equal(np.load(path), vectors.astype(np.float16))
     with pytest.raises(ValueError, match="built with other settings"):
-        AnnIndex.load(tmp_path / "one", AnnSettings("ivfpq", nlist=32, pq_m=16, opq=False))
+        AnnIndex.load(tmp_path / "one", VectorIndexSettings("ivfpq", nlist=32, pq_m=16, opq=False))
 
     # saving after an update links the unchanged file and writes only the added vectors
     loaded.add(vectors[:50])

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import shutil
+import threading
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,20 @@ OPQ_ITERATIONS = 20
 ADD_BATCH = 65_536
 
 
+class DamagedVectorsError(ValueError):
+    """Stored float16 vectors read for re-ranking are not unit vectors (a flipped exponent or sign-magnitude byte):
+    the file is damaged. `path` names it; the caller turns it into its own damage error."""
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+# Stored vectors are unit vectors written as float16 (relative error 2**-11 per value): a norm further from 1 than
+# this comes from damaged bytes.
+NORM_TOLERANCE = 1e-2
+
+
 def _faiss():
     # The same message as the storage's: video search's optional dependency, imported when first used.
     try:
@@ -70,7 +85,7 @@ def _faiss():
 
 
 @dataclass(frozen=True)
-class AnnSettings:
+class VectorIndexSettings:
     """How a vector index is built and searched (`to_dict` / `from_dict` for the manifest).
 
     Args:
@@ -115,12 +130,12 @@ class AnnSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AnnSettings":
+    def from_dict(cls, data: dict) -> "VectorIndexSettings":
         """Settings from `to_dict()` output; keys that are not settings (a file name, say) are ignored."""
         names = {field.name for field in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
 
-    def builds_like(self, other: "AnnSettings") -> bool:
+    def builds_like(self, other: "VectorIndexSettings") -> bool:
         """Whether an index built with `other` is one built with these settings (the search-time ones may differ)."""
         search_time = ("ef_search", "nprobe", "rerank", "compact_ratio")
         return replace(self, **{name: getattr(other, name) for name in search_time}) == other
@@ -130,7 +145,7 @@ class AnnSettings:
             raise ValueError(f"pq_m={self.pq_m} must divide the embedding dimension {dim}.")
 
 
-def estimated_bytes_per_vector(settings: AnnSettings, num_vectors: int, dim: int) -> float:
+def estimated_bytes_per_vector(settings: VectorIndexSettings, num_vectors: int, dim: int) -> float:
     """RAM an index with `settings` holds per vector once loaded (what the faiss file stores, spread over the
     vectors; the memory-mapped float16 file of `ivfpq` is on disk and counts only where the page cache keeps it).
 
@@ -152,7 +167,7 @@ def estimated_bytes_per_vector(settings: AnnSettings, num_vectors: int, dim: int
     return settings.pq_m + 8 + shared / num_vectors
 
 
-def settings_for(kind: str, num_vectors: int, dim: int = 512) -> AnnSettings:
+def settings_for(kind: str, num_vectors: int, dim: int = 512) -> VectorIndexSettings:
     """The settings of index `kind` for `num_vectors` vectors, as measured by `benchmarks/search_scale.py` (see
     `docs/records/search/scale_notes.md`): recall@10 of at least 0.95 against exact search on structured data.
 
@@ -163,9 +178,9 @@ def settings_for(kind: str, num_vectors: int, dim: int = 512) -> AnnSettings:
       values per byte at 512 dimensions); `nprobe` 2% of the cells, at least 16; 200 candidates re-ranked.
     """
     if kind == "flat":
-        return AnnSettings("flat")
+        return VectorIndexSettings("flat")
     if kind == "hnsw":
-        return AnnSettings("hnsw", hnsw_m=32, ef_construction=200, ef_search=256)
+        return VectorIndexSettings("hnsw", hnsw_m=32, ef_construction=200, ef_search=256)
     if kind != "ivfpq":
         raise ValueError(f"Unknown vector index {kind!r}; choose one of {', '.join(ANN_KINDS)}.")
     num_vectors = max(int(num_vectors), 1)
@@ -174,7 +189,7 @@ def settings_for(kind: str, num_vectors: int, dim: int = 512) -> AnnSettings:
     pq_m = max(m for m in (64, 32, 16, 8, 4, 2, 1) if dim % m == 0 and m <= max(dim // 8, 1))
     nprobe = min(nlist, max(16, round(0.02 * nlist)))
     train_size = min(num_vectors, max(64 * nlist, 65_536))
-    return AnnSettings("ivfpq", nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=200, train_size=train_size)
+    return VectorIndexSettings("ivfpq", nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=200, train_size=train_size)
 
 
 # Flat search reads every vector per query: up to this many float32 values (250k segments of 512) it stays near
@@ -185,7 +200,7 @@ FLAT_MAX_VALUES = 128_000_000
 HNSW_MAX_VECTORS = 1_000_000
 
 
-def choose_ann(num_segments: int, dim: int = 512, max_memory_bytes: float | None = None) -> AnnSettings:
+def choose_ann(num_segments: int, dim: int = 512, max_memory_bytes: float | None = None) -> VectorIndexSettings:
     """The index for `num_segments` vectors of `dim` values within `max_memory_bytes` of RAM (`None`: no limit).
 
     The rule, in order (sizes and figures in `docs/records/search/scale_notes.md`):
@@ -201,7 +216,7 @@ def choose_ann(num_segments: int, dim: int = 512, max_memory_bytes: float | None
     num_segments = max(int(num_segments), 0)
     budget = math.inf if max_memory_bytes is None else float(max_memory_bytes)
 
-    def fits(settings: AnnSettings) -> bool:
+    def fits(settings: VectorIndexSettings) -> bool:
         return estimated_bytes_per_vector(settings, num_segments, dim) * num_segments <= budget
 
     flat = settings_for("flat", num_segments, dim)
@@ -270,6 +285,12 @@ class _VectorFiles:
         for chunk in np.unique(chunk_of):
             picked = order[chunk_of == chunk]
             out[picked] = arrays[chunk][slots[picked] - starts[chunk]]
+            norms = np.linalg.norm(out[picked], axis=1)
+            if not (np.abs(norms - 1) <= NORM_TOLERANCE).all():  # NaN fails too
+                path = self.files[chunk][0] if chunk < len(self.files) else Path("(vectors in memory)")
+                bad = float(norms[~(np.abs(norms - 1) <= NORM_TOLERANCE)][0])
+                raise DamagedVectorsError(path, f"{path} holds a vector of length {bad:.4g} where every stored "
+                                                "vector has length 1")
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
         return out
 
@@ -310,7 +331,7 @@ def _training_sample(vectors: Any, size: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
-def _new_faiss_index(settings: AnnSettings, dim: int):
+def _new_faiss_index(settings: VectorIndexSettings, dim: int):
     faiss = _faiss()
     if settings.kind == "flat":
         return faiss.IndexIDMap(faiss.IndexFlatIP(dim))
@@ -337,24 +358,25 @@ class AnnIndex:
     """A vector index over slots `0..slots-1` (see the module docstring): build, add, remove, search, save, load.
 
     Attributes:
-        settings (`AnnSettings`): how it is built and searched.
+        settings (`VectorIndexSettings`): how it is built and searched.
         dim (`int`): the embedding dimension.
         index: the faiss index (its ids are slots).
         slots (`int`): slots handed out so far (removed ones included).
         removed (`np.ndarray`): removed slots, sorted int64.
     """
 
-    def __init__(self, settings: AnnSettings, dim: int, index, vectors: _VectorFiles | None,
+    def __init__(self, settings: VectorIndexSettings, dim: int, index, vectors: _VectorFiles | None,
                  slots: int = 0, removed: np.ndarray | None = None):
         self.settings, self.dim, self.index, self.vectors = settings, dim, index, vectors
         self.slots = slots
         self.removed = np.zeros(0, np.int64) if removed is None else np.asarray(removed, np.int64)
         self._live_bitmap: np.ndarray | None = None
+        self._selector_lock = threading.Lock()  # searches from several threads share one filter
 
     # ------------------------------------------------------------------------------------------------ building
 
     @classmethod
-    def build(cls, vectors: Any, settings: AnnSettings, *, folder: str | os.PathLike | None = None,
+    def build(cls, vectors: Any, settings: VectorIndexSettings, *, folder: str | os.PathLike | None = None,
               trained: "AnnIndex | None" = None, progress: bool = False) -> "AnnIndex":
         """An index of `vectors` `(n, dim)` (float32 or float16; a memory map is read in batches), slot `i` =
         row `i`.
@@ -466,12 +488,19 @@ class AnnIndex:
 
     # ----------------------------------------------------------------------------------------------- searching
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None, nprobe: int | None = None,
+               rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Cosine scores and slots of the `k` best vectors per query, both `(queries, k)`, best first.
 
         `queries` `(q, dim)` (or `(dim,)`) are normalised here. Fewer than `k` hits are padded with slot -1 and
         score -inf. `ivfpq` scores are exact cosines of the re-ranked candidates (`rerank=0`: estimates from the
-        codes)."""
+        codes). `ef_search`, `nprobe`, `rerank` replace the settings' for this call only: they travel to faiss as
+        search parameters, never written into the shared index, so that threads may search at once with their own.
+
+        Raises `DamagedVectorsError` when a re-ranked float16 vector is not a unit vector (damaged bytes)."""
+        ef_search = self.settings.ef_search if ef_search is None else int(ef_search)
+        nprobe = self.settings.nprobe if nprobe is None else int(nprobe)
+        rerank = self.settings.rerank if rerank is None else int(rerank)
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         queries = np.ascontiguousarray(queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12))
         k = int(k)
@@ -482,16 +511,16 @@ class AnnIndex:
         if kind == "flat":
             scores, slots = self.index.search(queries, min(k, self.live))
         elif kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.settings.ef_search, k))
+            params = faiss.SearchParametersHNSW(efSearch=max(ef_search, k))
             if len(self.removed):
                 params.sel = self._live_selector()
             scores, slots = self.index.search(queries, min(k, self.live), params=params)
         else:
-            candidates = max(k, self.settings.rerank)
-            ivf_params = faiss.SearchParametersIVF(nprobe=min(self.settings.nprobe, self.settings.nlist))
+            candidates = max(k, rerank)
+            ivf_params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.settings.nlist))
             params = faiss.SearchParametersPreTransform(index_params=ivf_params) if self.settings.opq else ivf_params
             distances, slots = self.index.search(queries, min(candidates, self.live), params=params)
-            if self.settings.rerank:
+            if rerank:
                 scores, slots = self._rerank(queries, slots, k)
             else:
                 scores = np.where(slots >= 0, 1 - distances / 2, -np.inf).astype(np.float32)  # |q - x|^2 = 2 - 2 q.x
@@ -513,12 +542,28 @@ class AnnIndex:
 
     def _live_selector(self):
         """An HNSW search filter that passes the slots not removed (a bitmap, kept alive with the selector)."""
-        if self._live_bitmap is None:
-            live = np.ones(self.slots, dtype=bool)
-            live[self.removed] = False
-            self._live_bitmap = np.packbits(live, bitorder="little")
-            self._selector = _faiss().IDSelectorBitmap(self.slots, _faiss().swig_ptr(self._live_bitmap))
-        return self._selector
+        with self._selector_lock:
+            if self._live_bitmap is None:
+                live = np.ones(self.slots, dtype=bool)
+                live[self.removed] = False
+                bitmap = np.packbits(live, bitorder="little")
+                self._selector = _faiss().IDSelectorBitmap(self.slots, _faiss().swig_ptr(bitmap))
+                self._live_bitmap = bitmap
+            return self._selector
+
+    # ------------------------------------------------------------------------------------------- slots and rows
+
+    def live_slots(self) -> np.ndarray:
+        """The slots not removed, ascending `(live,)` int64."""
+        return np.setdiff1d(np.arange(self.slots, dtype=np.int64), self.removed, assume_unique=True)
+
+    def rank_of(self, slots: np.ndarray) -> np.ndarray:
+        """The position of each live slot among the live slots in ascending order (-1 stays -1): a caller that keeps
+        one row per live slot, in slot order, reads its row numbers here (no table: a binary search in `removed`)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        if not len(self.removed):
+            return slots
+        return np.where(slots >= 0, slots - np.searchsorted(self.removed, slots), -1)
 
     # ---------------------------------------------------------------------------------------------------- files
 
@@ -544,14 +589,29 @@ class AnnIndex:
         return [*names, STATE_FILE]
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, settings: AnnSettings | None = None) -> "AnnIndex":
+    def from_faiss_file(cls, path: str | os.PathLike, settings: VectorIndexSettings) -> "AnnIndex":
+        """An index over a bare faiss `IndexFlatIP` or `IndexHNSWFlat` file whose vector `i` is slot `i` (the single
+        `.faiss` file of video indexes written before the folder format). faiss' `RuntimeError` when it cannot read
+        it."""
+        index = _faiss().read_index(str(path))
+        if settings.kind == "flat":
+            flat = _new_faiss_index(settings, index.d)
+            if index.ntotal:
+                flat.add_with_ids(index.reconstruct_n(0, index.ntotal), np.arange(index.ntotal, dtype=np.int64))
+            index = flat
+        elif settings.kind != "hnsw":
+            raise ValueError(f"A single faiss file holds a flat or hnsw index, not {settings.kind!r}.")
+        return cls(settings, index.d, index, None, int(index.ntotal))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, settings: VectorIndexSettings | None = None) -> "AnnIndex":
         """The index saved in `folder`; `settings` may change the search-time ones (`nprobe`, `ef_search`,
         `rerank`, `compact_ratio`) but not how it was built."""
         folder = Path(folder)
         state = json.loads((folder / STATE_FILE).read_text())
         if state.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{folder / STATE_FILE} has format {state.get('format_version')}, not {FORMAT_VERSION}.")
-        saved = AnnSettings.from_dict(state["settings"])
+        saved = VectorIndexSettings.from_dict(state["settings"])
         if settings is not None and not settings.builds_like(saved):
             raise ValueError(f"The index in {folder} was built with other settings ({saved}); rebuild it.")
         settings = settings or saved
@@ -596,11 +656,12 @@ def _renumber_inverted_lists(ivf, old_to_new: np.ndarray) -> None:
 
 __all__ = [
     "ANN_KINDS",
+    "DamagedVectorsError",
     "FLAT_MAX_VALUES",
     "HNSW_MAX_VECTORS",
     "choose_ann",
     "AnnIndex",
-    "AnnSettings",
+    "VectorIndexSettings",
     "estimated_bytes_per_vector",
     "settings_for",
 ]
