@@ -348,3 +348,255 @@ def test_exact_top_k_matches_a_full_sort(tmp_path, monkeypatch):
 def test_building_shows_a_progress_bar(library, capsys):
     AnnIndex.build(library[0][:100], SETTINGS["flat"], progress=True)
     assert "Adding to the exact index" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ in the video index
+# The storage commits generations whose vector index is an AnnIndex folder. Rows here are synthetic (10 segments per
+# video), committed with `storage.commit_generation` as an update does, without a model.
+
+import threading  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from search_helpers import flip_bytes  # noqa: E402
+
+from transformers_tempme.search import storage  # noqa: E402
+from transformers_tempme.search.index import VideoSearchIndex  # noqa: E402
+
+PER_VIDEO = 10
+# IVF-PQ trained on fewer vectors (faiss warns; recall is not what these tests measure): each build takes seconds.
+IN_INDEX = {**SETTINGS, "ivfpq": replace(SETTINGS["ivfpq"], train_size=2560)}
+
+
+@pytest.fixture(autouse=True)
+def one_faiss_thread():
+    """k-means threads spinning against other processes make training many times slower."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
+
+
+def segment_rows(vectors: np.ndarray, first_video: int = 0):
+    count = len(vectors)
+    columns = {
+        "path": [f"v{first_video + i // PER_VIDEO:05d}.mp4" for i in range(count)],
+        "segment": [i % PER_VIDEO for i in range(count)], "start": [10.0 * (i % PER_VIDEO) for i in range(count)],
+        "end": [10.0 * (i % PER_VIDEO) + 10 for i in range(count)], "duration": [100.0] * count,
+        "size": [1] * count, "mtime_ns": [1] * count, "sha256": [""] * count,
+    }
+    return storage.segment_table(columns, vectors)
+
+
+def new_index(index_dir, vectors, vector_index: dict):
+    """Generation 1 of an index of `vectors` (row i = vectors[i]) with the vector index `vector_index` asks for."""
+    base = storage.IndexManifest(video_dir="/videos", model={"name_or_path": "synthetic", "fingerprint": "f"},
+                                 embedding_dim=vectors.shape[1], num_frames=12, frame_sampling="fps",
+                                 segment_seconds=10.0, segment_overlap=0.0, vector_index={**vector_index, "file": None})
+    index_dir.mkdir(parents=True, exist_ok=True)
+    return storage.commit_generation(index_dir, base, new_rows=segment_rows(vectors))
+
+
+def update(index_dir, new_vectors=None, first_video=0, dropped=()):
+    """The next generation: `new_vectors` as the rows of new videos, the videos `dropped` removed."""
+    base = storage.read_manifest(index_dir)
+    rows = segment_rows(new_vectors, first_video) if new_vectors is not None else None
+    return storage.commit_generation(index_dir, base, new_rows=rows, dropped=set(dropped))
+
+
+def search_rows(index_dir, queries, k=10):
+    """(path, start) of the hits per query, as `VideoSearchIndex` answers (no model needed for embeddings)."""
+    index = VideoSearchIndex.open(index_dir, auto_refresh=False)
+    return [[(hit.path, hit.start) for hit in hits] for hits in index.search_embeddings(queries, k)]
+
+
+def live_codes(ann) -> dict[int, bytes]:
+    """{slot: its IVF-PQ code} over every inverted list."""
+    import faiss
+
+    lists, codes = faiss.extract_index_ivf(ann.index).invlists, {}
+    for number in range(lists.nlist):
+        size = lists.list_size(number)
+        ids = faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+        data = faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size).copy().reshape(size, -1)
+        codes.update({int(slot): row.tobytes() for slot, row in zip(ids, data)})
+    return codes
+
+
+@contextmanager
+def refusing_rebuilds():
+    """Fail any vector index build or faiss training: an update must add to (and remove from) the index it has."""
+    import faiss
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the vector index was built or trained again")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(storage, "build_vector_index", refuse)
+        patch.setattr(AnnIndex, "build", classmethod(refuse))
+        patch.setattr(faiss.Index, "train", refuse)
+        yield
+
+
+@pytest.mark.parametrize("name", ["flat", "hnsw", "ivfpq"])
+def test_an_update_adding_one_percent_adds_to_the_vector_index(library, tmp_path, name):
+    vectors, queries, _ = library
+    first, extra = vectors[: COUNT - 120], vectors[COUNT - 120 :]  # 1% more: 12 videos
+    manifest = new_index(tmp_path / "index", first, IN_INDEX[name].to_dict())
+    before = storage.load_vector_index(tmp_path / "index", manifest, len(first))
+    with refusing_rebuilds():
+        second = update(tmp_path / "index", extra, first_video=(COUNT - 120) // PER_VIDEO)
+    assert second.counts["segments"] == COUNT and second.vector_settings == manifest.vector_settings
+    after = storage.load_vector_index(tmp_path / "index", second, COUNT)
+    assert after.slots == COUNT and after.live == COUNT
+    if name == "ivfpq":
+        old, new = live_codes(before), live_codes(after)
+        assert all(new[slot] == code for slot, code in old.items())  # the rows already indexed are not re-encoded
+        first_file = f"{manifest.vector_file}/vectors-00000.npy"
+        assert os.path.samefile(tmp_path / "index" / first_file, tmp_path / "index" / second.vector_file /
+                                "vectors-00000.npy")  # a hard link, its record carried over
+        assert second.files[f"{second.vector_file}/vectors-00000.npy"] == manifest.files[first_file]
+        assert storage.check_index(tmp_path / "index").ok
+    if name == "flat":  # exact: the same answers as an index built from scratch
+        new_index(tmp_path / "fresh", vectors, IN_INDEX[name].to_dict())
+        assert search_rows(tmp_path / "index", queries) == search_rows(tmp_path / "fresh", queries)
+
+
+@pytest.mark.parametrize("name", ["flat", "hnsw", "ivfpq"])
+def test_removing_videos_needs_no_rebuild_and_rows_follow(library, tmp_path, name):
+    vectors, queries, _ = library
+    manifest = new_index(tmp_path / "index", vectors, IN_INDEX[name].to_dict())
+    dropped = {f"v{video:05d}.mp4" for video in (3, 40, 41, 700)}
+    with refusing_rebuilds():
+        second = update(tmp_path / "index", dropped=dropped)
+    assert second.counts["segments"] == COUNT - 40
+    state = json.loads((tmp_path / "index" / second.vector_file / "ann.json").read_text())
+    assert state["slots"] == COUNT and state["removed"] == 40 and manifest.vector_file != second.vector_file
+    # A query equal to a stored vector after the removed rows finds its own row (slots map to the rows that moved).
+    kept = [row for row in range(COUNT) if f"v{row // PER_VIDEO:05d}.mp4" not in dropped]
+    probes = [kept[5000], kept[-1], 25]
+    found = search_rows(tmp_path / "index", vectors[probes], k=1)
+    assert found == [[(f"v{row // PER_VIDEO:05d}.mp4", 10.0 * (row % PER_VIDEO))] for row in probes]
+    hits = search_rows(tmp_path / "index", queries)
+    assert not {path for query in hits for path, _ in query} & dropped
+    if name == "flat":
+        fresh = new_index(tmp_path / "fresh", vectors[kept], IN_INDEX[name].to_dict())
+        assert fresh.counts["segments"] == len(kept)
+        expected = search_rows(tmp_path / "fresh", queries)
+        # the fresh index names videos by position: map them back to the kept rows' videos
+        rename = {f"v{i // PER_VIDEO:05d}.mp4": f"v{row // PER_VIDEO:05d}.mp4" for i, row in enumerate(kept)}
+        assert hits == [[(rename[path], start) for path, start in query] for query in expected]
+
+
+def test_removing_many_videos_compacts_the_vector_index(library, tmp_path):
+    vectors, queries, _ = library
+    new_index(tmp_path / "index", vectors, IN_INDEX["ivfpq"].to_dict())
+    dropped = {f"v{video:05d}.mp4" for video in range(0, COUNT // PER_VIDEO, 4)}  # 25% > compact_ratio 20%
+    second = update(tmp_path / "index", dropped=dropped)
+    state = json.loads((tmp_path / "index" / second.vector_file / "ann.json").read_text())
+    assert state["removed"] == 0 and state["slots"] == second.counts["segments"] == COUNT - COUNT // 4
+    kept = [row for row in range(COUNT) if f"v{row // PER_VIDEO:05d}.mp4" not in dropped]
+    assert search_rows(tmp_path / "index", vectors[kept[-3:]], k=1) == [
+        [(f"v{row // PER_VIDEO:05d}.mp4", 10.0 * (row % PER_VIDEO))] for row in kept[-3:]]
+    assert storage.check_index(tmp_path / "index").ok
+
+
+def test_a_reader_of_an_older_generation_keeps_searching_through_commits(library, tmp_path):
+    vectors, queries, _ = library
+    first = vectors[: COUNT - 200]
+    new_index(tmp_path / "index", first, IN_INDEX["ivfpq"].to_dict())
+    reader = storage.open_generation(tmp_path / "index")  # memory maps of generation 1's float16 files
+    answer = reader.vectors.search(queries, 10)
+    update(tmp_path / "index", vectors[COUNT - 200 : COUNT - 100], first_video=(COUNT - 200) // PER_VIDEO)
+    update(tmp_path / "index", vectors[COUNT - 100 :], first_video=(COUNT - 100) // PER_VIDEO)
+    assert not (tmp_path / "index" / reader.manifest.vector_file).exists()  # generation 1's folder is gone
+    again = reader.vectors.search(queries, 10)
+    assert np.array_equal(again[1], answer[1]) and np.allclose(again[0], answer[0])
+    assert storage.open_generation(tmp_path / "index").vectors.live == COUNT
+
+
+def test_auto_chooses_by_size_and_memory_and_is_stored_in_the_manifest(library, tmp_path):
+    vectors = library[0]
+    manifest = new_index(tmp_path / "auto", vectors, {"kind": "auto", "max_memory": None})
+    assert manifest.vector_settings.kind == "flat" and manifest.vector_index["max_memory"] is None
+    budget = 12_000 * 100  # flat needs 4 * 64 + 8 bytes per vector: over; IVF-PQ fits
+    manifest = new_index(tmp_path / "small", vectors, {"kind": "auto", "max_memory": budget})
+    assert manifest.vector_settings.kind == "ivfpq" and manifest.vector_index["max_memory"] == budget
+    assert manifest.vector_settings == choose_ann(COUNT, DIM, budget)
+    with pytest.raises(storage.IndexSettingsError, match="raise the memory limit.*kept"):
+        new_index(tmp_path / "none", vectors, {"kind": "auto", "max_memory": 1000})
+    with pytest.raises(storage.IndexSettingsError, match="at least 256 .* this index has 100.*--ann flat"):
+        new_index(tmp_path / "few", vectors[:100], {"kind": "ivfpq", "sized": True})
+
+
+@pytest.mark.parametrize("damage, caught", [
+    ("index.faiss", "open"), ("ann.json", "open"), ("vectors-00000.npy", "search"), ("removed.npy", "open"),
+])
+def test_flipped_bytes_in_each_file_of_the_vector_index_are_caught(library, tmp_path, monkeypatch, damage, caught):
+    """Small files are hashed when the index opens; float16 vector files past `HASH_ON_OPEN_MAX_BYTES` (0 here) only
+    have their size checked there, the rows a search re-ranks have their length checked, and --check reads them."""
+    vectors, queries, _ = library
+    index_dir = tmp_path / "index"
+    new_index(index_dir, vectors, IN_INDEX["ivfpq"].to_dict())
+    manifest = update(index_dir, dropped={"v00001.mp4"})  # a removed.npy
+    if caught == "search":
+        monkeypatch.setattr(storage, "HASH_ON_OPEN_MAX_BYTES", 0)
+    path = index_dir / manifest.vector_file / damage
+    row = 5000
+    if damage == "vectors-00000.npy":  # the exponent bytes of every value of one row
+        header = path.stat().st_size - COUNT * DIM * 2
+        flip_bytes(path, count=2 * DIM, offset=header + row * DIM * 2)
+    else:
+        flip_bytes(path, count=min(16, path.stat().st_size // 2))
+    if caught == "open":
+        with pytest.raises(storage.IndexDamagedError, match=rf"{damage} is damaged: .*SHA-256.*--repair"):
+            VideoSearchIndex.open(index_dir)
+    else:
+        index = VideoSearchIndex.open(index_dir, auto_refresh=False)  # sizes only: no read of the 1 GiB files
+        assert len(index.search_embeddings(queries[:3], 5)[0]) == 5  # rows not damaged: answered
+        with pytest.raises(storage.IndexDamagedError, match=rf"{damage} is damaged: .*not a unit vector"):
+            index.search_embeddings(vectors[row][None, :], 5)
+    check = storage.check_index(index_dir)
+    assert [problem.name for problem in check.problems] == [f"{manifest.vector_file}/{damage}"]
+    storage.repair_index(index_dir)
+    assert storage.check_index(index_dir).ok
+    assert search_rows(index_dir, vectors[[row]], k=1) == [[(f"v{row // PER_VIDEO:05d}.mp4", 10.0 * (row % 10))]]
+
+
+@pytest.mark.parametrize("name", ["hnsw", "ivfpq"])
+def test_searches_from_threads_pass_their_own_settings(library, built, name):
+    """efSearch, nprobe and rerank travel with each call: threads searching with different ones at once each get
+    what a lone search with theirs gets, and the shared index is left as it was."""
+    import faiss
+
+    vectors, queries, _ = library
+    ann = built[name]
+    ann.remove(np.arange(0, 200))  # HNSW's filter of removed slots is shared by the threads too
+    try:
+        options = [{"ef_search": 16}, {"ef_search": 512}] if name == "hnsw" else \
+            [{"nprobe": 1, "rerank": 10}, {"nprobe": 64, "rerank": 300}]
+        expected = [ann.search(queries, 10, **option) for option in options]
+        assert not np.array_equal(expected[0][1], expected[1][1])  # the settings matter at this size
+        ann._live_bitmap = None  # built again by the first thread that needs it
+        barrier = threading.Barrier(8)
+
+        def search(number):
+            barrier.wait()
+            return number % 2, [ann.search(queries, 10, **options[number % 2]) for _ in range(5)]
+
+        with ThreadPoolExecutor(8) as pool:
+            for which, answers in pool.map(search, range(8)):
+                for scores, slots in answers:
+                    assert np.array_equal(slots, expected[which][1])
+        if name == "hnsw":
+            assert ann.index.hnsw.efSearch == faiss.IndexHNSWFlat(DIM, 16).hnsw.efSearch  # never written
+        else:
+            assert faiss.extract_index_ivf(ann.index).nprobe == 1  # faiss' default, never written
+    finally:
+        ann.removed = np.zeros(0, np.int64)  # the module's index as it was (flat and IVF-PQ removed for real)
+        if name == "ivfpq":
+            built[name] = AnnIndex.build(library[0], SETTINGS[name], trained=ann)
+        ann._live_bitmap = None

@@ -75,7 +75,7 @@ def test_flipped_bytes_in_the_vector_file_are_caught_and_repaired(index_dir, enc
     with pytest.raises(IndexDamagedError, match=rf"{vector_file}/index.faiss is damaged: .*SHA-256.*tempme index --repair"):
         open_index(index_dir, encoder)
     check = check_index(index_dir)
-    assert [problem.name for problem in check.problems] == [vector_file]
+    assert [problem.name for problem in check.problems] == [f"{vector_file}/index.faiss"]
     assert "rebuilt from the Parquet rows" in check.problems[0].repair
 
     repaired = repair_index(index_dir)

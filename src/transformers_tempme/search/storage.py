@@ -1311,7 +1311,9 @@ def check_index(index_dir: str | os.PathLike) -> IndexCheck:
         try:
             result = read()
         except IndexDamagedError as error:
-            check.problems.append(IndexProblem(name, _problem_of(error), repair))
+            damaged_name = _relative_name(index_dir, getattr(error, "path", None))
+            damaged_name = damaged_name if damaged_name in names else name  # the damaged file of a folder
+            check.problems.append(IndexProblem(damaged_name, _problem_of(error), repair))
             check._bad.add(name)
             return None
         check.files_checked += len(names)
@@ -1356,6 +1358,13 @@ def check_index(index_dir: str | os.PathLike) -> IndexCheck:
                                                "deleted: the next `tempme index` encodes its videos again"))
             check._bad.add(name)
     return check
+
+
+def _relative_name(index_dir: Path, path: Path | None) -> str | None:
+    try:
+        return Path(path).relative_to(index_dir).as_posix() if path is not None else None
+    except ValueError:
+        return None
 
 
 def repair_index(index_dir: str | os.PathLike) -> IndexCheck:
