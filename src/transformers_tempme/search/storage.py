@@ -7,7 +7,10 @@
       segments/segments-00003-kept-00001.parquet   rows of an earlier shard, rewritten by generation 3 without the
                                                    rows of removed or changed videos (a shard with nothing to drop
                                                    keeps its name and is not rewritten)
-      vectors-00003.faiss                          the faiss index: vector i is row i of the shards in manifest order
+      vectors-00003/                               the vector index (`search/ann.py`): ann.json, index.faiss,
+                                                   removed.npy, and for ivfpq float16 vectors-00000.npy, ...; its
+                                                   live slots in ascending order are the rows of the shards in
+                                                   manifest order (slot - removed slots below it = row)
       report-00003.json                            what the update that made generation 3 did (`IndexingReport`)
       work/g00004-p000-00000-1a2b3c4d.parquet      videos encoded by an update that has not committed yet
       .lock                                        held by the update running now
@@ -26,10 +29,24 @@ renamed over its final name; the folder is synced so that the rename survives a 
 full disk; faiss reports a failed close only on stderr) fails the read-back, and nothing is committed.
 
 **Every file is checked when read.** The manifest records the size and SHA-256 of every file it names (`files`).
-Opening an index checks the sizes, the SHA-256 of the vector file and the Parquet page checksums of the columns it
-reads; `check_index` (`tempme index --check`) checks every byte; `repair_index` (`tempme index --repair`) rebuilds
+Opening an index checks every size, the SHA-256 of each file of the vector index up to `HASH_ON_OPEN_MAX_BYTES`
+(its description, removed slots, the faiss index of all but large flat/HNSW libraries) and the Parquet page
+checksums of the columns it reads. Larger files (IVF-PQ's 1 GiB float16 files; a flat or HNSW faiss file of
+millions of segments) are checked by size only there, so that opening a 10M-segment index does not read 10 GB; what
+a search reads of them is checked instead: every float16 vector re-ranked must have length 1 (`DamagedVectorsError`)
+and every score must be a finite cosine (`VideoSearchIndex._check_scores`), so that damage that changes a vector's
+length is an error, never an answer. Damage that keeps the length (a flipped sign bit) is left to `check_index`
+(`tempme index --check`), which checks every byte; `repair_index` (`tempme index --repair`) rebuilds
 what is derived (the vector file from the Parquet rows, the counts, `index.json` from its newest intact copy)
 without encoding anything. Damage is reported as `IndexDamagedError`, naming the file and the fix.
+
+**The vector index is updated, not rebuilt.** A commit loads the current vector index, removes the slots of the
+rows it drops, adds the new rows (IVF lists, HNSW graph or flat index extended: no training), compacts it once
+`needs_compaction`, and saves it as the new generation's folder, written in a `.tmp-*` folder, read back, then
+renamed into place; float16 files of the previous generation are hard-linked there and keep their records (not
+hashed again). It is built from all rows only for a new index, other settings, or a repair (`chosen_vector_settings`
+sizes `auto` and kind-only requests then). Indexes of format 1 and 2 (one flat or HNSW `vectors-NNNNN.faiss`) open
+through `AnnIndex.from_faiss_file` and are written as a folder by their next commit.
 
 **Work shards.** Every few hundred segments (or every minute) each process of an update writes the videos it has
 finished to `work/` as one Parquet file holding whole videos; its key-value metadata (`tempme`) records the model
@@ -44,13 +61,13 @@ done. A work shard that cannot be read whole is deleted when found: its videos a
       "model": {"name_or_path": ..., "revision": ..., "fingerprint": ..., "preset": ..., "schedule": {...}},
       "embedding_dim": 512, "num_frames": 12, "frame_sampling": "fps", "segment_seconds": 10.0,
       "segment_overlap": 0.0,
-      "vector_index": {"kind": "flat", "hnsw_m": 32, "ef_construction": 40, "ef_search": 128,
-                       "file": "vectors-00003.faiss"},
+      "vector_index": {"kind": "ivfpq", "nlist": 1024, "pq_m": 64, "nprobe": 20, "rerank": 200, ...,
+                       "max_memory": 4294967296, "file": "vectors-00003"},
       "shards": ["segments/segments-00002-new-00000.parquet", "segments/segments-00003-new-00000.parquet"],
       "report": "report-00003.json",
       "counts": {"videos": 120, "segments": 1450, "failed": 2},
-      "generation": 3, "package_version": "0.1.0", "updated": "2025-...", "format_version": 2,
-      "files": {"vectors-00003.faiss": {"size": BYTES, "sha256": HEX, "rows": 1450}, ...}
+      "generation": 3, "package_version": "0.1.0", "updated": "2025-...", "format_version": 3,
+      "files": {"vectors-00003/index.faiss": {"size": BYTES, "sha256": HEX}, ...}
     }
 
 The segment table (each shard; plain Parquet with Hugging Face `datasets` features, `segment_features`):
@@ -65,10 +82,8 @@ The segment table (each shard; plain Parquet with Hugging Face `datasets` featur
     sha256    string      SHA-256 of its content when it was indexed with `verify` (else empty)
     embedding List(float32, length=dim)  the L2-normalised video embedding of the segment
 
-The vector index (faiss; the embeddings are unit vectors, so the inner product is the cosine similarity):
-`flat`, `IndexFlatIP`, exact, its cost growing with the number of segments; or `hnsw`, `IndexHNSWFlat` (inner
-product), approximate, with `M` and `efConstruction` fixed when it is built and `efSearch` (the candidate list of
-a query) trading speed for recall when searching.
+The vector index is `search.ann.AnnIndex` (`flat`, `hnsw` or `ivfpq`; its module docstring describes each kind
+and its files).
 """
 
 from __future__ import annotations
