@@ -600,3 +600,23 @@ def test_searches_from_threads_pass_their_own_settings(library, built, name):
         if name == "ivfpq":
             built[name] = AnnIndex.build(library[0], SETTINGS[name], trained=ann)
         ann._live_bitmap = None
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """`benchmarks/search_scale.py` as the lead runs it, at a size that takes seconds (no timing asserted): a
+    finished vectors file is reused by the next run, whose recall is exact for `flat`."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(SCRIPT), "--sizes", "2000", "--queries", "5", "--kinds", "flat", "--data",
+               "structured", "--no-text", "--quiet", "--threads", "1", "--work-dir", str(tmp_path / "work"), "--keep",
+               "--output", str(tmp_path / "out.json"), "--markdown", str(tmp_path / "out.md")]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    (tmp_path / "work" / "structured-2000-queries.npz").unlink()  # the vectors alone are reused
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    record = json.loads((tmp_path / "out.json").read_text())
+    result = record["results"][0]
+    assert result["reused_vectors"].endswith("structured-2000.npy") and record["machine"]["cpu_features"]["flags"]
+    assert [query["recall_at_10"] for query in result["kinds"][0]["searches"][0]["queries"].values()] == [1.0, 1.0]
+    assert "| structured | 2,000 | flat | exact | text | 1.000 |" in (tmp_path / "out.md").read_text()

@@ -127,7 +127,8 @@ class VideoSearchIndex:
              auto_refresh: bool = True) -> "VideoSearchIndex":
         """Open an index for searching. Without `model`, the model named in the index loads on the first query.
 
-        Every file is checked as it is read (sizes, the vector file's SHA-256, Parquet page checksums).
+        Every file is checked as it is read (sizes; the SHA-256 of the vector index's files up to 256 MiB, larger
+        ones through what each search reads; Parquet page checksums): see `storage.py`.
 
         Raises:
             `EmbeddingSpaceMismatchError`: `model` (with `processor`) is not the model the index was built with.

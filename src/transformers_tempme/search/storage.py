@@ -784,13 +784,13 @@ class OpenGeneration:
 
     Attributes:
         manifest (`IndexManifest`): its `index.json`.
-        vectors: its faiss index; vector `i` is row `i` of `rows`.
+        vectors (`AnnIndex`): its vector index; its live slots in order are the rows of `rows` (`rank_of`).
         rows (`pa.Table`): `path`, `start` and `end` of every segment.
         stamp (`tuple`): `manifest_stamp` of `index.json` when it was read.
     """
 
     manifest: IndexManifest
-    vectors: Any
+    vectors: AnnIndex
     rows: pa.Table
     stamp: tuple | None
 
