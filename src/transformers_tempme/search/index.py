@@ -388,7 +388,7 @@ class VideoSearchIndex:
         except DamagedVectorsError as error:
             folder = generation.manifest.vector_file
             raise damaged(self.index_dir, f"{folder}/{Path(error.path).name}",
-                          "a vector read to re-rank the hits is not a unit vector (damaged bytes)") from error
+                          f"{str(error).rsplit(': ', 1)[-1]} (damaged bytes)") from error
         return scores, generation.vectors.rank_of(slots)
 
     def _check_scores(self, generation: OpenGeneration, scores: np.ndarray) -> None:

@@ -8,7 +8,8 @@
                                                    rows of removed or changed videos (a shard with nothing to drop
                                                    keeps its name and is not rewritten)
       vectors-00003/                               the vector index (`search/ann.py`): ann.json, index.faiss,
-                                                   removed.npy, and for ivfpq float16 vectors-00000.npy, ...; its
+                                                   removed.npy, and for ivfpq float16 vectors-00000.npy, ...
+                                                   with their row checksums checksums-00000.npy, ...; its
                                                    live slots in ascending order are the rows of the shards in
                                                    manifest order (slot - removed slots below it = row)
       report-00003.json                            what the update that made generation 3 did (`IndexingReport`)
@@ -33,10 +34,10 @@ Opening an index checks every size, the SHA-256 of each file of the vector index
 (its description, removed slots, the faiss index of all but large flat/HNSW libraries) and the Parquet page
 checksums of the columns it reads. Larger files (IVF-PQ's 1 GiB float16 files; a flat or HNSW faiss file of
 millions of segments) are checked by size only there, so that opening a 10M-segment index does not read 10 GB; what
-a search reads of them is checked instead: every float16 vector re-ranked must have length 1 (`DamagedVectorsError`)
-and every score must be a finite cosine (`VideoSearchIndex._check_scores`), so that damage that changes a vector's
-length is an error, never an answer. Damage that keeps the length (a flipped sign bit) is left to `check_index`
-(`tempme index --check`), which checks every byte; `repair_index` (`tempme index --repair`) rebuilds
+a search reads of them is checked instead: every float16 vector re-ranked is compared with the checksum written
+beside it (`ann.row_checksums`, 8 bytes per vector: any flipped bit; `DamagedVectorsError`), and every score must
+be a finite cosine (`VideoSearchIndex._check_scores`, all a large flat or HNSW faiss file gets), so that damage
+is an error, never an answer. `check_index` (`tempme index --check`) checks every byte; `repair_index` (`tempme index --repair`) rebuilds
 what is derived (the vector file from the Parquet rows, the counts, `index.json` from its newest intact copy)
 without encoding anything. Damage is reported as `IndexDamagedError`, naming the file and the fix.
 
@@ -109,7 +110,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .ann import AnnIndex, VectorIndexSettings, choose_ann, settings_for
+from .ann import AnnIndex, VectorIndexSettings, checksum_path, choose_ann, settings_for
 from .discovery import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -702,11 +703,12 @@ def save_vector_index(index_dir: str | os.PathLike, vectors: AnnIndex, name: str
                 names = vectors.save(folder)
             except RuntimeError as error:  # faiss
                 raise IndexFileError(f"Cannot write {target}: faiss: {_first_line(error)}. Is the disk full?") from error
-            linked = {}
+            linked = {}  # file name: the record of the earlier generation's file it is a hard link of
             for number, source in enumerate(sources):
-                written = folder / f"vectors-{number:05d}.npy"
-                if source.parent != folder and written.exists() and os.path.samefile(source, written):
-                    linked[written.name] = (previous_files or {}).get(source.relative_to(index_dir).as_posix())
+                copy = folder / f"vectors-{number:05d}.npy"
+                for source_file, written in ((source, copy), (checksum_path(source), checksum_path(copy))):
+                    if source_file.parent != folder and written.exists() and os.path.samefile(source_file, written):
+                        linked[written.name] = (previous_files or {}).get(_relative_name(index_dir, source_file))
             records = {}
             for file in names:
                 path = folder / file
