@@ -102,10 +102,10 @@ class VectorIndexSettings:
         ef_search (`int`): HNSW candidate list while searching (raised to `k` when smaller).
         nlist (`int`): IVF cells (k-means centroids).
         pq_m (`int`): bytes per IVF-PQ code (sub-quantizers of 8 bits); divides the dimension.
-        opq (`bool`): rotate the vectors with OPQ before the IVF-PQ (trained with it). Off by default: after
-            re-ranking it found no more of the exact top-10 at 1M segments and made the build several times longer
-            (`docs/records/search/scale_notes.md`); embeddings whose variance is very uneven across dimensions may
-            gain from it.
+        opq (`bool`): rotate the vectors with OPQ before the IVF-PQ (trained with it). Off by default: it makes
+            the build several times longer, and re-ranking recovers what coarser codes miss; embeddings whose
+            variance is very uneven across dimensions may gain from it (`benchmarks/search_scale.py --opq` measures
+            the recall with it).
         nprobe (`int`): IVF cells scanned per query.
         rerank (`int`): IVF-PQ candidates per query re-scored exactly from the float16 vectors.
         train_size (`int`): vectors sampled (evenly at random) to train the IVF centroids, OPQ and PQ.
@@ -175,8 +175,8 @@ def estimated_bytes_per_vector(settings: VectorIndexSettings, num_vectors: int, 
 
 
 def settings_for(kind: str, num_vectors: int, dim: int = 512) -> VectorIndexSettings:
-    """The settings of index `kind` for `num_vectors` vectors, as measured by `benchmarks/search_scale.py` (see
-    `docs/records/search/scale_notes.md`): recall@10 of at least 0.95 against exact search on structured data.
+    """The settings of index `kind` for `num_vectors` vectors, chosen for a recall@10 of at least 0.95 against exact
+    search on structured data (`benchmarks/search_scale.py` measures it, docs/search.md "Index kinds").
 
     - flat: nothing to choose.
     - hnsw: M=32, efConstruction=200, efSearch=256.
@@ -199,18 +199,19 @@ def settings_for(kind: str, num_vectors: int, dim: int = 512) -> VectorIndexSett
     return VectorIndexSettings("ivfpq", nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=200, train_size=train_size)
 
 
-# Flat search reads every vector per query: up to this many float32 values (250k segments of 512) it stays near
-# 15 ms on a 2-core machine (1M segments: 69 ms, docs/search.md), so an approximate index buys little below it.
+# Flat search reads every vector per query, its time growing with the library: up to this many float32 values (250k
+# segments of 512, 512 MB) a query's pass stays short, so an approximate index buys little below it
+# (`benchmarks/search_latency.py` times exact search by size).
 FLAT_MAX_VALUES = 128_000_000
 # HNSW builds cost efConstruction distance computations per link and grow faster than linearly; above this many
-# vectors IVF-PQ builds many times faster at the same recall (docs/records/search/scale_notes.md).
+# vectors IVF-PQ builds many times faster (`benchmarks/search_scale.py` reports both build times).
 HNSW_MAX_VECTORS = 1_000_000
 
 
 def choose_ann(num_segments: int, dim: int = 512, max_memory_bytes: float | None = None) -> VectorIndexSettings:
     """The index for `num_segments` vectors of `dim` values within `max_memory_bytes` of RAM (`None`: no limit).
 
-    The rule, in order (sizes and figures in `docs/records/search/scale_notes.md`):
+    The rule, in order (`estimated_bytes_per_vector` for what fits):
 
     1. `flat` (exact) while a query's pass over every vector stays short (`num_segments * dim <= FLAT_MAX_VALUES`)
        and the vectors fit the budget;
@@ -368,7 +369,7 @@ def _new_faiss_index(settings: VectorIndexSettings, dim: int):
     # Polysemous training reorders the codes for Hamming-distance filtering, which this index does not use; it
     # is on by default and costs more than the rest of the training.
     faiss.downcast_index(_ivf(index)).do_polysemous_training = False
-    if settings.opq:  # 20 rounds instead of faiss' 50: no recall lost at 1M (scale_notes.md), 2.5 times faster
+    if settings.opq:  # 20 rounds instead of faiss' 50: the rotation trains 2.5 times faster
         faiss.downcast_VectorTransform(index.chain.at(0)).niter = OPQ_ITERATIONS
     return index
 
