@@ -1,7 +1,7 @@
 """Query latency of video search at 10k, 100k and 1M stored segments: exact and HNSW, with HNSW recall@10.
 
 For each size, an index folder is written with the library's own storage code (`segment_table`, `write_shard`,
-`build_vector_index`): random unit vectors stand in for segment embeddings (512 values, ViT-B/32's projection
+`save_vector_index`): random unit vectors stand in for segment embeddings (512 values, ViT-B/32's projection
 size). The index is opened with `VideoSearchIndex` and a ViT-B/32-shaped TempMe text tower (random weights, the
 real CLIP BPE tokenizer), and `VideoSearchIndex.search(query, k=10)` is timed end to end for `--queries`
 different captions: text encoding + vector search + building the typed hits. The two parts are also timed apart.
@@ -39,13 +39,11 @@ import torch
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex
 from transformers_tempme.analysis.benchmark_records import load_average, machine_description, write_results
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
+from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
 from transformers_tempme.search.fingerprint import model_fingerprint
 from transformers_tempme.search.storage import (
     IndexManifest,
-    VectorIndexSettings,
-    build_vector_index,
     save_vector_index,
-    search_vectors,
     segment_table,
     write_manifest,
     write_shard,
@@ -143,14 +141,15 @@ def write_index(folder: Path, vectors: np.ndarray, fingerprint: str, model_info:
     return shards, sum((folder / name).stat().st_size for name in shards)
 
 
-def point_manifest(folder: Path, shards: dict, vector_file: str, vector_record: dict, settings: VectorIndexSettings,
+def point_manifest(folder: Path, shards: dict, vector_file: str, vector_records: dict, settings: VectorIndexSettings,
                    count: int, fingerprint: str, model_info: dict) -> None:
+    """Write `index.json` for the shards and the vector index folder `vector_file` (its file records)."""
     write_manifest(folder, IndexManifest(
         video_dir=str(folder / "videos"), model={**model_info, "fingerprint": fingerprint}, embedding_dim=DIM,
         num_frames=12, frame_sampling="fps", segment_seconds=10.0, segment_overlap=0.0,
         vector_index={**settings.to_dict(), "file": vector_file}, shards=list(shards),
         counts={"videos": count // SEGMENTS_PER_VIDEO, "segments": count, "failed": 0}, generation=1,
-        files={**shards, vector_file: vector_record},
+        files={**shards, **vector_records},
     ))
 
 
@@ -186,7 +185,7 @@ def open_index(folder: Path, model, processor) -> tuple[VideoSearchIndex, dict]:
     """The opened index and what it holds in memory per segment (see the module docstring)."""
     index = VideoSearchIndex.open(folder, model, processor)
     count = len(index)
-    vector_bytes = (folder / index.manifest.vector_index["file"]).stat().st_size
+    vector_bytes = sum(path.stat().st_size for path in (folder / index.manifest.vector_file).iterdir())
     metadata_bytes = index._generation.rows.nbytes
     return index, {"vector_bytes_per_segment": vector_bytes / count, "metadata_bytes_per_segment": metadata_bytes / count,
                    "memory_bytes_per_segment": (vector_bytes + metadata_bytes) / count}
@@ -203,32 +202,32 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
     result = {"segments": count, "table_bytes_per_segment": table_bytes / count, "load_average_before": load_average()}
 
     flat = VectorIndexSettings("flat")
-    flat_record = save_vector_index(build_vector_index(vectors, flat), folder / "vectors-flat.faiss")
-    point_manifest(folder, shards, "vectors-flat.faiss", flat_record, flat, count, fingerprint, model_info)
+    flat_records = save_vector_index(folder, AnnIndex.build(vectors, flat), "vectors-flat")
+    point_manifest(folder, shards, "vectors-flat", flat_records, flat, count, fingerprint, model_info)
     index, memory = open_index(folder, model, processor)
     result["exact"] = {**time_queries(index, texts, args.k, near), **memory}
     print(f"  exact: search p50 {result['exact']['search']['p50_ms']:.1f} ms, p95 {result['exact']['search']['p95_ms']:.1f} ms",
           flush=True)
     query_embeddings = near if near is not None else index.encode_text(texts)
-    _, exact_ids = search_vectors(index._generation.vectors, query_embeddings, args.k, flat)
+    _, exact_ids = index._generation.vectors.search(query_embeddings, args.k)
     del index
     gc.collect()
 
     start = time.perf_counter()
     hnsw_settings = VectorIndexSettings("hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
-    hnsw = build_vector_index(vectors, hnsw_settings)
+    hnsw = AnnIndex.build(vectors, hnsw_settings)
     result["hnsw_build_seconds"] = time.perf_counter() - start
     print(f"  HNSW built in {result['hnsw_build_seconds']:.0f} s", flush=True)
-    hnsw_record = save_vector_index(hnsw, folder / "vectors-hnsw.faiss")
+    hnsw_records = save_vector_index(folder, hnsw, "vectors-hnsw")
     del hnsw, vectors
     gc.collect()
 
     result["hnsw"] = []
     for ef_search in [int(value) for value in args.ef_search.split(",")]:
         settings = VectorIndexSettings("hnsw", args.hnsw_m, args.ef_construction, ef_search)
-        point_manifest(folder, shards, "vectors-hnsw.faiss", hnsw_record, settings, count, fingerprint, model_info)
+        point_manifest(folder, shards, "vectors-hnsw", hnsw_records, settings, count, fingerprint, model_info)
         index, memory = open_index(folder, model, processor)
-        _, ids = search_vectors(index._generation.vectors, query_embeddings, args.k, settings)
+        _, ids = index._generation.vectors.search(query_embeddings, args.k)
         recall = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids, exact_ids)]))
         result["hnsw"].append({
             "ef_search": ef_search, "recall_at_10": recall, **time_queries(index, texts, args.k, near), **memory,

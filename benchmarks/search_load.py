@@ -44,7 +44,8 @@ from transformers_tempme.analysis.benchmark_records import load_average, machine
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
 from transformers_tempme.hub.loading import describe_model
 from transformers_tempme.search.fingerprint import model_fingerprint
-from transformers_tempme.search.storage import VectorIndexSettings, build_vector_index, save_vector_index
+from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
+from transformers_tempme.search.storage import save_vector_index
 
 
 def _search_latency():
@@ -124,8 +125,8 @@ def write_synthetic_index(folder: Path, count: int, model, processor, model_dir:
     vectors = search_latency.random_unit_vectors(count, seed=count)
     shards, _ = search_latency.write_index(folder, vectors, fingerprint, model_info)
     settings = VectorIndexSettings("flat")
-    record = save_vector_index(build_vector_index(vectors, settings), folder / "vectors-flat.faiss")
-    search_latency.point_manifest(folder, shards, "vectors-flat.faiss", record, settings, count, fingerprint, model_info)
+    records = save_vector_index(folder, AnnIndex.build(vectors, settings), "vectors-flat")
+    search_latency.point_manifest(folder, shards, "vectors-flat", records, settings, count, fingerprint, model_info)
 
 
 def answer_of(hits) -> list[tuple[str, float, float]]:

@@ -239,7 +239,7 @@ def test_a_damaged_vector_file_is_an_error_line_then_check_and_repair(library, c
     from transformers_tempme.search.storage import read_manifest
 
     _, index_dir, answer = library
-    vector_file = read_manifest(index_dir).vector_file
+    vector_file = f"{read_manifest(index_dir).vector_file}/index.faiss"
     flip_bytes(index_dir / vector_file)
     assert main(["search", str(index_dir), QUERY]) == 2
     line = one_error_line(capsys)
@@ -279,7 +279,7 @@ def test_a_full_disk_is_an_error_line_naming_the_file(library, capsys, monkeypat
     real_replace = storage.os.replace
 
     def disk_full(source, destination):
-        if str(destination).endswith(".faiss"):
+        if str(destination).endswith("vectors-00002"):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_replace(source, destination)
 
@@ -287,7 +287,7 @@ def test_a_full_disk_is_an_error_line_naming_the_file(library, capsys, monkeypat
     (videos / "red_left.mp4").unlink()
     assert main(["index", str(videos), "--index", str(index_dir), "--no-progress"]) == 2
     line = one_error_line(capsys)
-    assert "vectors-00002.faiss: the disk is full" in line and "nothing was committed" in line
+    assert "vectors-00002: the disk is full" in line and "nothing was committed" in line
     monkeypatch.undo()
     assert search_output(index_dir, capsys) == answer
 
@@ -399,3 +399,37 @@ def test_an_adapter_folder_takes_its_base_processor_and_indexes_unmerged_when_it
     capsys.readouterr()
     assert main(["search", str(tmp_path / "fp32"), QUERY, "-k", "3", "--json"]) == 0  # the manifest's model, reloaded
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--max-memory", "4X"], "argument --max-memory: '4X' is not a size: write it like 512M or 4G"),
+    (["--max-memory", "0G"], "is no memory at all"),
+    (["--ann", "flat", "--max-memory", "1G"], "--max-memory is for --ann auto, not --ann flat"),
+    (["--ef-search", "64"], "--hnsw-m, --ef-construction and --ef-search need --ann hnsw"),
+    (["--ann", "ivfpq"], "needs at least 256 of them; this index has 7. Use --ann flat (or auto)"),
+])
+def test_bad_vector_index_options_are_one_error_line(indexed, tmp_path, capsys, arguments, message):
+    model_dir, videos, _ = indexed
+    argv = ["index", str(videos), "--model", str(model_dir), "--index", str(tmp_path / "idx"), "--num-workers", "0",
+            "--no-progress", *arguments]
+    assert exit_code(argv) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_ann_auto_with_a_memory_budget_and_updates_that_keep_the_kind(library, capsys):
+    from transformers_tempme.cli.index import memory_size
+    from transformers_tempme.search.storage import read_manifest
+
+    assert [memory_size(text) for text in ("512M", "4G", "1.5GiB", "1000")] == [2**29, 2**32, 3 * 2**29, 1000]
+    videos, index_dir, answer = library
+    assert read_manifest(index_dir).vector_index["kind"] == "flat"  # auto, 7 segments: exact
+    # auto on an update keeps the index's kind (and adds to it); naming another kind rebuilds it from the rows.
+    assert main(["index", str(videos), "--index", str(index_dir), "--ann", "auto", "--max-memory", "512M",
+                 "--no-progress"]) == 0
+    assert read_manifest(index_dir).vector_index["kind"] == "flat"
+    assert main(["index", str(videos), "--index", str(index_dir), "--ann", "hnsw", "--hnsw-m", "8",
+                 "--no-progress"]) == 0
+    manifest = read_manifest(index_dir)
+    assert (manifest.vector_index["kind"], manifest.vector_index["hnsw_m"]) == ("hnsw", 8)
+    capsys.readouterr()
+    assert search_output(index_dir, capsys) == answer

@@ -17,6 +17,7 @@ from search_helpers import encoder, videos  # noqa: F401 - fixtures
 
 from transformers_tempme import VideoSearchIndex, load_search_model
 from transformers_tempme.search import indexer, storage
+from transformers_tempme.search.ann import AnnIndex
 from transformers_tempme.search.storage import (
     IndexDamagedError,
     IndexFileError,
@@ -50,15 +51,17 @@ def test_every_file_the_manifest_names_carries_its_size_and_sha256(index_dir):
     from transformers_tempme.search.discovery import file_sha256
 
     manifest = read_manifest(index_dir)
-    assert sorted(manifest.files) == sorted(manifest.file_names) and len(manifest.files) == 3
+    vector_folder = manifest.vector_file  # the flat vector index: its faiss file and its description
+    assert manifest.vector_files == [f"{vector_folder}/ann.json", f"{vector_folder}/index.faiss"]
+    assert sorted(manifest.files) == sorted(manifest.file_names) and len(manifest.files) == 4
     for name, record in manifest.files.items():
         assert record["size"] == (index_dir / name).stat().st_size
         assert record["sha256"] == file_sha256(index_dir / name)
-    assert manifest.files[manifest.vector_file]["rows"] == manifest.counts["segments"] == 7
+    assert json.loads((index_dir / vector_folder / "ann.json").read_text())["slots"] == manifest.counts["segments"] == 7
     # Each generation's manifest is kept as a copy (what --repair restores a damaged index.json from).
     assert json.loads((index_dir / "index-00001.json").read_text()) == json.loads((index_dir / "index.json").read_text())
     check = check_index(index_dir)
-    assert check.ok and check.files_checked == 3
+    assert check.ok and check.files_checked == 4
 
 
 # ------------------------------------------------------------------------------------------ damaged vector file
@@ -67,12 +70,12 @@ def test_every_file_the_manifest_names_carries_its_size_and_sha256(index_dir):
 def test_flipped_bytes_in_the_vector_file_are_caught_and_repaired(index_dir, encoder):
     before = hits_of(open_index(index_dir, encoder))
     vector_file = read_manifest(index_dir).vector_file
-    flip_bytes(index_dir / vector_file)
+    flip_bytes(index_dir / vector_file / "index.faiss")
 
-    with pytest.raises(IndexDamagedError, match=rf"{vector_file} is damaged: .*SHA-256.*tempme index --repair"):
+    with pytest.raises(IndexDamagedError, match=rf"{vector_file}/index.faiss is damaged: .*SHA-256.*tempme index --repair"):
         open_index(index_dir, encoder)
     check = check_index(index_dir)
-    assert [problem.name for problem in check.problems] == [vector_file]
+    assert [problem.name for problem in check.problems] == [f"{vector_file}/index.faiss"]
     assert "rebuilt from the Parquet rows" in check.problems[0].repair
 
     repaired = repair_index(index_dir)
@@ -84,7 +87,7 @@ def test_flipped_bytes_in_the_vector_file_are_caught_and_repaired(index_dir, enc
 
 
 def test_the_next_update_does_not_carry_a_damaged_vector_file_forward(videos, index_dir, encoder, tmp_path):
-    flip_bytes(index_dir / read_manifest(index_dir).vector_file)
+    flip_bytes(index_dir / read_manifest(index_dir).vector_file / "index.faiss")
     write_clip(videos / "zz_yellow.mp4", moving_square("yellow", 3 * FPS))
     index = VideoSearchIndex.build(videos, index_dir, *encoder, **FAST)  # an update that only adds a video
     assert index.last_report.added == ["zz_yellow.mp4"] and check_index(index_dir).ok
@@ -97,8 +100,9 @@ def test_a_score_above_one_is_never_returned(index_dir, encoder):
     have none) still cannot give a cosine similarity above 1."""
     manifest = read_manifest(index_dir)
     garbage = np.random.default_rng(0).normal(scale=12.0, size=(7, manifest.embedding_dim)).astype(np.float32)
-    damaged = storage.build_vector_index(garbage, manifest.vector_settings)
-    manifest.files[manifest.vector_file] = storage.save_vector_index(damaged, index_dir / manifest.vector_file)
+    damaged = AnnIndex.build(garbage, manifest.vector_settings)
+    manifest.files.update(storage.save_vector_index(index_dir, damaged, "vectors-garbage"))
+    manifest.vector_index["file"] = "vectors-garbage"
     storage.write_manifest(index_dir, manifest)
     index = open_index(index_dir, encoder)
     with pytest.raises(IndexDamagedError, match=r"gives a score of [\d.]+ where a cosine similarity is at most 1"):
@@ -108,7 +112,8 @@ def test_a_score_above_one_is_never_returned(index_dir, encoder):
 def test_a_vector_file_cut_short_while_written_is_never_committed(videos, index_dir, encoder, monkeypatch):
     """faiss reports a failed close only on stderr: the file read back before the rename catches the short write."""
     before = hits_of(open_index(index_dir, encoder))
-    faiss = storage._faiss()
+    import faiss
+
     real_write = faiss.write_index
 
     def write_cut_short(index, path):
@@ -118,7 +123,7 @@ def test_a_vector_file_cut_short_while_written_is_never_committed(videos, index_
 
     monkeypatch.setattr(faiss, "write_index", write_cut_short)
     write_clip(videos / "yellow.mp4", moving_square("yellow", 3 * FPS))
-    with pytest.raises(IndexFileError, match=r"vectors-00002\.faiss was cut short.*nothing was committed"):
+    with pytest.raises(IndexFileError, match=r"vectors-00002 was cut short.*nothing was committed"):
         build(videos, index_dir, encoder)
     monkeypatch.undo()
     assert read_manifest(index_dir).generation == 1 and not list(index_dir.glob(".tmp-*"))
@@ -243,13 +248,13 @@ def test_a_write_the_system_refuses_names_the_file_and_commits_nothing(videos, i
     real_replace = storage.os.replace
 
     def refuse_vectors(source, destination):
-        if str(destination).endswith(".faiss"):
+        if str(destination).endswith("vectors-00002"):
             raise OSError(code, errno.errorcode[code])
         real_replace(source, destination)
 
     monkeypatch.setattr(storage.os, "replace", refuse_vectors)
     write_clip(videos / "yellow.mp4", moving_square("yellow", 3 * FPS))
-    with pytest.raises(IndexFileError, match=rf"Cannot write .*vectors-00002\.faiss: {hint}"):
+    with pytest.raises(IndexFileError, match=rf"Cannot write .*vectors-00002: {hint}"):
         build(videos, index_dir, encoder)
     monkeypatch.undo()
     assert hits_of(open_index(index_dir, encoder)) == before and not list(index_dir.glob(".tmp-*"))
@@ -277,7 +282,7 @@ def test_the_previous_generation_stays_for_readers_that_opened_it(videos, index_
     build(videos, index_dir, encoder)
     # A reader that read index.json just before that commit still opens generation 1 whole.
     rows = storage.read_segment_rows(index_dir, first, storage.SEARCH_COLUMNS)
-    assert storage.load_vector_index(index_dir, first, rows.num_rows).ntotal == 7
+    assert storage.load_vector_index(index_dir, first, rows.num_rows).live == 7
     (videos / "yellow.mp4").unlink()
     build(videos, index_dir, encoder)  # generation 3: generation 1 goes, 2 stays
     names = {path.relative_to(index_dir).as_posix() for path in index_dir.rglob("*") if path.is_file()}
@@ -323,7 +328,7 @@ def test_an_open_index_follows_new_generations(videos, tmp_path):
     # A newer generation that cannot be loaded leaves the reader on the one it has.
     write_clip(videos / "blue_new.mp4", moving_square("blue", 3 * FPS))
     update(first)
-    flip_bytes(index_dir / read_manifest(index_dir).vector_file)
+    flip_bytes(index_dir / read_manifest(index_dir).vector_file / "index.faiss")
     assert len(reader.search("a yellow square", k=10)) == 8 and reader.manifest.generation == 2
     with pytest.raises(IndexDamagedError):
         VideoSearchIndex.open(index_dir)
@@ -338,14 +343,51 @@ def test_an_open_index_follows_new_generations(videos, tmp_path):
         VideoSearchIndex.open(index_dir, second[0], second[1]).search("a yellow square", k=1)[0].score, abs=1e-5)
 
 
+def write_old_format(index_dir, format_version: int, kind: str = "flat") -> None:
+    """Turn the index into one as versions before the vector folder wrote it: one `.faiss` file (`IndexFlatIP` or
+    `IndexHNSWFlat`, vector i = row i), its record in `files` (format 2) or no records at all (format 1)."""
+    import shutil
+
+    import faiss
+
+    manifest = read_manifest(index_dir)
+    embeddings = storage.embedding_matrix(storage.read_segment_rows(index_dir, manifest, ["embedding"]))
+    index = faiss.IndexFlatIP(embeddings.shape[1]) if kind == "flat" else \
+        faiss.IndexHNSWFlat(embeddings.shape[1], 8, faiss.METRIC_INNER_PRODUCT)
+    index.add(embeddings)
+    faiss.write_index(index, str(index_dir / "vectors-00001.faiss"))
+    shutil.rmtree(index_dir / manifest.vector_file)
+    data = json.loads((index_dir / "index.json").read_text())
+    data["vector_index"] = {"kind": kind, "hnsw_m": 8, "ef_construction": 40, "ef_search": 128,
+                            "file": "vectors-00001.faiss"}
+    files = {name: record for name, record in data["files"].items() if not name.startswith(manifest.vector_file)}
+    files["vectors-00001.faiss"] = {**storage.file_record(index_dir / "vectors-00001.faiss"), "rows": 7}
+    data.update(files=files, format_version=format_version)
+    if format_version == 1:
+        del data["files"]
+    (index_dir / "index.json").write_text(json.dumps(data))
+
+
 def test_index_folder_of_format_1_is_read_and_repair_records_checksums(index_dir, encoder):
     before = hits_of(open_index(index_dir, encoder))
-    data = json.loads((index_dir / "index.json").read_text())
-    del data["files"]
-    (index_dir / "index.json").write_text(json.dumps({**data, "format_version": 1}))
+    write_old_format(index_dir, 1)
     assert hits_of(open_index(index_dir, encoder)) == before
     check = check_index(index_dir)
     assert len(check.problems) == 1 and "no size and SHA-256 recorded" in check.problems[0].problem
     repair_index(index_dir)
-    assert check_index(index_dir).ok and read_manifest(index_dir).format_version == 2
+    assert check_index(index_dir).ok and read_manifest(index_dir).format_version == storage.FORMAT_VERSION
     assert hits_of(open_index(index_dir, encoder)) == before
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_an_index_with_one_faiss_file_opens_and_updates_into_the_folder_format(videos, index_dir, encoder, kind):
+    """Indexes written before the vector folder (format 2: flat or HNSW in `vectors-NNNNN.faiss`) open as they are;
+    the next update carries their vectors into a folder (the faiss index loaded and extended, not rebuilt)."""
+    before = hits_of(open_index(index_dir, encoder))
+    write_old_format(index_dir, 2, kind)
+    assert hits_of(open_index(index_dir, encoder)) == before and check_index(index_dir).ok
+    write_clip(videos / "yellow.mp4", moving_square("yellow", 3 * FPS))
+    index = build(videos, index_dir, encoder)
+    manifest = read_manifest(index_dir)
+    assert manifest.vector_file == "vectors-00002" and manifest.vector_settings.kind == kind
+    assert manifest.format_version == storage.FORMAT_VERSION and len(index) == 8 and check_index(index_dir).ok

@@ -5,6 +5,7 @@
     tempme index --check --index videos.index                      # read every file, compare with index.json
     tempme index --repair --index videos.index                     # rebuild damaged derived files, no re-encoding
     tempme index videos/ --model path/to/tempme-model --index videos.index --precision int8   # faster on CPU
+    tempme index videos/ --model path/to/tempme-model --index videos.index --ann auto --max-memory 4G
     tempme index videos/ --from-clip openai/clip-vit-base-patch32 --preset tempme-vit-b-32 --index videos.index
     accelerate launch -m transformers_tempme.cli index videos/ --model ... --index videos.index
 
@@ -17,6 +18,10 @@ Ctrl-C commits the videos encoded so far (exit code 130). Without VIDEO_DIR an e
 was built from. An update that names another folder, or would remove all videos or more than half of them, is
 refused (--video-dir-moved, --allow-removals). --check exits with 1 when it finds a problem.
 
+--ann picks the vector index: auto (the default) chooses by the number of segments and --max-memory (exact `flat`
+for small libraries, `hnsw` up to 1M segments, compressed `ivfpq` beyond or when the budget says so); an update keeps
+the index's kind with auto and adds to it in place; naming another kind rebuilds it from the stored embeddings.
+
 --model takes a folder written by `TempMeCLIPModel.save_pretrained` (with the processor saved next to it), a Hub
 id, or a LoRA adapter folder; --from-clip a plain CLIP checkpoint turned into zero-shot TempMe with --preset.
 Without either, an existing index uses the model it was built with.
@@ -25,6 +30,8 @@ Without either, an existing index uses the model it was built with.
 from __future__ import annotations
 
 import sys
+import argparse
+import re
 from pathlib import Path
 
 from .common import (
@@ -32,10 +39,24 @@ from .common import (
     command_parser,
     default_device,
     load_model_from_arguments,
+    positive_int,
     reports_user_errors,
 )
 
 DEFAULT_NUM_WORKERS = 2
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def memory_size(text: str) -> int:
+    """An argparse type: bytes from `512M`, `4G`, `1.5GiB`, `800000000` (K, M, G, T in powers of 1024)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write it like 512M or 4G")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    value = int(number * 1024 ** "_KMGT".index(unit or "_"))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is no memory at all: write it like 512M or 4G")
+    return value
 
 
 def parse_args(argv=None):
@@ -54,11 +75,17 @@ def parse_args(argv=None):
     segments.add_argument("--segment-seconds", type=float, default=None, help="window length (default 10, or the index's)")
     segments.add_argument("--segment-overlap", type=float, default=None, help="seconds shared by consecutive windows (default 0)")
     vectors = parser.add_argument_group("vector index")
-    vectors.add_argument("--ann", choices=("flat", "hnsw"), default=None,
-                         help="flat: exact (default); hnsw: approximate, for large libraries")
-    vectors.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per vector")
-    vectors.add_argument("--ef-construction", type=int, default=40, help="HNSW candidate list while building")
-    vectors.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
+    vectors.add_argument("--ann", choices=("auto", "flat", "hnsw", "ivfpq"), default=None,
+                         help="auto: chosen by size and --max-memory (default; an update keeps the index's kind); "
+                         "flat: exact; hnsw: graph, approximate; ivfpq: compressed codes re-ranked exactly, for "
+                         "millions of segments")
+    vectors.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
+                         help="RAM the vector index may hold, e.g. 512M or 4G (for --ann auto)")
+    vectors.add_argument("--hnsw-m", type=positive_int, default=None, help="HNSW links per vector (default 32)")
+    vectors.add_argument("--ef-construction", type=positive_int, default=None,
+                         help="HNSW candidate list while building (default 200)")
+    vectors.add_argument("--ef-search", type=positive_int, default=None,
+                         help="HNSW candidate list while searching (default 256)")
     run = parser.add_argument_group("run")
     run.add_argument("--verify", action="store_true", help="detect changed files by content hash, not size and time")
     run.add_argument("--overwrite", action="store_true", help="re-encode every video (other model or settings)")
@@ -74,7 +101,12 @@ def parse_args(argv=None):
                      help="fp32: fast path, same features (default); bf16 / int8: faster on CPUs that support them; "
                      "model: the model's own encode_video")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.ann != "hnsw" and any(value is not None for value in (args.hnsw_m, args.ef_construction, args.ef_search)):
+        parser.error("--hnsw-m, --ef-construction and --ef-search need --ann hnsw")
+    if args.max_memory is not None and args.ann not in (None, "auto"):
+        parser.error(f"--max-memory is for --ann auto, not --ann {args.ann}")
+    return args
 
 
 @reports_user_errors
@@ -123,8 +155,20 @@ def recorded_index(args):
         raise IndexNotFoundError(f"{args.index} holds no index yet: {needed}.") from None
 
 
+def requested_vector_index(args):
+    """What `--ann` and the HNSW options ask for: a kind (`auto`, or one sized when the segments are counted), HNSW
+    settings when any of them is given, or `None` (the index's own, or `auto` for a new index)."""
+    from dataclasses import replace
+
+    from ..search.ann import settings_for
+
+    hnsw = {name: value for name, value in (("hnsw_m", args.hnsw_m), ("ef_construction", args.ef_construction),
+                                            ("ef_search", args.ef_search)) if value is not None}
+    return replace(settings_for("hnsw", 0), **hnsw) if hnsw else args.ann
+
+
 def index_videos(args) -> int:
-    from ..search import IndexingOptions, VectorIndexSettings, VideoSearchIndex
+    from ..search import IndexingOptions, VideoSearchIndex
 
     if args.check or args.repair:
         return check_or_repair(args)
@@ -138,11 +182,9 @@ def index_videos(args) -> int:
 
         model, processor = load_from_model_info(recorded.model, args.index)
         model_info = recorded.model
-    vector_index = None
-    if args.ann is not None:
-        vector_index = VectorIndexSettings(args.ann, args.hnsw_m, args.ef_construction, args.ef_search)
     options = IndexingOptions(
-        segment_seconds=args.segment_seconds, segment_overlap=args.segment_overlap, vector_index=vector_index,
+        segment_seconds=args.segment_seconds, segment_overlap=args.segment_overlap,
+        vector_index=requested_vector_index(args), max_memory=args.max_memory,
         verify=args.verify, overwrite=args.overwrite, allow_removals=args.allow_removals,
         video_dir_moved=args.video_dir_moved, batch_size=args.batch_size, num_workers=args.num_workers,
         shard_rows=args.shard_rows, commit_seconds=args.commit_seconds, device=default_device(args.device),

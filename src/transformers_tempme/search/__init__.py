@@ -24,6 +24,7 @@ what to do; `tempme` prints it as one `error:` line.
 """
 
 from ..hub.loading import load_search_model  # the model and processor from a folder, the Hub, an adapter or CLIP
+from .ann import VectorIndexSettings
 from .fingerprint import EmbeddingSpaceMismatchError, model_fingerprint
 from .index import VideoSearchIndex
 from .indexer import IndexingOptions
@@ -41,7 +42,6 @@ from .storage import (
     IndexVersionError,
     SearchIndexError,
     UnsafeRemovalError,
-    VectorIndexSettings,
     VideoFolderMismatchError,
     check_index,
     repair_index,

@@ -28,6 +28,7 @@ import torch
 from ..video_io import VideoDecodeError
 from .discovery import NotAVideoError, VideoFile
 from .fingerprint import check_fingerprint, model_fingerprint
+from .ann import DamagedVectorsError
 from .indexer import IndexingOptions, run_update
 from .results import IndexingReport, SearchHit
 from .segment_batches import SegmentBatches
@@ -41,7 +42,6 @@ from .storage import (
     open_generation,
     read_report,
     read_segment_rows,
-    search_vectors,
 )
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ class VideoSearchIndex:
              auto_refresh: bool = True) -> "VideoSearchIndex":
         """Open an index for searching. Without `model`, the model named in the index loads on the first query.
 
-        Every file is checked as it is read (sizes, the vector file's SHA-256, Parquet page checksums).
+        Every file is checked as it is read (sizes; the SHA-256 of the vector index's files up to 256 MiB, larger
+        ones through what each search reads; Parquet page checksums): see `storage.py`.
 
         Raises:
             `EmbeddingSpaceMismatchError`: `model` (with `processor`) is not the model the index was built with.
@@ -346,7 +347,7 @@ class VideoSearchIndex:
         return self.search_embedding(self.encode_video(video)[0], k, max_per_video)
 
     def search_embedding(self, embedding: np.ndarray, k: int = 10, max_per_video: int | None = None) -> list[SearchHit]:
-        """The `k` moments whose embeddings have the largest inner product with `embedding` `(dim,)`."""
+        """The `k` moments whose embeddings have the largest cosine similarity with `embedding` `(dim,)`."""
         return self.search_embeddings(np.asarray(embedding)[None, :], k, max_per_video)[0]
 
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10,
@@ -369,21 +370,31 @@ class VideoSearchIndex:
         results: list[list[SearchHit]] = [[] for _ in embeddings]
         pending = list(range(len(embeddings)))  # queries still short of k hits (a video filled them): fetch more
         while pending:
-            scores, ids = search_vectors(generation.vectors, embeddings[pending], fetch,
-                                         generation.manifest.vector_settings)
+            scores, ids = self._search_vectors(generation, embeddings[pending], fetch)
             short = []
             for query, query_scores, query_ids in zip(pending, scores, ids):
-                self._check_scores(generation, query_scores, float(np.linalg.norm(embeddings[query])))
+                self._check_scores(generation, query_scores[query_ids >= 0])
                 results[query] = self._hits(generation, query_scores, query_ids, k, max_per_video)
                 if len(results[query]) < k and fetch < total:
                     short.append(query)
             pending, fetch = short, min(total, 4 * fetch)
         return results
 
-    def _check_scores(self, generation: OpenGeneration, scores: np.ndarray, query_norm: float) -> None:
-        """Stored vectors are unit vectors, so no score exceeds the query's norm in size: one that does (or is not
+    def _search_vectors(self, generation: OpenGeneration, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine scores and row numbers `(queries, k)` of the best segments for unit-normalised `queries` (row -1,
+        score -inf: fewer hits). The vector index numbers its vectors by slot; rows are its live slots in order."""
+        try:
+            scores, slots = generation.vectors.search(queries, k)
+        except DamagedVectorsError as error:
+            folder = generation.manifest.vector_file
+            raise damaged(self.index_dir, f"{folder}/{Path(error.path).name}",
+                          f"{str(error).rsplit(': ', 1)[-1]} (damaged bytes)") from error
+        return scores, generation.vectors.rank_of(slots)
+
+    def _check_scores(self, generation: OpenGeneration, scores: np.ndarray) -> None:
+        """Stored vectors and queries are unit vectors, so no score exceeds 1 in size: one that does (or is not
         finite) comes from a damaged vector file (one whose damage no checksum saw), and is never returned."""
-        if len(scores) and not (np.isfinite(scores).all() and np.abs(scores).max() <= query_norm * (1 + _SCORE_TOLERANCE)):
+        if len(scores) and not (np.isfinite(scores).all() and np.abs(scores).max() <= 1 + _SCORE_TOLERANCE):
             raise damaged(self.index_dir, generation.manifest.vector_file,
                           f"it gives a score of {float(np.nanmax(np.abs(scores))):.3g} where a cosine similarity is "
                           "at most 1")

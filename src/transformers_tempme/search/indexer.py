@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..video_io import DEFAULT_DECODE_TIMEOUT_S
+from .ann import ANN_KINDS
 from .discovery import VideoFile, list_files
 from .distributed import ProcessGroup, process_group, split_by_size
 from .fingerprint import check_fingerprint
@@ -77,7 +78,12 @@ class IndexingOptions:
     Args:
         segment_seconds (`float`): window length; longer videos are cut into windows (default 10 s).
         segment_overlap (`float`): seconds shared by consecutive windows (default 0).
-        vector_index (`VectorIndexSettings`): exact (`flat`, default) or `hnsw`.
+        vector_index (`VectorIndexSettings` or `str`): the vector index (`search/ann.py`). `"auto"` (the default for
+            a new index) chooses by the number of segments and `max_memory` (`choose_ann`); `"flat"`, `"hnsw"` or
+            `"ivfpq"` with the settings `settings_for` gives for the number of segments; or settings as they are. An
+            update with `None` or `"auto"` keeps the index's kind and updates it in place; another kind or other
+            settings rebuild the vector index from the stored embeddings (nothing is encoded again).
+        max_memory (`int`, *optional*): bytes of RAM the vector index may hold, for `"auto"`.
         verify (`bool`): compare file contents (SHA-256) instead of size and modification time; files are hashed
             only when this is set.
         overwrite (`bool`): re-encode everything (e.g. with another model or other segment settings).
@@ -102,7 +108,8 @@ class IndexingOptions:
 
     segment_seconds: float | None = None
     segment_overlap: float | None = None
-    vector_index: VectorIndexSettings | None = None
+    vector_index: VectorIndexSettings | str | None = None
+    max_memory: int | None = None
     verify: bool = False
     overwrite: bool = False
     allow_removals: bool = False
@@ -137,10 +144,7 @@ def _new_manifest(video_dir: Path, model_info: dict, processor, embedding_dim: i
     segment_seconds = options.segment_seconds or (keep.segment_seconds if keep else DEFAULT_SEGMENT_SECONDS)
     overlap = options.segment_overlap if options.segment_overlap is not None else (keep.segment_overlap if keep else 0.0)
     check_segment_settings(segment_seconds, overlap)
-    vectors = options.vector_index or (keep.vector_settings if keep else VectorIndexSettings())
-    # The current vector file stays named when it was built with these settings: an update that only adds rows
-    # extends it.
-    extendable = keep is not None and keep.vector_file is not None and keep.vector_settings.builds_like(vectors)
+    vector_index = _requested_vector_index(options, keep)
     return IndexManifest(
         video_dir=str(video_dir),
         model=dict(model_info),
@@ -149,13 +153,32 @@ def _new_manifest(video_dir: Path, model_info: dict, processor, embedding_dim: i
         frame_sampling=processor.frame_sampling,
         segment_seconds=float(segment_seconds),
         segment_overlap=float(overlap),
-        vector_index={**vectors.to_dict(), "file": keep.vector_file if extendable else None},
+        vector_index=vector_index,
         shards=list(keep.shards) if keep else [],
         report=keep.report if keep else None,
         counts=dict(keep.counts) if keep else {"videos": 0, "segments": 0, "failed": 0},
         generation=previous.generation if previous is not None else 0,
         files=dict(keep.files) if keep else {},
     )
+
+
+def _requested_vector_index(options: IndexingOptions, keep: IndexManifest | None) -> dict:
+    """The manifest's `vector_index` for this update: the current one (its file named, so that the commit updates it
+    in place) when the options keep it, else a request that the commit sizes and builds (`chosen_vector_settings`)."""
+    request = options.vector_index if options.vector_index is not None else "auto"
+    if not isinstance(request, VectorIndexSettings) and request not in ("auto", *ANN_KINDS):
+        raise IndexSettingsError(f"Unknown vector index {request!r}: choose auto, {', '.join(ANN_KINDS)}.")
+    if keep is not None and keep.vector_file is not None:
+        current = keep.vector_settings
+        if request == "auto" or request == current.kind or (
+                isinstance(request, VectorIndexSettings) and request.builds_like(current)):
+            settings = request if isinstance(request, VectorIndexSettings) else current
+            return {**keep.vector_index, **settings.to_dict()}
+    if isinstance(request, VectorIndexSettings):
+        return {**request.to_dict(), "file": None}
+    if request == "auto":
+        return {"kind": "auto", "max_memory": options.max_memory, "file": None}
+    return {"kind": request, "sized": True, "file": None}
 
 
 def _check_compatible(previous: IndexManifest, new: IndexManifest, index_dir: Path, options: IndexingOptions) -> None:
@@ -364,6 +387,7 @@ def _commit(index_dir: Path, plan: _Plan, options: IndexingOptions, processes: i
     commit_generation(
         index_dir, manifest, new_rows=work.rows, dropped=set(update.dropped) - set(missing), refreshed=refreshed,
         report=report.to_dict(), failed=len(report.failed), rows_per_shard=options.table_shard_rows,
+        progress=options.progress,
     )
     return report
 

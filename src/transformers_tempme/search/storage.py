@@ -7,7 +7,11 @@
       segments/segments-00003-kept-00001.parquet   rows of an earlier shard, rewritten by generation 3 without the
                                                    rows of removed or changed videos (a shard with nothing to drop
                                                    keeps its name and is not rewritten)
-      vectors-00003.faiss                          the faiss index: vector i is row i of the shards in manifest order
+      vectors-00003/                               the vector index (`search/ann.py`): ann.json, index.faiss,
+                                                   removed.npy, and for ivfpq float16 vectors-00000.npy, ...
+                                                   with their row checksums checksums-00000.npy, ...; its
+                                                   live slots in ascending order are the rows of the shards in
+                                                   manifest order (slot - removed slots below it = row)
       report-00003.json                            what the update that made generation 3 did (`IndexingReport`)
       work/g00004-p000-00000-1a2b3c4d.parquet      videos encoded by an update that has not committed yet
       .lock                                        held by the update running now
@@ -26,10 +30,24 @@ renamed over its final name; the folder is synced so that the rename survives a 
 full disk; faiss reports a failed close only on stderr) fails the read-back, and nothing is committed.
 
 **Every file is checked when read.** The manifest records the size and SHA-256 of every file it names (`files`).
-Opening an index checks the sizes, the SHA-256 of the vector file and the Parquet page checksums of the columns it
-reads; `check_index` (`tempme index --check`) checks every byte; `repair_index` (`tempme index --repair`) rebuilds
+Opening an index checks every size, the SHA-256 of each file of the vector index up to `HASH_ON_OPEN_MAX_BYTES`
+(its description, removed slots, the faiss index of all but large flat/HNSW libraries) and the Parquet page
+checksums of the columns it reads. Larger files (IVF-PQ's 1 GiB float16 files; a flat or HNSW faiss file of
+millions of segments) are checked by size only there, so that opening a 10M-segment index does not read 10 GB; what
+a search reads of them is checked instead: every float16 vector re-ranked is compared with the checksum written
+beside it (`ann.row_checksums`, 8 bytes per vector: any flipped bit; `DamagedVectorsError`), and every score must
+be a finite cosine (`VideoSearchIndex._check_scores`, all a large flat or HNSW faiss file gets), so that damage
+is an error, never an answer. `check_index` (`tempme index --check`) checks every byte; `repair_index` (`tempme index --repair`) rebuilds
 what is derived (the vector file from the Parquet rows, the counts, `index.json` from its newest intact copy)
 without encoding anything. Damage is reported as `IndexDamagedError`, naming the file and the fix.
+
+**The vector index is updated, not rebuilt.** A commit loads the current vector index, removes the slots of the
+rows it drops, adds the new rows (IVF lists, HNSW graph or flat index extended: no training), compacts it once
+`needs_compaction`, and saves it as the new generation's folder, written in a `.tmp-*` folder, read back, then
+renamed into place; float16 files of the previous generation are hard-linked there and keep their records (not
+hashed again). It is built from all rows only for a new index, other settings, or a repair (`chosen_vector_settings`
+sizes `auto` and kind-only requests then). Indexes of format 1 and 2 (one flat or HNSW `vectors-NNNNN.faiss`) open
+through `AnnIndex.from_faiss_file` and are written as a folder by their next commit.
 
 **Work shards.** Every few hundred segments (or every minute) each process of an update writes the videos it has
 finished to `work/` as one Parquet file holding whole videos; its key-value metadata (`tempme`) records the model
@@ -44,13 +62,13 @@ done. A work shard that cannot be read whole is deleted when found: its videos a
       "model": {"name_or_path": ..., "revision": ..., "fingerprint": ..., "preset": ..., "schedule": {...}},
       "embedding_dim": 512, "num_frames": 12, "frame_sampling": "fps", "segment_seconds": 10.0,
       "segment_overlap": 0.0,
-      "vector_index": {"kind": "flat", "hnsw_m": 32, "ef_construction": 40, "ef_search": 128,
-                       "file": "vectors-00003.faiss"},
+      "vector_index": {"kind": "ivfpq", "nlist": 1024, "pq_m": 64, "nprobe": 20, "rerank": 200, ...,
+                       "max_memory": 4294967296, "file": "vectors-00003"},
       "shards": ["segments/segments-00002-new-00000.parquet", "segments/segments-00003-new-00000.parquet"],
       "report": "report-00003.json",
       "counts": {"videos": 120, "segments": 1450, "failed": 2},
-      "generation": 3, "package_version": "0.1.0", "updated": "2025-...", "format_version": 2,
-      "files": {"vectors-00003.faiss": {"size": BYTES, "sha256": HEX, "rows": 1450}, ...}
+      "generation": 3, "package_version": "0.1.0", "updated": "2025-...", "format_version": 3,
+      "files": {"vectors-00003/index.faiss": {"size": BYTES, "sha256": HEX}, ...}
     }
 
 The segment table (each shard; plain Parquet with Hugging Face `datasets` features, `segment_features`):
@@ -65,10 +83,8 @@ The segment table (each shard; plain Parquet with Hugging Face `datasets` featur
     sha256    string      SHA-256 of its content when it was indexed with `verify` (else empty)
     embedding List(float32, length=dim)  the L2-normalised video embedding of the segment
 
-The vector index (faiss; the embeddings are unit vectors, so the inner product is the cosine similarity):
-`flat`, `IndexFlatIP`, exact, its cost growing with the number of segments; or `hnsw`, `IndexHNSWFlat` (inner
-product), approximate, with `M` and `efConstruction` fixed when it is built and `efSearch` (the candidate list of
-a query) trading speed for recall when searching.
+The vector index is `search.ann.AnnIndex` (`flat`, `hnsw` or `ivfpq`; its module docstring describes each kind
+and its files).
 """
 
 from __future__ import annotations
@@ -78,6 +94,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -93,13 +110,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .ann import AnnIndex, VectorIndexSettings, checksum_path, choose_ann, settings_for
 from .discovery import file_sha256
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "index.json"
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)  # version 1 recorded no checksums: its files are checked by structure only
+FORMAT_VERSION = 3
+# Version 1 recorded no checksums (its files are checked by structure only); versions 1 and 2 keep the vectors in one
+# `.faiss` file (flat or HNSW), version 3 in a folder (`search/ann.py`).
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 SEGMENTS_DIR = "segments"
 WORK_DIR = "work"
 LOCK_NAME = ".lock"
@@ -110,9 +130,7 @@ GENERATIONS_KEPT = 2
 METADATA_KEY = b"tempme"
 METADATA_COLUMNS = ("path", "segment", "start", "end", "duration", "size", "mtime_ns", "sha256")
 SEARCH_COLUMNS = ("path", "start", "end")
-VECTOR_INDEX_KINDS = ("flat", "hnsw")
-
-_GENERATION_IN_NAME = re.compile(r"^(?:index|vectors|report|segments)-(\d+)[.-]")
+_GENERATION_IN_NAME = re.compile(r"^(?:index|vectors|report|segments)-(\d+)(?:[.-]|$)")
 
 
 # ---------------------------------------------------------------------------------------------------------- errors
@@ -268,13 +286,16 @@ def write_json_atomically(path: str | os.PathLike, data: Any) -> dict:
 
 
 def remove_temporary_files(folder: str | os.PathLike) -> int:
-    """Delete the `.tmp-*` files a killed run left in `folder` (not recursive); returns how many."""
+    """Delete the `.tmp-*` files and folders a killed run left in `folder` (not recursive); returns how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
     for leftover in folder.glob(f"{TEMP_PREFIX}*"):
-        leftover.unlink(missing_ok=True)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
         removed += 1
     return removed
 
@@ -359,9 +380,20 @@ class IndexManifest:
         return self.vector_index.get("file")
 
     @property
+    def vector_files(self) -> list[str]:
+        """The files of the vector index: the files of its folder that `files` records, or its one `.faiss` file
+        (format 1 and 2)."""
+        name = self.vector_file
+        if name is None:
+            return []
+        if name.endswith(".faiss"):
+            return [name]
+        return sorted(key for key in self.files if key.startswith(f"{name}/"))
+
+    @property
     def file_names(self) -> list[str]:
-        """Every file this generation reads: its shards, vector file and report."""
-        return [name for name in [*self.shards, self.vector_file, self.report] if name is not None]
+        """Every file this generation reads: its shards, vector files and report."""
+        return [name for name in [*self.shards, *self.vector_files, self.report] if name is not None]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -585,122 +617,164 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------- vector index
 
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as error:
-        raise ImportError(
-            "Video search needs faiss: pip install 'transformers-tempme[search]' (or pip install faiss-cpu)."
-        ) from error
-    return faiss
+# Files of the vector index up to this size are hashed (SHA-256) every time the index is opened; larger ones (the
+# float16 vectors of an IVF-PQ index, the faiss file of a large flat or HNSW index) are checked by size there, by
+# what every search reads (see the module docstring), and byte by byte by `check_index`.
+HASH_ON_OPEN_MAX_BYTES = 256 * 2**20
+# Product-quantizer codebooks of 256 centroids are learnt from the vectors: fewer than this cannot train them.
+IVFPQ_MIN_ROWS = 256
 
 
-@dataclass(frozen=True)
-class VectorIndexSettings:
-    """How the vector index is built and searched.
+def chosen_vector_settings(vector_index: dict, rows: int, dim: int) -> VectorIndexSettings:
+    """The settings of a vector index about to be built over `rows` vectors of `dim` values.
 
-    Args:
-        kind (`str`): `"flat"` (exact) or `"hnsw"` (approximate).
-        hnsw_m (`int`): HNSW links per vector.
-        ef_construction (`int`): HNSW candidate list while building.
-        ef_search (`int`): HNSW candidate list while searching (raised to `k` when smaller).
+    `vector_index` is a manifest's (its settings as they are), or a request sized now that the rows are known:
+    `{"kind": "auto", "max_memory": BYTES or None}` (`choose_ann`), or `{"kind": KIND, "sized": true}` with any
+    setting to keep (`settings_for`, then those settings).
+
+    Raises:
+        `IndexSettingsError`: no index fits the memory budget, or IVF-PQ over too few rows to learn its codes.
     """
-
-    kind: str = "flat"
-    hnsw_m: int = 32
-    ef_construction: int = 40
-    ef_search: int = 128
-
-    def __post_init__(self):
-        if self.kind not in VECTOR_INDEX_KINDS:
-            raise ValueError(f"Unknown vector index {self.kind!r}; choose one of {', '.join(VECTOR_INDEX_KINDS)}.")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "VectorIndexSettings":
-        """The settings of a manifest's `vector_index` (which also names the file)."""
-        return cls(**{item.name: data[item.name] for item in fields(cls) if item.name in data})
-
-    def builds_like(self, other: "VectorIndexSettings") -> bool:
-        """Whether an index built with `other` is one built with these settings (`ef_search` only matters when
-        searching), so that it can be extended instead of rebuilt."""
-        return (self.kind, self.hnsw_m, self.ef_construction) == (other.kind, other.hnsw_m, other.ef_construction)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def build_vector_index(embeddings: np.ndarray, settings: VectorIndexSettings):
-    """A faiss index holding `embeddings` `(n, dim)` float32, vector `i` = row `i`."""
-    faiss = _faiss()
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    dim = embeddings.shape[1]
-    if settings.kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    else:
-        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = settings.ef_construction
-        index.hnsw.efSearch = settings.ef_search
-    if len(embeddings):
-        index.add(embeddings)
-    return index
+    kind = vector_index["kind"]
+    try:
+        if kind == "auto":
+            settings = choose_ann(rows, dim, vector_index.get("max_memory"))
+        elif vector_index.get("sized"):
+            chosen = settings_for(kind, rows, dim)
+            given = {key: value for key, value in vector_index.items()
+                     if key in chosen.to_dict() and key != "kind" and value is not None}
+            settings = replace(chosen, **given)
+        else:
+            settings = VectorIndexSettings.from_dict(vector_index)
+        settings.check_dim(dim)
+    except ValueError as error:
+        raise IndexSettingsError(f"{error} (The videos encoded so far are kept: the same command with other "
+                                 "--ann / --max-memory settings commits them without encoding them again.)") from error
+    if settings.kind == "ivfpq" and rows < max(IVFPQ_MIN_ROWS, settings.nlist):
+        raise IndexSettingsError(
+            f"An IVF-PQ index learns its codes from the segments it holds and needs at least "
+            f"{max(IVFPQ_MIN_ROWS, settings.nlist)} of them; this index has {rows}. Use --ann flat (or auto), which "
+            "is exact and fast at this size.")
+    return settings
 
 
-def save_vector_index(index, path: str | os.PathLike) -> dict:
-    """Write a faiss index atomically, loaded back before the rename (as many vectors, of as many values); returns
-    the file's record for the manifest (`size`, `sha256`, `rows`)."""
-    faiss = _faiss()
+def build_vector_index(index_dir: Path, shards: Sequence[str], files: dict, settings: VectorIndexSettings, dim: int,
+                       folder: Path, progress: bool = False) -> AnnIndex:
+    """The vector index of the rows of `shards` (slot `i` = row `i`), built in `folder` (the temporary folder it is
+    saved into). `ivfpq` reads the rows into a float16 staging file first, so that it trains on a sample of all of
+    them and encodes them in batches without holding them in RAM as float32."""
+    if settings.kind != "ivfpq":
+        vectors = AnnIndex.build(np.zeros((0, dim), np.float32), settings)
+        for name in shards:
+            vectors.add(embedding_matrix(read_parquet(index_dir, name, files.get(name), ["embedding"])),
+                        progress=progress)
+        return vectors
+    rows = [_shard_rows(index_dir, name, files) for name in shards]
+    staging_path = folder / f"{TEMP_PREFIX}staging.npy"
+    staging = np.lib.format.open_memmap(staging_path, mode="w+", dtype=np.float16, shape=(sum(rows), dim))
+    try:
+        start = 0
+        for name in shards:
+            embeddings = embedding_matrix(read_parquet(index_dir, name, files.get(name), ["embedding"]))
+            staging[start : start + len(embeddings)] = embeddings
+            start += len(embeddings)
+        return AnnIndex.build(staging, settings, folder=folder, progress=progress)
+    finally:
+        del staging
+        staging_path.unlink(missing_ok=True)
 
-    def write(temporary: Path) -> None:
-        try:
-            faiss.write_index(index, str(temporary))
-        except RuntimeError as error:
-            raise IndexFileError(f"Cannot write {path}: faiss: {_first_line(error)}. Is the disk full?") from error
 
-    def check(temporary: Path) -> None:
-        try:
-            written = faiss.read_index(str(temporary))
-        except RuntimeError as error:
-            raise IndexFileError(f"Writing {path} was cut short (faiss cannot read it back: {_first_line(error)}): "
-                                 "nothing was committed. Is the disk full?") from error
-        if (written.ntotal, written.d) != (index.ntotal, index.d):
-            raise IndexFileError(f"Writing {path} was cut short ({written.ntotal} of {index.ntotal} vectors read "
-                                 "back): nothing was committed. Is the disk full?")
+def save_vector_index(index_dir: str | os.PathLike, vectors: AnnIndex, name: str, folder: Path | None = None,
+                      previous_files: dict | None = None) -> dict:
+    """Write `vectors` as the folder `name` of the index, atomically; returns the records (`size`, `sha256`) of its
+    files for the manifest, keyed `name/FILE`.
 
-    return {**write_atomically(path, write, check), "rows": int(index.ntotal)}
+    The files are written into a temporary folder (`folder`, where a build already put its float16 files, or a new
+    one), flushed, and read back (faiss loads the index with as many live vectors of as many values); then the folder
+    is renamed into place in one step. Float16 files of an earlier generation are hard-linked, not copied, and keep
+    their records (`previous_files`) instead of being hashed again: an update that adds 1% writes and hashes 1%."""
+    index_dir = Path(index_dir)
+    target = index_dir / name
+    folder = folder or Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{name}-", dir=index_dir))
+    sources = [path for path, _ in vectors.vectors.files] if vectors.vectors is not None else []
+    try:
+        with _reporting_os_errors(target, "write"):
+            try:
+                names = vectors.save(folder)
+            except RuntimeError as error:  # faiss
+                raise IndexFileError(f"Cannot write {target}: faiss: {_first_line(error)}. Is the disk full?") from error
+            linked = {}  # file name: the record of the earlier generation's file it is a hard link of
+            for number, source in enumerate(sources):
+                copy = folder / f"vectors-{number:05d}.npy"
+                for source_file, written in ((source, copy), (checksum_path(source), checksum_path(copy))):
+                    if source_file.parent != folder and written.exists() and os.path.samefile(source_file, written):
+                        linked[written.name] = (previous_files or {}).get(_relative_name(index_dir, source_file))
+            records = {}
+            for file in names:
+                path = folder / file
+                if linked.get(file) is not None:
+                    records[f"{name}/{file}"] = dict(linked[file])
+                    continue
+                with open(path, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                records[f"{name}/{file}"] = file_record(path)
+            try:
+                written = AnnIndex.load(folder)
+            except (RuntimeError, ValueError, OSError) as error:
+                raise IndexFileError(f"Writing {target} was cut short (it cannot be read back: {_first_line(error)}): "
+                                     "nothing was committed. Is the disk full?") from error
+            if (written.live, written.dim, written.index.ntotal) != (vectors.live, vectors.dim, vectors.index.ntotal):
+                raise IndexFileError(f"Writing {target} was cut short ({written.live} of {vectors.live} vectors read "
+                                     "back): nothing was committed. Is the disk full?")
+            del written
+            _fsync_folder(folder)
+            if target.exists():  # a folder of an attempt that crashed between its rename and its commit
+                shutil.rmtree(target)
+            os.replace(folder, target)
+            _fsync_folder(index_dir)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if vectors.vectors is not None:  # the memory maps now read the files under their final names
+        vectors.vectors.files = [(target / path.name, array) for path, array in vectors.vectors.files]
+    return records
 
 
-def load_vector_index(index_dir: str | os.PathLike, manifest: IndexManifest, rows: int):
-    """The vector file of `manifest`, checked against its record (size and SHA-256) and against the `rows` of the
-    segment table (one vector of `embedding_dim` values per row)."""
+def load_vector_index(index_dir: str | os.PathLike, manifest: IndexManifest, rows: int, full: bool = False) -> AnnIndex:
+    """The vector index of `manifest`, checked against the records of its files and against the `rows` of the
+    segment table (one live vector of `embedding_dim` values per row).
+
+    Each file's size is checked; its SHA-256 too when it is at most `HASH_ON_OPEN_MAX_BYTES` or with `full` (what
+    `check_index` does). An index of one `.faiss` file (flat or HNSW, written before the folder format) opens as
+    well."""
     index_dir = Path(index_dir)
     name = manifest.vector_file
     if name is None:
         raise damaged(index_dir, MANIFEST_NAME, "it names no vector file")
-    verify_file(index_dir, name, manifest.files.get(name))
-    try:
-        index = _faiss().read_index(str(index_dir / name))
-    except RuntimeError as error:
-        raise damaged(index_dir, name, f"faiss cannot read it ({_first_line(error)})") from error
-    if (index.ntotal, index.d) != (rows, manifest.embedding_dim):
-        raise damaged(index_dir, name, f"it holds {index.ntotal} vectors of {index.d} values for {rows} rows of "
+    for file in manifest.vector_files:
+        record = manifest.files.get(file)
+        if full or record is None or record["size"] <= HASH_ON_OPEN_MAX_BYTES:
+            verify_file(index_dir, file, record)
+        else:
+            _check_size(index_dir, file, record)
+    if name.endswith(".faiss"):
+        try:
+            vectors = AnnIndex.from_faiss_file(index_dir / name, manifest.vector_settings)
+        except RuntimeError as error:
+            raise damaged(index_dir, name, f"faiss cannot read it ({_first_line(error)})") from error
+    elif not manifest.vector_files:
+        raise damaged(index_dir, MANIFEST_NAME, f"it records no files of the vector index {name}")
+    else:
+        try:
+            vectors = AnnIndex.load(index_dir / name, manifest.vector_settings)
+        except FileNotFoundError as error:
+            raise damaged(index_dir, name, f"{Path(error.filename or name).name} is missing") from error
+        except (RuntimeError, ValueError, OSError, KeyError) as error:
+            raise damaged(index_dir, name, f"it cannot be read ({_first_line(error)})") from error
+    if (vectors.live, vectors.dim) != (rows, manifest.embedding_dim):
+        raise damaged(index_dir, name, f"it holds {vectors.live} vectors of {vectors.dim} values for {rows} rows of "
                                        f"{manifest.embedding_dim}")
-    settings = manifest.vector_settings
-    if settings.kind == "hnsw":
-        index.hnsw.efSearch = settings.ef_search
-    return index
-
-
-def search_vectors(index, queries: np.ndarray, k: int, settings: VectorIndexSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and row ids, both `(queries, min(k, n))`, best first; rows of `-1` are padding (fewer hits)."""
-    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-    k = min(int(k), index.ntotal)
-    if k <= 0:
-        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    if settings.kind == "hnsw" and index.hnsw.efSearch < k:
-        index.hnsw.efSearch = k
-    scores, ids = index.search(queries, k)
-    return scores, ids
+    return vectors
 
 
 # ------------------------------------------------------------------------------------------- opening for search
@@ -712,13 +786,13 @@ class OpenGeneration:
 
     Attributes:
         manifest (`IndexManifest`): its `index.json`.
-        vectors: its faiss index; vector `i` is row `i` of `rows`.
+        vectors (`AnnIndex`): its vector index; its live slots in order are the rows of `rows` (`rank_of`).
         rows (`pa.Table`): `path`, `start` and `end` of every segment.
         stamp (`tuple`): `manifest_stamp` of `index.json` when it was read.
     """
 
     manifest: IndexManifest
-    vectors: Any
+    vectors: AnnIndex
     rows: pa.Table
     stamp: tuple | None
 
@@ -991,13 +1065,15 @@ def commit_generation(
     failed: int | None = None,
     rows_per_shard: int = 100_000,
     clear_work: bool = True,
+    progress: bool = False,
 ) -> IndexManifest:
     """Write and commit generation `base.generation + 1` of the index; returns its manifest.
 
     Args:
         base (`IndexManifest`): the settings and model of the new generation, with the files it keeps from the
-            current one (`shards`, their `files` records, and `vector_index["file"]` when that vector file covers
-            exactly those shards and may be extended instead of rebuilt; `None` to rebuild it).
+            current one (`shards`, their `files` records, and `vector_index["file"]` when that vector index holds
+            exactly the rows of those shards and may be updated instead of rebuilt; `None` to build it, with the
+            settings `chosen_vector_settings` gives for `vector_index`).
         new_rows (`pa.Table`, *optional*): segment rows to add (sorted by path and segment, written in shards of
             `rows_per_shard`).
         dropped: paths whose rows leave the kept shards (removed and re-encoded videos).
@@ -1005,15 +1081,20 @@ def commit_generation(
         report (`dict`, *optional*): the report of the update (else the current one stays).
         failed (`int`, *optional*): files that failed (else the current count stays).
         clear_work (`bool`): delete the work shards once committed (an update merged them).
+        progress (`bool`): show progress bars while the vector index is built.
 
     The new files are written first, each atomically and checked; `index.json` is replaced last. Then the files of
-    generations older than `GENERATIONS_KEPT` are deleted.
+    generations older than `GENERATIONS_KEPT` are deleted. The vector index of the new generation is the current one
+    updated (the vectors of dropped rows removed, the new rows' added, compacted when `needs_compaction`) and saved
+    as a new folder whose unchanged float16 files are hard links; it is built from all rows only when there is none
+    to update (a new index, other settings, a repair).
     """
     from .. import __version__
 
     index_dir = Path(index_dir)
     generation = max(base.generation, highest_generation(index_dir)) + 1
-    shards, files = _keep_shards(index_dir, base, set(dropped), refreshed or {}, generation)
+    shards, files, dropped_rows = _keep_shards(index_dir, base, set(dropped), refreshed or {}, generation)
+    kept = len(shards)
     if new_rows is not None and new_rows.num_rows:
         new_rows = new_rows.sort_by([("path", "ascending"), ("segment", "ascending")])
         for number, start in enumerate(range(0, new_rows.num_rows, rows_per_shard)):
@@ -1021,9 +1102,14 @@ def commit_generation(
             files[name] = write_shard(index_dir / name, new_rows.slice(start, rows_per_shard))
             shards.append(name)
 
-    vectors, videos = _vectors_for(index_dir, base, shards, files)
-    vector_file = f"vectors-{generation:05d}.faiss"
-    files[vector_file] = save_vector_index(vectors, index_dir / vector_file)
+    vector_file = f"vectors-{generation:05d}"
+    with _reporting_os_errors(index_dir / vector_file, "write"):
+        folder = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{vector_file}-", dir=index_dir))
+    try:
+        vectors, videos = _vectors_for(index_dir, base, shards, kept, files, dropped_rows, folder, progress)
+        files.update(save_vector_index(index_dir, vectors, vector_file, folder, base.files))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # renamed into place when all went well
     report_file = base.report
     if report is not None:
         report_file = f"report-{generation:05d}.json"
@@ -1035,9 +1121,10 @@ def commit_generation(
         base,
         generation=generation,
         shards=shards,
-        vector_index={**base.vector_settings.to_dict(), "file": vector_file},
+        vector_index={**vectors.settings.to_dict(), "file": vector_file,
+                      **({"max_memory": base.vector_index["max_memory"]} if "max_memory" in base.vector_index else {})},
         report=report_file,
-        counts={"videos": videos, "segments": int(vectors.ntotal),
+        counts={"videos": videos, "segments": int(vectors.live),
                 "failed": base.counts.get("failed", 0) if failed is None else failed},
         files=files,
         package_version=__version__,
@@ -1050,17 +1137,21 @@ def commit_generation(
 
 
 def _keep_shards(index_dir: Path, base: IndexManifest, dropped: set[str], refreshed: dict[str, dict],
-                 generation: int) -> tuple[list[str], dict]:
+                 generation: int) -> tuple[list[str], dict, np.ndarray]:
     """The shards of `base` without the rows of `dropped` paths, with `refreshed` values; a shard with nothing to
-    drop or refresh is kept as it is (no rewrite). Returns the shard names and their records."""
+    drop or refresh is kept as it is (no rewrite). Returns the shard names, their records, and the numbers of the
+    rows dropped (counted over the rows of `base`, in order)."""
     dropped_paths = pa.array(sorted(dropped), pa.string())
     refreshed_paths = pa.array(sorted(refreshed), pa.string())
-    kept, files = [], {}
+    kept, files, dropped_rows = [], {}, []
+    offset = 0
     for number, name in enumerate(base.shards):
         record = base.files.get(name)
         paths = read_parquet(index_dir, name, record, ["path"]).column("path")
         drop = pc.is_in(paths, value_set=dropped_paths)
         touch = pc.is_in(paths, value_set=refreshed_paths)
+        dropped_rows.append(offset + np.flatnonzero(drop.to_numpy(zero_copy_only=False)))
+        offset += len(paths)
         if not pc.any(drop).as_py() and not pc.any(touch).as_py():
             kept.append(name)
             if record is not None:
@@ -1077,40 +1168,48 @@ def _keep_shards(index_dir: Path, base: IndexManifest, dropped: set[str], refres
             new_name = f"{SEGMENTS_DIR}/segments-{generation:05d}-kept-{number:05d}.parquet"
             files[new_name] = write_shard(index_dir / new_name, table)
             kept.append(new_name)
-    return kept, files
+    return kept, files, np.concatenate(dropped_rows or [np.zeros(0, np.int64)]).astype(np.int64)
 
 
-def _vectors_for(index_dir: Path, base: IndexManifest, shards: list[str], files: dict):
-    """The vector index of `shards` (vector `i` = row `i`) and the number of distinct videos in them.
+def _vectors_for(index_dir: Path, base: IndexManifest, shards: list[str], kept: int, files: dict,
+                 dropped_rows: np.ndarray, folder: Path, progress: bool) -> tuple[AnnIndex, int]:
+    """The vector index of `shards` (live slots in ascending order = rows in order) and the number of distinct
+    videos in them. `shards[:kept]` are the shards of `base` without `dropped_rows`; the rest are new.
 
-    When the current vector file covers the front of `shards` exactly (an update that only added videos) and
-    passes its checks, it is loaded and only the new rows are added: no full rebuild (which for HNSW on a large
-    library takes long). Otherwise (or when that file is damaged: damage is never carried into a new generation) it
-    is built from all rows, one shard at a time so that memory holds the vectors once."""
-    settings = base.vector_settings
+    When `base` names a vector index and it passes its checks, it is updated: the slots of the dropped rows removed
+    (IVF-PQ and flat remove them from faiss, HNSW marks them), the new rows added (IVF lists or the HNSW graph
+    extended: no training, no rebuild), and compacted once `needs_compaction` says so. Otherwise (or when it is
+    damaged: damage is never carried into a new generation) it is built from all rows."""
     vectors = None
-    covered: list[str] = []
-    if base.vector_file is not None and shards[: len(base.shards)] == base.shards:
+    if base.vector_file is not None:
         try:
             vectors = load_vector_index(index_dir, base, base.counts.get("segments", -1))
-            covered = base.shards
         except IndexDamagedError as error:
             logger.warning("%s Rebuilding the vector index from the Parquet rows.", error)
-    if vectors is None:
-        vectors = build_vector_index(np.zeros((0, base.embedding_dim), np.float32), settings)
-    paths = set()
-    rows = 0
+    if vectors is not None:
+        vectors.remove(vectors.live_slots()[dropped_rows])
+        for name in shards[kept:]:
+            vectors.add(embedding_matrix(read_parquet(index_dir, name, files.get(name), ["embedding"])),
+                        progress=progress)
+        if vectors.needs_compaction:
+            vectors.compact(folder=folder, progress=progress)
+    else:
+        rows = sum(_shard_rows(index_dir, name, files) for name in shards)
+        settings = chosen_vector_settings(base.vector_index, rows, base.embedding_dim)
+        vectors = build_vector_index(index_dir, shards, files, settings, base.embedding_dim, folder, progress)
+    paths, rows = set(), 0
     for name in shards:
-        if name in covered:
-            table = read_parquet(index_dir, name, files.get(name), ["path"])
-        else:
-            table = read_parquet(index_dir, name, files.get(name), ["path", "embedding"])
-            vectors.add(embedding_matrix(table))
+        table = read_parquet(index_dir, name, files.get(name), ["path"])
         paths.update(pc.unique(table.column("path")).to_pylist())
         rows += table.num_rows
-    if vectors.ntotal != rows:
-        raise RuntimeError(f"The vector index holds {vectors.ntotal} vectors for {rows} rows; nothing committed.")
+    if vectors.live != rows:
+        raise RuntimeError(f"The vector index holds {vectors.live} vectors for {rows} rows; nothing committed.")
     return vectors, len(paths)
+
+
+def _shard_rows(index_dir: Path, name: str, files: dict) -> int:
+    record = files.get(name) or {}
+    return record["rows"] if "rows" in record else pq.ParquetFile(index_dir / name).metadata.num_rows
 
 
 def _delete_old_generations(index_dir: Path, current: IndexManifest, clear_work: bool) -> None:
@@ -1127,8 +1226,9 @@ def _delete_old_generations(index_dir: Path, current: IndexManifest, clear_work:
             kept.append(earlier)
     referenced = {index_dir / name for manifest in kept for name in manifest.file_names}
     referenced |= {index_dir / _generation_manifest_name(manifest.generation) for manifest in kept}
+    referenced |= {index_dir / manifest.vector_file for manifest in kept if manifest.vector_file is not None}
     candidates = [
-        *index_dir.glob("vectors-*.faiss"),
+        *index_dir.glob("vectors-*"),
         *index_dir.glob("report-*.json"),
         *index_dir.glob("index-*.json"),
         *(index_dir / SEGMENTS_DIR).glob("*.parquet"),
@@ -1137,7 +1237,10 @@ def _delete_old_generations(index_dir: Path, current: IndexManifest, clear_work:
         candidates += (index_dir / WORK_DIR).glob("*.parquet")
     for path in candidates:
         if path not in referenced:
-            path.unlink(missing_ok=True)
+            if path.is_dir():  # a vector index folder: its float16 files may live on as hard links in a newer one
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------- checking, repairing
@@ -1219,16 +1322,19 @@ def check_index(index_dir: str | os.PathLike) -> IndexCheck:
         check._bad.add(MANIFEST_NAME)
     manifest = check.manifest
 
-    def inspect(name: str, read: Callable[[], Any], repair: str):
-        record = manifest.files.get(name)
+    def inspect(name: str, read: Callable[[], Any], repair: str, names: Sequence[str] | None = None):
+        """Read `name` (a file, or the vector index folder holding `names`) with `read`, noting what is wrong."""
+        names = [name] if names is None else names
         try:
             result = read()
         except IndexDamagedError as error:
-            check.problems.append(IndexProblem(name, _problem_of(error), repair))
+            damaged_name = _relative_name(index_dir, getattr(error, "path", None))
+            damaged_name = damaged_name if damaged_name in names else name  # the damaged file of a folder
+            check.problems.append(IndexProblem(damaged_name, _problem_of(error), repair))
             check._bad.add(name)
             return None
-        check.files_checked += 1
-        if record is None:
+        check.files_checked += len(names)
+        if any(manifest.files.get(file) is None for file in names):
             check._unrecorded.add(name)
         return result
 
@@ -1242,8 +1348,9 @@ def check_index(index_dir: str | os.PathLike) -> IndexCheck:
     shards_intact = not (check._bad & set(manifest.shards))
     if manifest.vector_file is not None:
         inspect(manifest.vector_file,
-                lambda: load_vector_index(index_dir, manifest, rows if shards_intact else manifest.counts["segments"]),
-                "rebuilt from the Parquet rows (nothing is re-encoded)")
+                lambda: load_vector_index(index_dir, manifest, rows if shards_intact else manifest.counts["segments"],
+                                          full=True),
+                "rebuilt from the Parquet rows (nothing is re-encoded)", manifest.vector_files)
     if manifest.report is not None:
         inspect(manifest.report, lambda: read_report(index_dir, manifest),
                 "dropped: the report of the last update is lost (the index itself is intact)")
@@ -1268,6 +1375,13 @@ def check_index(index_dir: str | os.PathLike) -> IndexCheck:
                                                "deleted: the next `tempme index` encodes its videos again"))
             check._bad.add(name)
     return check
+
+
+def _relative_name(index_dir: Path, path: Path | None) -> str | None:
+    try:
+        return Path(path).relative_to(index_dir).as_posix() if path is not None else None
+    except ValueError:
+        return None
 
 
 def repair_index(index_dir: str | os.PathLike) -> IndexCheck:
@@ -1337,12 +1451,12 @@ __all__ = [
     "OpenGeneration",
     "SearchIndexError",
     "UnsafeRemovalError",
-    "VectorIndexSettings",
     "VideoFolderMismatchError",
     "WorkShard",
     "WorkShardWriter",
     "build_vector_index",
     "check_index",
+    "chosen_vector_settings",
     "collect_work",
     "commit_generation",
     "damaged",
@@ -1364,7 +1478,6 @@ __all__ = [
     "remove_temporary_files",
     "repair_index",
     "save_vector_index",
-    "search_vectors",
     "segment_features",
     "segment_table",
     "verify_file",
