@@ -183,3 +183,29 @@ def test_serve_takes_the_query_precision(saved_index, monkeypatch, capsys, argum
     assert encoder.requested == (precision or "auto")
     assert encoder.precision == (precision or "int8")  # the tiny model's int8 is within the bound
     assert encoder.describe() in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the benchmark runs
+
+
+@pytest.mark.slow
+def test_the_query_encoding_benchmark_writes_its_records(tmp_path):
+    """`benchmarks/query_encoding.py` at a tiny size (ViT-B/32 text tower, real CLIP vocabulary); no timing asserted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from search_helpers import subprocess_env
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "query_encoding.py"
+    output = tmp_path / "query_encoding.json"
+    subprocess.run([sys.executable, str(script), "--queries", "6", "--segments", "300", "--batch", "3", "--output",
+                    str(output), "--markdown", str(tmp_path / "query_encoding.md")], check=True, env=subprocess_env(),
+                   cwd=tmp_path, capture_output=True, timeout=600)
+    results = json.loads(output.read_text())
+    rows = {row["precision"].split(" ")[0]: row for row in results["precisions"]}
+    assert list(rows) == ["model", "fp32", "bf16", "int8", "auto"]
+    assert rows["fp32"]["min_cosine"] > 1 - 1e-5 and rows["fp32"]["top10_random"] == rows["fp32"]["top10_near"] == 1.0
+    assert rows["auto"]["min_cosine"] >= 0.998  # checked on the calibration queries, near it on others
+    assert all(row["single"]["p50_ms"] > 0 for row in rows.values())
+    assert "flags" in results["machine"]["cpu_features"] and "query precision" in (tmp_path / "query_encoding.md").read_text()
