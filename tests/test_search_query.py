@@ -15,12 +15,12 @@ from transformers_tempme.search import query_encoding
 from transformers_tempme.search.query_encoding import AUTO_MIN_COSINE, QueryEncoder
 
 QUERIES = [  # different lengths, so that a batch pads the shorter ones
-    "red",
     "a red square moves from left to right",
-    "a blue square moves from right to left on black background",
-    "green circle grows",
-    "a yellow square shrinks",
-    "blue",
+    "yellow",
+    "a green circle moves from top to bottom on black background",
+    "blue square grows",
+    "a yellow circle shrinks",
+    "circle",
 ]
 
 # precision: (smallest cosine to the model's own embeddings, largest difference of a batch from one query at a time)
