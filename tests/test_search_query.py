@@ -207,5 +207,5 @@ def test_the_query_encoding_benchmark_writes_its_records(tmp_path):
     assert list(rows) == ["model", "fp32", "bf16", "int8", "auto"]
     assert rows["fp32"]["min_cosine"] > 1 - 1e-5 and rows["fp32"]["top10_random"] == rows["fp32"]["top10_near"] == 1.0
     assert rows["auto"]["min_cosine"] >= 0.998  # checked on the calibration queries, near it on others
-    assert all(row["single"]["p50_ms"] > 0 for row in rows.values())
+    assert all(row["single"]["p50_ms"] > 0 and row["single"]["cpu_p50_ms"] > 0 for row in rows.values())
     assert "flags" in results["machine"]["cpu_features"] and "query precision" in (tmp_path / "query_encoding.md").read_text()
