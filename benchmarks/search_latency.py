@@ -3,7 +3,8 @@
 For each size, an index folder is written with the library's own storage code (`segment_table`, `write_shard`,
 `save_vector_index`): random unit vectors stand in for segment embeddings (512 values, ViT-B/32's projection
 size). The index is opened with `VideoSearchIndex` and a ViT-B/32-shaped TempMe text tower (random weights, the
-real CLIP BPE tokenizer), and `VideoSearchIndex.search(query, k=10)` is timed end to end for `--queries`
+real CLIP BPE tokenizer), its text tower prepared at `--query-precision` (default auto; `query_encoding.py` compares
+the precisions), and `VideoSearchIndex.search(query, k=10)` is timed end to end for `--queries`
 different captions: text encoding + vector search + building the typed hits. The two parts are also timed apart.
 
 HNSW (`IndexHNSWFlat`, inner product) is built on the same vectors; its recall@10 is the share of the exact top-10
@@ -41,6 +42,7 @@ from transformers_tempme.analysis.benchmark_records import load_average, machine
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
 from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
 from transformers_tempme.search.fingerprint import model_fingerprint
+from transformers_tempme.search.query_encoding import QUERY_PRECISIONS
 from transformers_tempme.search.storage import (
     IndexManifest,
     save_vector_index,
@@ -70,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and faiss threads (default: torch's default, all cores); on a busy shared machine "
                         "1 thread avoids OpenMP threads spinning against other processes")
+    parser.add_argument("--query-precision", default="auto", choices=QUERY_PRECISIONS,
+                        help="how the text queries are encoded (VideoSearchIndex's query_precision; default auto)")
     parser.add_argument("--work-dir", default=None, help="where the index folders go (default: a temporary folder)")
     parser.add_argument("--output", default="outputs/search_latency.json")
     parser.add_argument("--markdown", default="outputs/search_latency.md")
@@ -181,9 +185,9 @@ def time_queries(index: VideoSearchIndex, texts: list[str], k: int, query_vector
     return {"search": percentiles(total), "text_encoding": percentiles(encode), "vector_search": percentiles(vector)}
 
 
-def open_index(folder: Path, model, processor) -> tuple[VideoSearchIndex, dict]:
+def open_index(folder: Path, model, processor, query_precision: str = "auto") -> tuple[VideoSearchIndex, dict]:
     """The opened index and what it holds in memory per segment (see the module docstring)."""
-    index = VideoSearchIndex.open(folder, model, processor)
+    index = VideoSearchIndex.open(folder, model, processor, query_precision=query_precision)
     count = len(index)
     vector_bytes = sum(path.stat().st_size for path in (folder / index.manifest.vector_file).iterdir())
     metadata_bytes = index._generation.rows.nbytes
@@ -204,7 +208,7 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
     flat = VectorIndexSettings("flat")
     flat_records = save_vector_index(folder, AnnIndex.build(vectors, flat), "vectors-flat")
     point_manifest(folder, shards, "vectors-flat", flat_records, flat, count, fingerprint, model_info)
-    index, memory = open_index(folder, model, processor)
+    index, memory = open_index(folder, model, processor, args.query_precision)
     result["exact"] = {**time_queries(index, texts, args.k, near), **memory}
     print(f"  exact: search p50 {result['exact']['search']['p50_ms']:.1f} ms, p95 {result['exact']['search']['p95_ms']:.1f} ms",
           flush=True)
@@ -226,7 +230,7 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
     for ef_search in [int(value) for value in args.ef_search.split(",")]:
         settings = VectorIndexSettings("hnsw", args.hnsw_m, args.ef_construction, ef_search)
         point_manifest(folder, shards, "vectors-hnsw", hnsw_records, settings, count, fingerprint, model_info)
-        index, memory = open_index(folder, model, processor)
+        index, memory = open_index(folder, model, processor, args.query_precision)
         _, ids = index._generation.vectors.search(query_embeddings, args.k)
         recall = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids, exact_ids)]))
         result["hnsw"].append({
@@ -259,7 +263,7 @@ def markdown(results: dict) -> str:
             )
     builds = ", ".join(f"{s['segments']:,}: {s['hnsw_build_seconds']:.0f} s" for s in results["sizes"])
     lines.append("")
-    lines.append(f"Data: {results.get('data', 'random')}. HNSW M={results['hnsw_m']}, "
+    lines.append(f"Data: {results.get('data', 'random')}. Query precision: {results.get('query_precision', 'model')}. HNSW M={results['hnsw_m']}, "
                  f"efConstruction={results['ef_construction']}; build time {builds}. "
                  f"Table (Parquet) bytes per segment: "
                  + ", ".join(f"{s['table_bytes_per_segment']:.0f}" for s in results["sizes"]) + ".")
@@ -277,7 +281,7 @@ def main(argv=None) -> None:
     fingerprint = model_fingerprint(model, processor)
     texts = queries(args.queries)
     results = {"command": "python benchmarks/search_latency.py " + " ".join(argv or []), "machine": {**machine_description(faiss=True), "load_average": load_average()},
-               "data": args.data, "k": args.k, "queries": args.queries, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
+               "query_precision": args.query_precision, "data": args.data, "k": args.k, "queries": args.queries, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
                "sizes": []}
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="search_latency_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,31 @@ def test_the_prepared_model_is_the_same_class_with_modules_swapped_in():
     assert fast.visual_projection.weight is not model.visual_projection.weight
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_text_tower_alone_is_prepared_and_the_vision_tower_shared(precision):
+    """`towers=("text",)`, as video search prepares it for queries: text features as with both towers prepared, the
+    vision tower the model's own modules' weights (not copies)."""
+    model = tiny_model()
+    fast = optimize_for_inference(model, precision, towers=("text",))
+    assert all(type(layer.mlp) is linear.InferenceMLP for layer in fast.text_model.encoder.layers)
+    assert all(type(layer.mlp) is CLIPMLP for layer in fast.vision_model.encoder.layers)
+    assert fast.vision_model.encoder.layers[0].mlp.fc1.weight is model.vision_model.encoder.layers[0].mlp.fc1.weight
+    assert fast.text_model.final_layer_norm.weight is not model.text_model.final_layer_norm.weight  # a copy
+    input_ids, attention_mask = padded_text(model.config)
+    both = optimize_for_inference(model, precision)
+    with torch.no_grad():
+        text = fast.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        expected = both.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    torch.testing.assert_close(text, expected, atol=0, rtol=0)
+    # Parameters the fast path cannot run are refused only in the towers prepared.
+    with pytest.raises(NotImplementedError, match=r"run text_model\.encoder\.layers\.0\.prompt, text_model[^,]*prompt:"):
+        optimize_for_inference(apply_prompt(tiny_model()), precision, towers=("text",))  # vision prompts not named
+    with pytest.raises(ValueError, match="towers must name"):
+        optimize_for_inference(model, precision, towers=("audio",))
+    with pytest.raises(ValueError, match="compiles the vision tower"):
+        optimize_for_inference(model, "fp32", towers="text", compile=True)
+
+
 def test_inplace_swaps_the_modules_of_the_model_itself():
     model = tiny_model()
     pixel_values = random_video(2, 4, model.config)

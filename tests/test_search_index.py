@@ -396,10 +396,12 @@ def test_a_precision_the_model_cannot_run_is_an_error(videos, tmp_path, encoder,
     assert len(build(videos, tmp_path / "fp32", encoder)) == 7
 
 
-def test_query_embeddings_are_the_model_text_features(videos, tmp_path, encoder):
+@pytest.mark.parametrize("query_precision", ["model", "fp32"])  # the others: tests/test_search_query.py
+def test_query_embeddings_are_the_model_text_features(videos, tmp_path, encoder, query_precision):
     """Queries are encoded without the padding after the longest one: the same embeddings as the padded batch."""
     model, processor = encoder
     index = build(videos, tmp_path / "index", encoder)
+    index.query_precision = query_precision
     queries = ["a red square moves from left to right", "blue"]
     input_ids, attention_mask = processor.encode_text(queries)
     assert attention_mask.sum(axis=1).max() < attention_mask.shape[1]  # the processor pads: there is padding to drop

@@ -138,17 +138,26 @@ def load_model_from_arguments(args):
     return None
 
 
+def add_query_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """--query-precision, shared by `tempme search` and `serve`."""
+    from ..search.query_encoding import QUERY_PRECISIONS
+
+    parser.add_argument("--query-precision", default="auto", choices=QUERY_PRECISIONS,
+                        help="how text queries are encoded (default auto: on a CPU the fastest of int8, bf16 and fp32 "
+                        "whose embeddings stay within cosine 0.999 of the model's own; model: the model as it is)")
+
+
 def open_index_from_arguments(args):
     """The index at `args.index`, with the model of --model / --from-clip when given (checked against the index's
-    fingerprint), else the index's own model, loaded now."""
+    fingerprint), else the index's own model, loaded now, and its query encoder (--query-precision) prepared."""
     from ..search import VideoSearchIndex
 
-    index = VideoSearchIndex.open(args.index, device=default_device(args.device))
+    index = VideoSearchIndex.open(args.index, device=default_device(args.device),
+                                  query_precision=getattr(args, "query_precision", "auto"))
     loaded = load_model_from_arguments(args)
     if loaded is not None:
         index.set_model(loaded[0], loaded[1])
-    else:
-        index.model  # noqa: B018 - loads the index's model
+    index.query_encoder  # noqa: B018 - loads the model (the index's own unless given) and prepares its text tower
     return index
 
 
@@ -184,6 +193,7 @@ __all__ = [
     "reports_user_errors",
     "add_model_arguments",
     "load_model_from_arguments",
+    "add_query_precision_argument",
     "open_index_from_arguments",
     "load_model_option",
     "default_device",

@@ -11,6 +11,9 @@ newline or another unprintable character) and the segment's start-end time.
 stderr. The model the index was built with is loaded from the index's manifest unless --model /
 --from-clip names it (it must be the same model: another one is refused).
 
+The query is encoded by the model's text tower prepared at --query-precision (default auto: on a CPU the fastest of
+int8, bf16 and fp32 whose embeddings stay within cosine 0.999 of the model's own; docs/search.md, "Query precision").
+
 --like cuts the clip into the index's windows (its --segment-seconds and overlap) and encodes each as indexing
 does; a clip longer than one segment is searched by the mean of its windows' embeddings, re-normalised (a note on
 stderr says how many windows).
@@ -21,7 +24,14 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import add_model_arguments, command_parser, open_index_from_arguments, positive_int, reports_user_errors
+from .common import (
+    add_model_arguments,
+    add_query_precision_argument,
+    command_parser,
+    open_index_from_arguments,
+    positive_int,
+    reports_user_errors,
+)
 
 
 def parse_args(argv=None):
@@ -34,6 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-per-video", type=positive_int, default=None, help="at most this many hits from one video")
     parser.add_argument("--json", action="store_true", help="print the hits as a JSON list")
     add_model_arguments(parser, "default: the index's")
+    add_query_precision_argument(parser)
     args = parser.parse_args(argv)
     if (args.query is None) == (args.like is None):
         parser.error("give a text QUERY or --like VIDEO (one of them)")

@@ -10,7 +10,8 @@ and time; `/api/search`, `/api/search_like` and `/api/status` answer JSON. It bi
 unless --host says otherwise, serves only the video files that are in the index, and answers only requests
 addressed to it: `Host` must be localhost, the bound address or a name given with --allowed-host. Queries arriving
 together are encoded as one batch (--batch-size, --batch-wait-ms) and repeated ones answered from a cache
-(--cache-size). The model the index was built with is loaded from its manifest unless --model / --from-clip names
+(--cache-size). Text queries are encoded by the model's text tower prepared at --query-precision (default auto;
+docs/search.md, "Query precision"). The model the index was built with is loaded from its manifest unless --model / --from-clip names
 it.
 """
 
@@ -19,7 +20,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_arguments, command_parser, open_index_from_arguments, positive_int, reports_user_errors
+from .common import (
+    add_model_arguments,
+    add_query_precision_argument,
+    command_parser,
+    open_index_from_arguments,
+    positive_int,
+    reports_user_errors,
+)
 
 
 def _host_name(text: str) -> str:
@@ -64,6 +72,7 @@ def parse_args(argv=None):
     parser.add_argument("--cache-size", type=_at_least_zero(int), default=DEFAULT_CACHE_SIZE,
                         help=f"answers kept for repeated queries (default {DEFAULT_CACHE_SIZE}; 0: none)")
     add_model_arguments(parser, "default: the index's")
+    add_query_precision_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -80,8 +89,8 @@ def serve_index(args) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     address = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"Serving {index.manifest.counts['videos']} videos ({len(index)} segments) on http://{address}:{args.port}",
-          flush=True)
+    print(f"Serving {index.manifest.counts['videos']} videos ({len(index)} segments) on http://{address}:{args.port}; "
+          f"{index.query_encoder.describe()}", flush=True)
     serve(index, host=args.host, port=args.port, k=args.top_k, allowed_hosts=args.allowed_host,
           batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, cache_size=args.cache_size)
     return 0

@@ -13,7 +13,8 @@ The result is a `TempMeCLIPModel`, a copy of `model` (or `model` itself with `in
 - every MLP (`CLIPMLP`) -> `InferenceMLP` (quick-GELU folded into a fused SiLU),
 - the patch embedding (`CLIPVisionEmbeddings`) -> `InferencePatchEmbeddings` (a matmul over the flattened patches),
 
-each holding weights prepared at the precision. Everything else (layer norms, clip position embeddings, projections,
+each holding weights prepared at the precision (`towers=("text",)` swaps those of the text tower only, as video search
+does to encode queries; the vision tower's weights are then shared with `model`, not copied). Everything else (layer norms, clip position embeddings, projections,
 the merging, the forward itself) is the model's own: the copy runs the same `encode_video`, `get_text_features`,
 `get_image_features` and `forward`. The attention kernel stays the model's `attn_implementation` (transformers'
 registry), or the one given. Bottleneck adapters run as they are around the prepared MLP; parameters in modules the
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -60,6 +61,8 @@ KEPT_MODULES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.Embedding, ClipPos
 # Children a swapped module may have: its weights are read from these, so anything else (a LoRA layer around a
 # projection, say) would be left out.
 PLAIN_CHILDREN: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d, nn.Embedding)
+# The towers `optimize_for_inference` can prepare, by the name it takes, and the prefix of their modules' names.
+TOWERS: dict[str, str] = {"vision": "vision_model.", "text": "text_model."}
 
 
 def preparer(module: nn.Module) -> Callable[[nn.Module, str, bool], nn.Module] | None:
@@ -99,13 +102,17 @@ def _unwrap(model: nn.Module) -> TempMeCLIPModel:
     raise TypeError(f"optimize_for_inference expects a TempMeCLIPModel, got {type(model).__name__}.")
 
 
-def _check_preparable(model: TempMeCLIPModel) -> None:
+def _in_towers(name: str, prefixes: tuple[str, ...]) -> bool:
+    return name.startswith(prefixes)
+
+
+def _check_preparable(model: TempMeCLIPModel, prefixes: tuple[str, ...]) -> None:
     if any(isinstance(module, InferenceLinear) for module in model.modules()):
         raise ValueError(
             "This model was already prepared by optimize_for_inference; prepare the original model at the other "
             "precision instead."
         )
-    unsupported = unsupported_parameters(model)
+    unsupported = [name for name in unsupported_parameters(model) if _in_towers(name, prefixes)]
     if unsupported:
         shown = ", ".join(unsupported[:4]) + (f" and {len(unsupported) - 4} more" if len(unsupported) > 4 else "")
         raise NotImplementedError(
@@ -116,9 +123,12 @@ def _check_preparable(model: TempMeCLIPModel) -> None:
         )
 
 
-def _copy_for_preparing(model: TempMeCLIPModel) -> TempMeCLIPModel:
-    """A deep copy of `model` that shares, rather than copies, the weights of the modules about to be swapped."""
+def _copy_for_preparing(model: TempMeCLIPModel, prefixes: tuple[str, ...]) -> TempMeCLIPModel:
+    """A deep copy of `model` that shares, rather than copies, the weights of the modules about to be swapped and
+    those of the towers left as they are (the copy never writes to either)."""
     shared = {id(p): p for module in model.modules() if preparer(module) is not None for p in module.parameters()}
+    shared.update((id(p), p) for name, p in model.named_parameters()
+                  if _in_towers(name, tuple(TOWERS.values())) and not _in_towers(name, prefixes))
     return copy.deepcopy(model, shared)
 
 
@@ -145,6 +155,7 @@ def optimize_for_inference(
     inplace: bool = False,
     attn_implementation: str | None = None,
     compile: bool | dict = False,
+    towers: Sequence[str] = ("vision", "text"),
 ) -> TempMeCLIPModel:
     """`model` prepared for fast encoding at `precision`: a `TempMeCLIPModel` with its kernels swapped (see above).
 
@@ -165,6 +176,9 @@ def optimize_for_inference(
         compile: instead of swapping modules, compile the vision tower whole with inductor at `precision` (`"fp32"`
             or `"bf16"`; see the module docstring). The text tower runs as the model's. A dict is `torch.compile`'s
             keyword arguments, e.g. `{"mode": "max-autotune"}` on a GPU.
+        towers: the towers whose modules are swapped, `"vision"` and/or `"text"`. `("text",)` prepares the text tower
+            only (all that encoding text queries runs): the vision tower stays the model's, its weights shared with
+            `model` rather than copied, and parameters the fast path cannot run are refused only in the text tower.
 
     Returns:
         The prepared `TempMeCLIPModel`, in eval mode. It does not train and refuses `state_dict()`: save the original.
@@ -172,13 +186,19 @@ def optimize_for_inference(
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(repr(p) for p in PRECISIONS)}.")
     compiling = compile is True or isinstance(compile, dict)
+    towers = (towers,) if isinstance(towers, str) else tuple(towers)
+    if not towers or any(tower not in TOWERS for tower in towers):
+        raise ValueError(f"towers must name one or both of 'vision' and 'text', got {towers!r}.")
+    if compiling and "vision" not in towers:
+        raise ValueError("compile=True compiles the vision tower: give towers=('vision',) or both towers.")
+    prefixes = tuple(TOWERS[tower] for tower in towers)
     if compiling and precision == "int8":
         raise ValueError(
             "compile=True runs precision='fp32' or 'bf16': inductor cannot compile the int8 kernels. Use "
             "precision='int8' without compile, or compile at 'bf16'."
         )
     model = _unwrap(model)
-    _check_preparable(model)
+    _check_preparable(model, prefixes)
     device = model.logit_scale.device
     features = cpu_features() if device.type == "cpu" else {}
     if precision == "bf16" and device.type == "cpu" and not features["onednn_bf16"]:
@@ -199,14 +219,14 @@ def optimize_for_inference(
         compile_vision_tower(model, compute_dtype(precision), **(compile if isinstance(compile, dict) else {}))
         return model.eval()
     if not inplace:
-        model = _copy_for_preparing(model)
+        model = _copy_for_preparing(model, prefixes)
     if attn_implementation is not None:
         model.set_attn_implementation(attn_implementation)
     for name, module in list(model.named_modules()):
         prepare = preparer(module)
-        if prepare is not None:
+        if prepare is not None and _in_towers(name, prefixes):
             model.set_submodule(name, prepare(module, precision, reduce_range))
     return model.eval()
 
 
-__all__ = ["PREPARED_MODULES", "compile_vision_tower", "optimize_for_inference", "unsupported_parameters"]
+__all__ = ["PREPARED_MODULES", "TOWERS", "compile_vision_tower", "optimize_for_inference", "unsupported_parameters"]

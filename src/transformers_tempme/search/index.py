@@ -30,6 +30,7 @@ from .discovery import NotAVideoError, VideoFile
 from .fingerprint import check_fingerprint, model_fingerprint
 from .ann import DamagedVectorsError
 from .indexer import IndexingOptions, run_update
+from .query_encoding import QueryEncoder, check_query_precision
 from .results import IndexingReport, SearchHit
 from .segment_batches import SegmentBatches
 from .storage import (
@@ -60,10 +61,12 @@ class VideoSearchIndex:
         index_dir (`Path`): the index folder.
         manifest (`IndexManifest`): the content of its `index.json` (of the generation loaded).
         auto_refresh (`bool`): check for a newer generation before each search (see `refresh`).
+        query_precision (`str`): how text queries are encoded: `"auto"` (default), `"model"`, `"fp32"`, `"bf16"` or
+            `"int8"` (see `query_encoding.py`); the video embeddings of the index are unaffected.
     """
 
     def __init__(self, index_dir: str | os.PathLike, model=None, processor=None, device: str | None = None,
-                 auto_refresh: bool = True):
+                 auto_refresh: bool = True, query_precision: str = "auto"):
         self.index_dir = Path(index_dir).absolute()
         self._generation: OpenGeneration = open_generation(self.index_dir)
         self.device = device
@@ -73,6 +76,9 @@ class VideoSearchIndex:
         self._video_paths: tuple[OpenGeneration, frozenset[str]] | None = None  # cached per generation
         self._model, self._processor = None, None
         self._model_from_manifest = False
+        self._query_precision = check_query_precision(query_precision)
+        self._query_encoder: QueryEncoder | None = None  # built for the model in use on the first query
+        self._query_encoder_lock = threading.Lock()
         if model is not None:
             self.set_model(model, processor)
 
@@ -124,8 +130,9 @@ class VideoSearchIndex:
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, model=None, processor=None, device: str | None = None,
-             auto_refresh: bool = True) -> "VideoSearchIndex":
+             auto_refresh: bool = True, query_precision: str = "auto") -> "VideoSearchIndex":
         """Open an index for searching. Without `model`, the model named in the index loads on the first query.
+        `query_precision` says how text queries are encoded (see the class docstring).
 
         Every file is checked as it is read (sizes; the SHA-256 of the vector index's files up to 256 MiB, larger
         ones through what each search reads; Parquet page checksums): see `storage.py`.
@@ -135,7 +142,8 @@ class VideoSearchIndex:
             `IndexNotFoundError`, `IndexDamagedError` (naming the file and `tempme index --repair`),
             `IndexVersionError`, `IndexFileError`: no index, or one that cannot be read.
         """
-        return cls(index_dir, model=model, processor=processor, device=device, auto_refresh=auto_refresh)
+        return cls(index_dir, model=model, processor=processor, device=device, auto_refresh=auto_refresh,
+                   query_precision=query_precision)
 
     def update(self, video_dir: str | os.PathLike | None = None, options: IndexingOptions | None = None,
                **option_kwargs) -> IndexingReport:
@@ -225,6 +233,29 @@ class VideoSearchIndex:
         self._load_model()
         return self._processor
 
+    @property
+    def query_precision(self) -> str:
+        return self._query_precision
+
+    @query_precision.setter
+    def query_precision(self, precision: str) -> None:
+        self._query_precision = check_query_precision(precision)
+        self._query_encoder = None
+
+    @property
+    def query_encoder(self) -> QueryEncoder:
+        """What encodes text queries: the model's text tower prepared at `query_precision` (`QueryEncoder`), built on
+        first use for the model in use (again after a new model or precision)."""
+        model, processor, encoder = self.model, self.processor, self._query_encoder
+        if encoder is not None and encoder.model is model and encoder.requested == self._query_precision:
+            return encoder
+        with self._query_encoder_lock:
+            encoder = self._query_encoder
+            if encoder is None or encoder.model is not model or encoder.requested != self._query_precision:
+                encoder = self._query_encoder = QueryEncoder(model, processor, self._query_precision)
+                logger.info("%s: %s", self.index_dir, encoder.describe())
+            return encoder
+
     # ------------------------------------------------------------------ contents
 
     def __len__(self) -> int:
@@ -272,23 +303,15 @@ class VideoSearchIndex:
         """
         return text[: QUERY_CHARS_PER_TOKEN * self.processor.max_words]
 
-    @torch.inference_mode()
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
-        """L2-normalised text embeddings `(texts, dim)` float32, each text cut first (`query_text`).
+        """L2-normalised text embeddings `(texts, dim)` float32, each text cut first (`query_text`), encoded at
+        `query_precision` (`query_encoder`).
 
         Encoding many texts at once costs far less per text than one at a time, and gives each text the embedding it
-        has alone (within float error): the padding after a shorter text changes nothing (see below)."""
+        has alone (within float error; exactly at int8, which encodes each text alone): the padding after a shorter
+        text changes nothing."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        input_ids, attention_mask = self.processor.encode_text([self.query_text(text) for text in texts])
-        # CLIP's text attention is causal and pooled at the end-of-text token, so the padding after a caption changes
-        # nothing: dropping what follows the longest one makes a short query 1.5x faster to encode.
-        length = max(int(attention_mask.sum(axis=1).max()), 1)
-        input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
-        device = next(self.model.parameters()).device
-        embeds = self.model.get_text_features(
-            input_ids=torch.from_numpy(input_ids).to(device), attention_mask=torch.from_numpy(attention_mask).to(device)
-        ).pooler_output
-        return torch.nn.functional.normalize(embeds.float(), dim=-1).cpu().numpy()
+        return self.query_encoder([self.query_text(text) for text in texts])
 
     @torch.inference_mode()
     def encode_video_windows(self, video: str | os.PathLike) -> tuple[np.ndarray, list[tuple[float, float]]]:

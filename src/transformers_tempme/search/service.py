@@ -141,7 +141,7 @@ class QueryService:
         self.index = index
         self.batch_size, self.batch_wait_ms, self.cache_size = batch_size, float(batch_wait_ms), cache_size
         self.stats = ServiceStats()
-        index.model  # noqa: B018 - loaded now, not by whichever thread asks first
+        index.query_encoder  # noqa: B018 - the model loaded and its text tower prepared now, not by the first query
         self._lock = threading.Lock()  # guards the cache, the queries in flight and the stats
         self._cache: OrderedDict[_Key, QueryResult] = OrderedDict()
         self._cache_generation: int | None = None
