@@ -5,10 +5,13 @@ video is encoded, with one error line naming it."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import signal
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -24,6 +27,8 @@ from search_helpers import (
 from transformers_tempme import TempMeCLIPModel, TempMeProcessor, VideoSearchIndex
 from transformers_tempme.search.discovery import VideoFile
 from transformers_tempme.search.distributed import _share_problem
+from transformers_tempme.search.indexer import _work_record
+from transformers_tempme.search.storage import WORK_DIR, WorkShardWriter
 
 INDEX_OPTIONS = ["--num-workers", "0", "--batch-size", "4", "--shard-rows", "2"]
 
@@ -35,8 +40,16 @@ def accelerate_launch(processes: int, *program: str) -> list[str]:
             "--dynamo_backend", "no", *program]
 
 
+def machine_launch(machine_rank: int, port: int, *program: str) -> list[str]:
+    """One machine's command of the 2-machine launch in docs/search.md, 2 processes each (4 in all), the "machines"
+    being two launchers on this one, joined over 127.0.0.1."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+            "--machine_rank", str(machine_rank), "--num_processes", "4", "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", *program]
+
+
 @pytest.mark.slow
-def test_four_processes_build_the_same_index_as_one(tmp_path):
+def test_four_processes_on_two_machines_build_the_same_index_as_one(tmp_path):
     model = save_tiny_search_model(tmp_path / "model")
     videos = make_video_folder(tmp_path / "videos")  # bad files included: every process skips and reports them
     make_many_videos(videos / "more", 5)
@@ -45,12 +58,23 @@ def test_four_processes_build_the_same_index_as_one(tmp_path):
                                     TempMeProcessor.from_pretrained(model), model_info={"name_or_path": str(model)},
                                     num_workers=0, batch_size=4, progress=False)
 
-    command = accelerate_launch(4, "-m", "transformers_tempme.cli", "index", str(videos), "--model", str(model),
-                                "--index", str(tmp_path / "four.index"), *INDEX_OPTIONS)
-    completed = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=500)
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "shared among 4 processes" in completed.stdout
-    assert completed.stdout.count("Index ") == 1  # the main process reports once
+    port = free_port()
+    program = ["-m", "transformers_tempme.cli", "index", str(videos), "--model", str(model),
+               "--index", str(tmp_path / "four.index"), *INDEX_OPTIONS]
+    machines = [subprocess.Popen(machine_launch(rank, port, *program), env=subprocess_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                 start_new_session=True) for rank in (0, 1)]
+    try:
+        outputs = [machine.communicate(timeout=500) for machine in machines]
+    finally:
+        for machine in machines:
+            if machine.poll() is None:  # a launcher that hangs must not outlive the test, nor its processes
+                os.killpg(machine.pid, signal.SIGKILL)
+    for machine, (_, stderr) in zip(machines, outputs):
+        assert machine.returncode == 0, stderr[-4000:]
+    main_stdout, other_stdout = outputs[0][0], outputs[1][0]
+    assert "shared among 4 processes" in main_stdout
+    assert main_stdout.count("Index ") == 1 and "Index " not in other_stdout  # the main process reports once
 
     four = VideoSearchIndex.open(tmp_path / "four.index")
     report = json.loads((tmp_path / "four.index" / four.manifest.report).read_text())
@@ -131,3 +155,36 @@ def test_one_process_checks_nothing(tmp_path):
 
     check_folders_shared(ProcessGroup(), tmp_path / "no.index", tmp_path / "no videos", SHARE)  # no error, no file
     assert not (tmp_path / "no.index").exists()
+
+
+def test_a_rerun_with_fewer_processes_takes_the_work_shards_of_a_dead_machine_as_done(tmp_path):
+    """A machine died mid-run: the work shards its processes wrote (here process 3's, of two videos) stay in the
+    shared `work/` folder, and the rerun (here one process) encodes only the rest."""
+    model = save_tiny_search_model(tmp_path / "model")
+    videos = make_many_videos(tmp_path / "videos", 4, seconds=12)
+    loaded = TempMeCLIPModel.from_pretrained(model), TempMeProcessor.from_pretrained(model)
+    build = functools.partial(VideoSearchIndex.build, videos, model=loaded[0], processor=loaded[1],
+                              model_info={"name_or_path": str(model)}, num_workers=0, batch_size=4, progress=False)
+    complete = build(index_dir=tmp_path / "complete.index")
+
+    # What process 3 had written when its machine died: the rows of two videos, as an update of a new index records.
+    done = ["part0/video00.mp4", "part1/video01.mp4"]
+    rows = complete.to_dataset().filter(lambda row: row["path"] in done)
+    writer = WorkShardWriter(tmp_path / "resumed.index" / WORK_DIR, 3,
+                             _work_record(replace(complete.manifest, generation=0)))
+    for path in done:
+        video = rows.filter(lambda row: row["path"] == path)
+        stat = (videos / path).stat()
+        writer.add_video({"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "",
+                          "duration": video["duration"][0], "warnings": []},
+                         list(zip(video["path"], video["segment"], video["start"], video["end"])),
+                         np.asarray(video["embedding"], np.float32))
+    writer.write()
+
+    resumed = build(index_dir=tmp_path / "resumed.index")
+    assert resumed.last_report.resumed == 2
+    assert resumed.manifest.counts == complete.manifest.counts
+    rows_complete, embeddings_complete = stored_rows(complete)
+    rows_resumed, embeddings_resumed = stored_rows(resumed)
+    assert rows_resumed == rows_complete
+    np.testing.assert_allclose(embeddings_resumed, embeddings_complete, rtol=0, atol=1e-6)
