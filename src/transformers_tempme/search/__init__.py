@@ -24,6 +24,7 @@ what to do; `tempme` prints it as one `error:` line.
 """
 
 from ..hub.loading import load_search_model  # the model and processor from a folder, the Hub, an adapter or CLIP
+from .distributed import FolderNotSharedError
 from .fingerprint import EmbeddingSpaceMismatchError, model_fingerprint
 from .index import VideoSearchIndex
 from .indexer import IndexingOptions
@@ -50,6 +51,7 @@ from .storage import (
 __all__ = [
     "EmbeddingSpaceMismatchError",
     "FailedFile",
+    "FolderNotSharedError",
     "IndexCheck",
     "IndexDamagedError",
     "IndexFileError",
