@@ -1,19 +1,22 @@
 """`accelerate launch` with 4 CPU processes (gloo): the processes share the videos, each writes its own shards, the
-main process merges them, and the index equals the one a single process builds. A process that does not see the
-main process's index folder or video folder (another machine without a shared filesystem) stops the run before any
-video is encoded, with one error line naming it."""
+main process merges them, and the index equals the one a single process builds, also when the processes are those of
+two "machines" (two launchers joined over 127.0.0.1). A process that does not see the main process's index folder or
+video folder (another machine without a shared filesystem) stops the run before any video is encoded, with one error
+line naming it. When a machine dies, the others stop, and a rerun with fewer processes takes the work shards of every
+process as done."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import numpy as np
+import psutil
 import pytest
 from search_helpers import (
     free_port,
@@ -27,8 +30,6 @@ from search_helpers import (
 from transformers_tempme import TempMeCLIPModel, TempMeProcessor, VideoSearchIndex
 from transformers_tempme.search.discovery import VideoFile
 from transformers_tempme.search.distributed import _share_problem
-from transformers_tempme.search.indexer import _work_record
-from transformers_tempme.search.storage import WORK_DIR, WorkShardWriter
 
 INDEX_OPTIONS = ["--num-workers", "0", "--batch-size", "4", "--shard-rows", "2"]
 
@@ -38,6 +39,24 @@ def accelerate_launch(processes: int, *program: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
             "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
             "--dynamo_backend", "no", *program]
+
+
+def run_launchers(commands: list[list[str]], cwd, timeout: float = 500) -> list[tuple[int, str, str]]:
+    """Run launchers side by side; `(returncode, stdout, stderr)` of each. Whatever still runs at the end is killed,
+    the launcher's processes included (torchrun starts each in a session of its own)."""
+    launchers = [subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=cwd) for command in commands]
+    try:
+        outputs = [launcher.communicate(timeout=timeout) for launcher in launchers]
+    finally:
+        for launcher in launchers:
+            if launcher.poll() is None:
+                family = psutil.Process(launcher.pid)
+                for process in [*family.children(recursive=True), family]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
+                launcher.wait()
+    return [(launcher.returncode, *output) for launcher, output in zip(launchers, outputs)]
 
 
 def machine_launch(machine_rank: int, port: int, *program: str) -> list[str]:
@@ -61,18 +80,10 @@ def test_four_processes_on_two_machines_build_the_same_index_as_one(tmp_path):
     port = free_port()
     program = ["-m", "transformers_tempme.cli", "index", str(videos), "--model", str(model),
                "--index", str(tmp_path / "four.index"), *INDEX_OPTIONS]
-    machines = [subprocess.Popen(machine_launch(rank, port, *program), env=subprocess_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                                 start_new_session=True) for rank in (0, 1)]
-    try:
-        outputs = [machine.communicate(timeout=500) for machine in machines]
-    finally:
-        for machine in machines:
-            if machine.poll() is None:  # a launcher that hangs must not outlive the test, nor its processes
-                os.killpg(machine.pid, signal.SIGKILL)
-    for machine, (_, stderr) in zip(machines, outputs):
-        assert machine.returncode == 0, stderr[-4000:]
-    main_stdout, other_stdout = outputs[0][0], outputs[1][0]
+    (main_code, main_stdout, main_stderr), (other_code, other_stdout, other_stderr) = run_launchers(
+        [machine_launch(0, port, *program), machine_launch(1, port, *program)], cwd=tmp_path)
+    assert main_code == 0, main_stderr[-4000:]
+    assert other_code == 0, other_stderr[-4000:]
     assert "shared among 4 processes" in main_stdout
     assert main_stdout.count("Index ") == 1 and "Index " not in other_stdout  # the main process reports once
 
@@ -87,6 +98,62 @@ def test_four_processes_on_two_machines_build_the_same_index_as_one(tmp_path):
     np.testing.assert_allclose(embeddings_four, embeddings_single, rtol=0, atol=1e-6)
     assert four.manifest.counts == single.manifest.counts == {"videos": 10, "segments": 22, "failed": 2}
     assert not list((tmp_path / "four.index" / "work").iterdir())  # merged, then cleared
+
+
+# The second machine dies after its first process wrote its first work shard (the processes of one machine die
+# together: torchrun stops the others when one fails).
+DYING_MACHINE = """
+import os, signal, sys
+from transformers_tempme.cli import main
+from transformers_tempme.search.storage import WorkShardWriter
+
+if os.environ["GROUP_RANK"] == "1" and os.environ["LOCAL_RANK"] == "0":
+    write = WorkShardWriter.write
+
+    def write_then_die(self):
+        path = write(self)
+        if path is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+    WorkShardWriter.write = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_when_a_machine_dies_the_others_stop_and_a_rerun_with_one_process_finishes_the_update(tmp_path):
+    model = save_tiny_search_model(tmp_path / "model")
+    videos = make_many_videos(tmp_path / "videos", 8, seconds=12)  # 2 videos per process, 2 windows each
+    script = tmp_path / "dying_machine.py"
+    script.write_text(DYING_MACHINE)
+    index_dir = tmp_path / "videos.index"
+
+    port = free_port()
+    program = [str(script), "index", str(videos), "--model", str(model), "--index", str(index_dir), *INDEX_OPTIONS]
+    (main_code, _, main_stderr), (other_code, _, _) = run_launchers(
+        [machine_launch(0, port, *program), machine_launch(1, port, *program)], cwd=tmp_path, timeout=300)
+    assert other_code != 0
+    assert main_code != 0, main_stderr[-4000:]  # the main machine stopped by itself: nothing committed
+    errors = {line for line in main_stderr.splitlines() if line.startswith("error: ")}
+    assert errors == {"error: Another process of this run stopped before the others (its machine died, or it failed or "
+                      "was killed: see its log). Nothing was committed; the work shards written so far are kept. Run "
+                      "the same command again, with any number of processes, to finish the update."}, main_stderr[-4000:]
+    assert not (index_dir / "index.json").exists()
+    shards = sorted(path.name[7:11] for path in (index_dir / "work").glob("g*.parquet"))
+    assert {"p000", "p001", "p002"} <= set(shards) and shards.count("p002") == 1
+
+    loaded = TempMeCLIPModel.from_pretrained(model), TempMeProcessor.from_pretrained(model)
+    build = functools.partial(VideoSearchIndex.build, videos, model=loaded[0], processor=loaded[1],
+                              model_info={"name_or_path": str(model)}, num_workers=0, batch_size=4, progress=False)
+    resumed = build(index_dir=index_dir)
+    assert 5 <= resumed.last_report.resumed < 8  # the main machine's 4 videos and the dead process's first, at least
+    assert resumed.last_report.processes == 1
+    single = build(index_dir=tmp_path / "single.index")
+    rows_single, embeddings_single = stored_rows(single)
+    rows_resumed, embeddings_resumed = stored_rows(resumed)
+    assert rows_resumed == rows_single and resumed.manifest.counts == single.manifest.counts
+    np.testing.assert_allclose(embeddings_resumed, embeddings_single, rtol=0, atol=1e-6)
 
 
 # A process on "another machine": the same command, but the index and video paths name other folders there.
@@ -112,10 +179,10 @@ def test_a_process_that_does_not_see_the_folders_stops_the_run_before_encoding(t
     command = accelerate_launch(2, str(script), str(videos), str(tmp_path / "main.index"),
                                 str(tmp_path / "elsewhere" / "videos"), str(tmp_path / "elsewhere" / "main.index"),
                                 "--model", str(model), *INDEX_OPTIONS)
-    completed = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert completed.returncode != 0
-    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2, completed.stderr[-4000:]  # one line from each process, the same one
+    [(code, _, stderr)] = run_launchers([command], cwd=tmp_path, timeout=300)
+    assert code != 0
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, stderr[-4000:]  # one line from each process, the same one
     assert errors[0] == errors[1]
     assert "process 1 of 2 (host " in errors[0] and "process 0 of 2" not in errors[0]
     assert f"does not see the index folder {tmp_path / 'elsewhere' / 'main.index'}" in errors[0]
@@ -155,36 +222,3 @@ def test_one_process_checks_nothing(tmp_path):
 
     check_folders_shared(ProcessGroup(), tmp_path / "no.index", tmp_path / "no videos", SHARE)  # no error, no file
     assert not (tmp_path / "no.index").exists()
-
-
-def test_a_rerun_with_fewer_processes_takes_the_work_shards_of_a_dead_machine_as_done(tmp_path):
-    """A machine died mid-run: the work shards its processes wrote (here process 3's, of two videos) stay in the
-    shared `work/` folder, and the rerun (here one process) encodes only the rest."""
-    model = save_tiny_search_model(tmp_path / "model")
-    videos = make_many_videos(tmp_path / "videos", 4, seconds=12)
-    loaded = TempMeCLIPModel.from_pretrained(model), TempMeProcessor.from_pretrained(model)
-    build = functools.partial(VideoSearchIndex.build, videos, model=loaded[0], processor=loaded[1],
-                              model_info={"name_or_path": str(model)}, num_workers=0, batch_size=4, progress=False)
-    complete = build(index_dir=tmp_path / "complete.index")
-
-    # What process 3 had written when its machine died: the rows of two videos, as an update of a new index records.
-    done = ["part0/video00.mp4", "part1/video01.mp4"]
-    rows = complete.to_dataset().filter(lambda row: row["path"] in done)
-    writer = WorkShardWriter(tmp_path / "resumed.index" / WORK_DIR, 3,
-                             _work_record(replace(complete.manifest, generation=0)))
-    for path in done:
-        video = rows.filter(lambda row: row["path"] == path)
-        stat = (videos / path).stat()
-        writer.add_video({"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "",
-                          "duration": video["duration"][0], "warnings": []},
-                         list(zip(video["path"], video["segment"], video["start"], video["end"])),
-                         np.asarray(video["embedding"], np.float32))
-    writer.write()
-
-    resumed = build(index_dir=tmp_path / "resumed.index")
-    assert resumed.last_report.resumed == 2
-    assert resumed.manifest.counts == complete.manifest.counts
-    rows_complete, embeddings_complete = stored_rows(complete)
-    rows_resumed, embeddings_resumed = stored_rows(resumed)
-    assert rows_resumed == rows_complete
-    np.testing.assert_allclose(embeddings_resumed, embeddings_complete, rtol=0, atol=1e-6)

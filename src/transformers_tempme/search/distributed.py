@@ -16,6 +16,7 @@ A process launched on its own (no `WORLD_SIZE` above 1 in the environment) is a 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
@@ -63,7 +64,8 @@ class ProcessGroup:
 
     def barrier(self) -> None:
         if self._state is not None:
-            self._state.wait_for_everyone()
+            with _reporting_lost_processes():
+                self._state.wait_for_everyone()
 
     def broadcast(self, value: Any) -> Any:
         """The main process's `value`, on every process (any picklable object)."""
@@ -72,7 +74,8 @@ class ProcessGroup:
         from accelerate.utils import broadcast_object_list
 
         box = [value]
-        broadcast_object_list(box, from_process=0)
+        with _reporting_lost_processes():
+            broadcast_object_list(box, from_process=0)
         return box[0]
 
     def gather(self, value: Any) -> list:
@@ -81,7 +84,26 @@ class ProcessGroup:
             return [value]
         from accelerate.utils import gather_object
 
-        return gather_object([value])
+        with _reporting_lost_processes():
+            return gather_object([value])
+
+
+class ProcessLostError(SearchIndexError):
+    """Another process of the run stopped (its machine died, or it failed or was killed) while this one waited."""
+
+
+@contextlib.contextmanager
+def _reporting_lost_processes():
+    """A collective that fails because another process is gone (gloo: "Connection closed by peer"; NCCL: a
+    `DistBackendError`, a `RuntimeError` too) becomes a `ProcessLostError` that says what to do."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise ProcessLostError(
+            "Another process of this run stopped before the others (its machine died, or it failed or was killed: see "
+            "its log). Nothing was committed; the work shards written so far are kept. Run the same command again, "
+            "with any number of processes, to finish the update."
+        ) from error
 
 
 @functools.cache
@@ -161,5 +183,5 @@ def split_by_size(files: Sequence[VideoFile], parts: int) -> list[list[VideoFile
     return [sorted(share, key=lambda f: f.path) for share in shares]
 
 
-__all__ = ["COLLECTIVE_TIMEOUT", "FolderNotSharedError", "ProcessGroup", "check_folders_shared", "process_group",
-           "split_by_size"]
+__all__ = ["COLLECTIVE_TIMEOUT", "FolderNotSharedError", "ProcessGroup", "ProcessLostError", "check_folders_shared",
+           "process_group", "split_by_size"]
