@@ -34,7 +34,7 @@ COLLECTIVE_TIMEOUT = timedelta(hours=48)
 
 
 class ProcessGroup:
-    """Rank, size and the three collectives an indexing run needs."""
+    """Rank, size and the collectives an indexing run needs."""
 
     def __init__(self):
         self._state = None
@@ -147,7 +147,8 @@ def check_folders_shared(group: ProcessGroup, index_dir: Path, video_dir: Path,
             probe.parent.mkdir(parents=True, exist_ok=True)
             probe.write_text(socket.gethostname())
         except OSError as error:
-            probe, problem = None, f"cannot write in {probe.parent} ({error})"
+            problem = f"cannot write in {probe.parent} ({error})"
+            probe = None
     name = group.broadcast(probe.name if probe is not None else None)  # written before any process looks
     problems = []
     if not group.is_main:
