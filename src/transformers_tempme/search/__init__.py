@@ -25,6 +25,7 @@ what to do; `tempme` prints it as one `error:` line.
 
 from ..hub.loading import load_search_model  # the model and processor from a folder, the Hub, an adapter or CLIP
 from .ann import VectorIndexSettings
+from .distributed import FolderNotSharedError, ProcessLostError
 from .fingerprint import EmbeddingSpaceMismatchError, model_fingerprint
 from .index import VideoSearchIndex
 from .indexer import IndexingOptions
@@ -50,6 +51,7 @@ from .storage import (
 __all__ = [
     "EmbeddingSpaceMismatchError",
     "FailedFile",
+    "FolderNotSharedError",
     "IndexCheck",
     "IndexDamagedError",
     "IndexFileError",
@@ -60,6 +62,7 @@ __all__ = [
     "IndexVersionError",
     "IndexingOptions",
     "IndexingReport",
+    "ProcessLostError",
     "QueryResult",
     "QueryService",
     "SearchHit",

@@ -288,7 +288,13 @@ class VideoSearchIndex:
         return IndexingReport.from_dict(report) if report is not None else None
 
     def to_dataset(self):
-        """Every stored segment, embeddings included, as a `datasets.Dataset`."""
+        """Every stored segment, embeddings included, as a `datasets.Dataset`.
+
+        Columns: `path`, `segment`, `start`, `end`, `duration`, `size`, `mtime_ns`, `sha256` and `embedding`
+        (`List(float32, length=dim)`, L2-normalised: inner product is cosine similarity). Load it into another vector
+        engine with `add_faiss_index("embedding", metric_type=faiss.METRIC_INNER_PRODUCT)` or export it with
+        `to_parquet`; docs/search.md ("The segment table as open data") has a worked example.
+        """
         from datasets import Dataset
 
         return Dataset(read_segment_rows(self.index_dir, self.manifest))

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..video_io import DEFAULT_DECODE_TIMEOUT_S
 from .ann import ANN_KINDS
 from .discovery import VideoFile, list_files
-from .distributed import ProcessGroup, process_group, split_by_size
+from .distributed import ProcessGroup, check_folders_shared, process_group, split_by_size
 from .fingerprint import check_fingerprint
 from .planning import UpdatePlan, indexed_videos, plan_update
 from .results import FailedFile, IndexingReport
@@ -425,6 +425,7 @@ def run_update(
     try:
         plan = _on_main(group, plan_under_lock)
         share = plan.shares[group.rank]
+        check_folders_shared(group, index_dir, video_dir, share)
         # Preparing the inference copy of the weights is only worth it when this process has videos to encode.
         encoder = video_encoder(model, options.precision) if share else model
         writer = WorkShardWriter(index_dir / WORK_DIR, group.rank, _work_record(plan.manifest),
