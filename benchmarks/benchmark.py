@@ -54,7 +54,6 @@ import contextlib
 import copy
 import ctypes
 import gc
-import importlib.util
 import json
 import resource
 import statistics
@@ -71,7 +70,7 @@ import torch.nn.functional as F
 
 from transformers_tempme import PRESETS, TempMeCLIPModel, TempMeConfig, apply_lora, count_gflops
 from transformers_tempme.analysis.accounting import token_schedule
-from transformers_tempme.analysis.benchmark_records import load_average, machine_description
+from transformers_tempme.analysis.benchmark_records import load_average, load_script, machine_description
 from transformers_tempme.inference import cpu_features, optimize_for_inference
 from transformers_tempme.inference.cpu_features import RELEVANT_FLAGS
 from transformers_tempme.inference.optimize import compile_vision_tower
@@ -417,12 +416,8 @@ def prepare_path(model: TempMeCLIPModel, path: str, work_dir: Path) -> Callable:
 
 
 def load_sibling(name: str):
-    """The script `benchmarks/<name>.py` as a module, imported by its path (so that this one runs from any folder)."""
-    spec = importlib.util.spec_from_file_location(f"tempme_benchmarks_{name}", Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """The script `benchmarks/<name>.py` as a module (`load_script`)."""
+    return load_script(Path(__file__).resolve().parent / f"{name}.py")
 
 
 def prepare_authors(model: TempMeCLIPModel, args: argparse.Namespace, pixel_values: torch.Tensor):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -192,11 +191,9 @@ def export_revision(revision: str, target: Path) -> Path:
 
 def load_benchmark_script():
     """`benchmarks/benchmark.py`, for its presets, inputs and report files (imported by path)."""
-    spec = importlib.util.spec_from_file_location("tempme_benchmark", Path(__file__).resolve().parent / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    from transformers_tempme.analysis.benchmark_records import load_script
+
+    return load_script(Path(__file__).resolve().parent / "benchmark.py")
 
 
 def write_models(args: argparse.Namespace, work_dir: Path, benchmark) -> dict[str, str]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.util
 import json
 import os
 import platform
@@ -56,23 +55,14 @@ ROOT = BENCHMARKS.parent
 
 from transformers_tempme import TempMeCLIPModel, apply_lora, count_gflops
 from transformers_tempme.analysis.accounting import token_schedule
-from transformers_tempme.analysis.benchmark_records import machine_description
+from transformers_tempme.analysis.benchmark_records import load_script, machine_description
 from transformers_tempme.analysis.paper_figures import PAPER_A100_VIDEOS_PER_S, PAPER_FULL_FINETUNING
 from transformers_tempme.inference.optimize import compile_vision_tower
 from transformers_tempme.modeling_tempme import TempMeVisionAttention
 
 
 
-def _load_benchmark_script():
-    """benchmarks/benchmark.py as a module, imported by its path (so that this script runs from any folder)."""
-    spec = importlib.util.spec_from_file_location("tempme_benchmarks_benchmark", BENCHMARKS / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_benchmark_script()
+benchmark = load_script(BENCHMARKS / "benchmark.py")
 
 PARTS = ("tests", "inference", "training", "indexing")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from search_latency import percentiles, queries, random_unit_vectors, text_encoder
 
-from transformers_tempme.analysis.benchmark_records import load_average, machine_description, write_results
+from transformers_tempme.analysis.benchmark_records import load_average, load_script, machine_description, write_results
 from transformers_tempme.search.query_encoding import AUTO_MIN_COSINE, QueryEncoder
+
+# The ViT-B/32 text tower, its captions and the timing summary are search_latency.py's (imported by its path).
+search_latency = load_script(Path(__file__).with_name("search_latency.py"))
+percentiles, queries = search_latency.percentiles, search_latency.queries
+random_unit_vectors, text_encoder = search_latency.random_unit_vectors, search_latency.text_encoder
 
 PRECISIONS = ("model", "fp32", "bf16", "int8", "auto")
 NEAR_PER_QUERY = 50

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig, TempMeProcessor, VideoSearchIndex
-from transformers_tempme.analysis.benchmark_records import load_average, machine_description, write_results
+from transformers_tempme.analysis.benchmark_records import load_average, load_script, machine_description, write_results
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
 from transformers_tempme.hub.loading import describe_model
 from transformers_tempme.search.fingerprint import model_fingerprint
@@ -48,16 +47,7 @@ from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
 from transformers_tempme.search.storage import save_vector_index
 
 
-def _search_latency():
-    """`benchmarks/search_latency.py`, whose synthetic index this benchmark serves (imported by its path, so that this
-    script runs from any folder)."""
-    spec = importlib.util.spec_from_file_location("tempme_search_latency", Path(__file__).with_name("search_latency.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-search_latency = _search_latency()
+search_latency = load_script(Path(__file__).with_name("search_latency.py"))  # the synthetic index it serves
 DIM = search_latency.DIM
 REPO = Path(__file__).resolve().parents[1]
 SCORE_TOLERANCE = 1e-5

@@ -241,8 +241,9 @@ def search_variants(settings: dict, sweep: bool) -> list[dict]:
 def text_query_encoder(work: Path):
     """`encode(text)`: the query path of `VideoSearchIndex` (`encode_text`) with a ViT-B/32-shaped text tower, on a
     small index written for it (the model needs an index to be opened with)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import search_latency
+    from transformers_tempme.analysis.benchmark_records import load_script
+
+    search_latency = load_script(Path(__file__).with_name("search_latency.py"))
 
     from transformers_tempme import VideoSearchIndex
     from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
@@ -279,10 +280,9 @@ def measure_saved(folder: Path, queries_file: Path, truth_file: Path, threads: i
     truths = dict(np.load(truth_file))
     encode = text_query_encoder(folder.parent) if text else None
     if encode is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from search_latency import queries as captions
+        from transformers_tempme.analysis.benchmark_records import load_script
 
-        texts = captions(max(len(queries) for queries in query_sets.values()))
+        texts = load_script(Path(__file__).with_name("search_latency.py")).queries(max(len(queries) for queries in query_sets.values()))
         for caption in texts[:5]:
             encode(caption)  # warm-up
     gc.collect()

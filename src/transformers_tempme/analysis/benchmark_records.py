@@ -11,15 +11,28 @@ Used by `benchmarks/*.py`, `tools/*.py` and `examples/demo.py`.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
 from ..inference.cpu_features import cpu_features
+
+
+def load_script(path: str | Path):
+    """The script at `path` (a sibling benchmark or the demo) as a module, imported by its path: a script that
+    imports its siblings this way runs from any folder, where a bare `import sibling` works only from its own."""
+    path = Path(path).resolve()
+    spec = importlib.util.spec_from_file_location(f"tempme_script_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_average() -> list[float] | None:
