@@ -58,6 +58,7 @@ COLOURS = ("red", "green", "blue", "yellow", "white", "purple", "orange", "cyan"
 SHAPES = ("circle", "square", "triangle", "dog", "car", "person")
 ACTIONS = ("moves from left to right", "moves from right to left", "jumps over a fence", "grows", "shrinks",
            "turns around", "catches a frisbee", "falls down")
+DISTINCT_QUERIES = len(COLOURS) * len(SHAPES) * len(ACTIONS)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,6 +88,9 @@ def text_encoder() -> tuple[TempMeCLIPModel, TempMeProcessor]:
 
 
 def queries(count: int) -> list[str]:
+    """`count` distinct captions (at most `DISTINCT_QUERIES`), the same on every run."""
+    if count > DISTINCT_QUERIES:
+        raise ValueError(f"Only {DISTINCT_QUERIES} distinct captions can be made; asked for {count}.")
     rng = np.random.default_rng(0)
     seen, texts = set(), []
     while len(texts) < count:

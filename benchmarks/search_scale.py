@@ -282,7 +282,8 @@ def measure_saved(folder: Path, queries_file: Path, truth_file: Path, threads: i
     if encode is not None:
         from transformers_tempme.analysis.benchmark_records import load_script
 
-        texts = load_script(Path(__file__).with_name("search_latency.py")).queries(max(len(queries) for queries in query_sets.values()))
+        captions = load_script(Path(__file__).with_name("search_latency.py"))
+        texts = captions.queries(min(max(len(queries) for queries in query_sets.values()), captions.DISTINCT_QUERIES))
         for caption in texts[:5]:
             encode(caption)  # warm-up
     gc.collect()
@@ -302,7 +303,7 @@ def measure_saved(folder: Path, queries_file: Path, truth_file: Path, threads: i
             for number, query in enumerate(queries):
                 start = time.perf_counter()
                 if encode is not None:
-                    encode(texts[number])
+                    encode(texts[number % len(texts)])  # the captions repeat past DISTINCT_QUERIES
                 encoded = time.perf_counter()
                 index.search(query, K, **changes)
                 done = time.perf_counter()
