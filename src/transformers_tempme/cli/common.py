@@ -94,7 +94,10 @@ def run_command(command: Callable[..., int | None], *args) -> int:
     except Exception as error:
         if not isinstance(error, user_error_types()) or os.environ.get(TRACEBACK_ENV):
             raise
-        print(error_line(error), file=sys.stderr)
+        # One write of the whole line: processes launched together (accelerate) share stderr, often unbuffered, and
+        # print's separate write of the newline would let their lines run into each other.
+        sys.stderr.write(error_line(error) + "\n")
+        sys.stderr.flush()
         return EXIT_USER_ERROR
 
 
