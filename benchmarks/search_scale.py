@@ -44,6 +44,7 @@ the queries and exact top-10 are made again from it when their files are missing
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -238,12 +239,18 @@ def search_variants(settings: dict, sweep: bool) -> list[dict]:
     return variants
 
 
+@functools.cache
+def search_latency_script():
+    """`benchmarks/search_latency.py`, loaded once: its text tower, captions and index writers are shared here."""
+    from transformers_tempme.analysis.benchmark_records import load_script
+
+    return load_script(Path(__file__).with_name("search_latency.py"))
+
+
 def text_query_encoder(work: Path):
     """`encode(text)`: the query path of `VideoSearchIndex` (`encode_text`) with a ViT-B/32-shaped text tower, on a
     small index written for it (the model needs an index to be opened with)."""
-    from transformers_tempme.analysis.benchmark_records import load_script
-
-    search_latency = load_script(Path(__file__).with_name("search_latency.py"))
+    search_latency = search_latency_script()
 
     from transformers_tempme import VideoSearchIndex
     from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
@@ -280,9 +287,7 @@ def measure_saved(folder: Path, queries_file: Path, truth_file: Path, threads: i
     truths = dict(np.load(truth_file))
     encode = text_query_encoder(folder.parent) if text else None
     if encode is not None:
-        from transformers_tempme.analysis.benchmark_records import load_script
-
-        captions = load_script(Path(__file__).with_name("search_latency.py"))
+        captions = search_latency_script()
         texts = captions.queries(min(max(len(queries) for queries in query_sets.values()), captions.DISTINCT_QUERIES))
         for caption in texts[:5]:
             encode(caption)  # warm-up

@@ -392,7 +392,9 @@ def test_an_adapter_folder_takes_its_base_processor_and_indexes_unmerged_when_it
         assert main(["index", str(videos), "--model", str(adapter), "--index", str(tmp_path / precision),
                      "--precision", precision, "--num-workers", "0", "--no-progress"]) == 0, capsys.readouterr().err
     fast, own = (VideoSearchIndex.open(tmp_path / name) for name in ("fp32", "model"))
-    np.testing.assert_allclose(stored_rows(fast)[1], stored_rows(own)[1], atol=1e-5)
+    # oneDNN's linear and the model's differ in the last bits, and a merge decided by a near tie on these flat
+    # synthetic frames can then go the other way: one full-suite run saw an embedding move by 1.8e-5.
+    np.testing.assert_allclose(stored_rows(fast)[1], stored_rows(own)[1], rtol=0, atol=1e-4)
     # The tuner is on (the embeddings are not the base model's), and the base model's processor came with it.
     assert not np.allclose(stored_rows(own)[1], stored_rows(VideoSearchIndex.open(base_index))[1], atol=1e-3)
     assert own.processor.tokenizer.get_vocab() == load_processor(model_dir, own.model).tokenizer.get_vocab()
