@@ -337,7 +337,7 @@ def test_attention_kernels_come_from_transformers_registry():
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-5), ("bf16", None)])
 def test_compile_keeps_the_model_and_compiles_its_vision_tower_whole(precision, tolerance):
     """`compile=` swaps nothing: the copy's vision tower is one graph (fullgraph) at the precision, the final layer norm
-    and projections at the model's. aot_eager here (seconds); `tests/test_compile.py` runs inductor."""
+    and projections at the model's. aot_eager here (seconds); inductor runs in `tests/test_compile.py` and `tests/test_benchmark_script.py`."""
     torch._dynamo.reset()  # a fresh compile cache: earlier tests' graphs must not count towards its recompile limit
     model = tiny_model("tempme")
     pixel_values, mask = random_video(2, 4, model.config), torch.ones(2, 4)

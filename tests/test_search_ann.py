@@ -262,6 +262,37 @@ def test_save_and_load_round_trip(library, built, tmp_path, name):
         loaded.save(tmp_path / "index")
 
 
+@pytest.mark.parametrize("change", ["search", "add", "remove", "save"])
+def test_a_single_faiss_file_is_searched_as_it_is_and_id_mapped_by_its_first_change(library, built, tmp_path,
+                                                                                        change):
+    """A flat index of one `.faiss` file (written before the vector folder) is searched without copying its
+    vectors; adding, removing or saving first gives it the id map that the folder format keeps."""
+    import faiss
+
+    vectors, queries, _ = library
+    bare = faiss.IndexFlatIP(DIM)
+    bare.add(vectors)
+    faiss.write_index(bare, str(tmp_path / "vectors-00001.faiss"))
+    index = AnnIndex.from_faiss_file(tmp_path / "vectors-00001.faiss", SETTINGS["flat"])
+    for got, expected in zip(index.search(queries, 10), built["flat"].search(queries, 10)):
+        np.testing.assert_array_equal(got, expected)
+    assert not isinstance(index.index, faiss.IndexIDMap)
+    removed = np.arange(5000, 5300)
+    if change == "add":
+        np.testing.assert_array_equal(index.add(vectors[:3]), len(vectors) + np.arange(3))
+        assert index.search(vectors[:1], 2)[1][0].tolist() in ([0, len(vectors)], [len(vectors), 0])
+    elif change == "remove":
+        assert index.remove(removed) == len(removed)
+        assert not np.isin(index.search(queries, 10)[1], removed).any()
+    elif change == "save":
+        index.save(tmp_path / "folder")
+        loaded = AnnIndex.load(tmp_path / "folder")
+        assert isinstance(loaded.index, faiss.IndexIDMap)
+        loaded.remove(removed)  # the loaded index maps ids: its slots stay where they were
+        assert loaded.live == len(vectors) - len(removed) and not np.isin(loaded.search(queries, 10)[1], removed).any()
+    assert isinstance(index.index, faiss.IndexIDMap) == (change != "search")
+
+
 def test_ivfpq_vectors_are_float16_files_read_through_memory_maps(library, built, tmp_path):
     vectors, queries, _ = library
     index = built["ivfpq"]

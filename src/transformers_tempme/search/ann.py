@@ -448,6 +448,7 @@ class AnnIndex:
         if count and vectors.shape[1] != self.dim:
             raise ValueError(f"Vectors of {vectors.shape[1]} values for an index of {self.dim}.")
         first = self.slots
+        self._id_mapped_flat()
         description = {"flat": "Adding to the exact index", "hnsw": "Building the HNSW graph",
                        "ivfpq": "Encoding for IVF-PQ"}[self.settings.kind]
         with tqdm(total=count, unit="vector", desc=description, disable=not progress, dynamic_ncols=True) as bar:
@@ -471,11 +472,24 @@ class AnnIndex:
         if len(slots) and (slots[0] < 0 or slots[-1] >= self.slots):
             raise ValueError(f"Slots out of range: the index has slots 0 to {self.slots - 1}.")
         slots = np.setdiff1d(slots, self.removed, assume_unique=True)
+        self._id_mapped_flat()
         if self.settings.kind != "hnsw" and len(slots):
             self.index.remove_ids(_faiss().IDSelectorBatch(slots))
         self.removed = np.union1d(self.removed, slots)
         self._live_bitmap = None
         return len(slots)
+
+    def _id_mapped_flat(self) -> None:
+        """Give a bare flat index (one read from a single `.faiss` file, slot = position) the id map that adding,
+        removing and renumbering need; other indexes are left as they are."""
+        faiss = _faiss()
+        if self.settings.kind != "flat" or isinstance(self.index, faiss.IndexIDMap):
+            return
+        mapped = _new_faiss_index(self.settings, self.dim)
+        if self.index.ntotal:
+            mapped.add_with_ids(self.index.reconstruct_n(0, self.index.ntotal),
+                                np.arange(self.index.ntotal, dtype=np.int64))
+        self.index = mapped
 
     @property
     def live(self) -> int:
@@ -499,6 +513,7 @@ class AnnIndex:
             rebuilt = AnnIndex.build(vectors, self.settings, progress=progress)
             self.index = rebuilt.index
         elif kind == "flat":
+            self._id_mapped_flat()
             id_map = _faiss().vector_to_array(self.index.id_map)
             _faiss().copy_array_to_vector(old_to_new[id_map], self.index.id_map)
         else:
@@ -600,6 +615,7 @@ class AnnIndex:
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / STATE_FILE).exists():
             raise FileExistsError(f"{folder} already holds a vector index; save into a new folder.")
+        self._id_mapped_flat()  # the folder format's flat index maps ids to slots
         _faiss().write_index(self.index, str(folder / INDEX_FILE))
         names = [INDEX_FILE]
         if len(self.removed):
@@ -617,14 +633,11 @@ class AnnIndex:
         """An index over a bare faiss `IndexFlatIP` or `IndexHNSWFlat` file whose vector `i` is slot `i` (the single
         `.faiss` file of video indexes written before the folder format). faiss' `RuntimeError` when it cannot read
         it."""
-        index = _faiss().read_index(str(path))
-        if settings.kind == "flat":
-            flat = _new_faiss_index(settings, index.d)
-            if index.ntotal:
-                flat.add_with_ids(index.reconstruct_n(0, index.ntotal), np.arange(index.ntotal, dtype=np.int64))
-            index = flat
-        elif settings.kind != "hnsw":
+        if settings.kind not in ("flat", "hnsw"):
             raise ValueError(f"A single faiss file holds a flat or hnsw index, not {settings.kind!r}.")
+        index = _faiss().read_index(str(path))
+        # A bare flat index answers with positions, which are its slots until something changes: it is searched as
+        # it is, and given an id map (a copy of every vector) only by the first change (`_id_mapped_flat`).
         return cls(settings, index.d, index, None, int(index.ntotal))
 
     @classmethod
