@@ -161,6 +161,16 @@ def point_manifest(folder: Path, shards: dict, vector_file: str, vector_records:
     ))
 
 
+def write_flat_index(folder: Path, vectors: np.ndarray, fingerprint: str, model_info: dict) -> tuple[dict, float]:
+    """An index `VideoSearchIndex` opens: the segment shards of `vectors` and an exact (`flat`) vector index over them,
+    with its manifest. Returns `write_index`'s shards and their bytes."""
+    shards, table_bytes = write_index(folder, vectors, fingerprint, model_info)
+    flat = VectorIndexSettings("flat")
+    records = save_vector_index(folder, AnnIndex.build(vectors, flat), "vectors-flat")
+    point_manifest(folder, shards, "vectors-flat", records, flat, len(vectors), fingerprint, model_info)
+    return shards, table_bytes
+
+
 def percentiles(seconds: list[float]) -> dict:
     ms = np.asarray(seconds) * 1000
     return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
@@ -206,12 +216,9 @@ def benchmark_size(count: int, args, model, processor, fingerprint: str, texts: 
                   "preset": None, "schedule": model.config.merge_schedule}
     vectors = (clustered_unit_vectors if args.data == "clustered" else random_unit_vectors)(count, seed=count)
     near = queries_near(vectors, len(texts), seed=count + 7) if args.data == "clustered" else None
-    shards, table_bytes = write_index(folder, vectors, fingerprint, model_info)
+    shards, table_bytes = write_flat_index(folder, vectors, fingerprint, model_info)
     result = {"segments": count, "table_bytes_per_segment": table_bytes / count, "load_average_before": load_average()}
 
-    flat = VectorIndexSettings("flat")
-    flat_records = save_vector_index(folder, AnnIndex.build(vectors, flat), "vectors-flat")
-    point_manifest(folder, shards, "vectors-flat", flat_records, flat, count, fingerprint, model_info)
     index, memory = open_index(folder, model, processor, args.query_precision)
     result["exact"] = {**time_queries(index, texts, args.k, near), **memory}
     print(f"  exact: search p50 {result['exact']['search']['p50_ms']:.1f} ms, p95 {result['exact']['search']['p95_ms']:.1f} ms",

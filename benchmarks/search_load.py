@@ -43,8 +43,6 @@ from transformers_tempme.analysis.benchmark_records import load_average, load_sc
 from transformers_tempme.data.tokenizer import build_clip_tokenizer
 from transformers_tempme.hub.loading import describe_model
 from transformers_tempme.search.fingerprint import model_fingerprint
-from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
-from transformers_tempme.search.storage import save_vector_index
 
 
 search_latency = load_script(Path(__file__).with_name("search_latency.py"))  # the synthetic index it serves
@@ -113,10 +111,7 @@ def write_synthetic_index(folder: Path, count: int, model, processor, model_dir:
     fingerprint = model_fingerprint(model, processor)
     model_info = describe_model(model, model_dir)
     vectors = search_latency.random_unit_vectors(count, seed=count)
-    shards, _ = search_latency.write_index(folder, vectors, fingerprint, model_info)
-    settings = VectorIndexSettings("flat")
-    records = save_vector_index(folder, AnnIndex.build(vectors, settings), "vectors-flat")
-    search_latency.point_manifest(folder, shards, "vectors-flat", records, settings, count, fingerprint, model_info)
+    search_latency.write_flat_index(folder, vectors, fingerprint, model_info)
 
 
 def answer_of(hits) -> list[tuple[str, float, float]]:

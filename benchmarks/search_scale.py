@@ -253,9 +253,7 @@ def text_query_encoder(work: Path):
     search_latency = search_latency_script()
 
     from transformers_tempme import VideoSearchIndex
-    from transformers_tempme.search.ann import AnnIndex, VectorIndexSettings
     from transformers_tempme.search.fingerprint import model_fingerprint
-    from transformers_tempme.search.storage import save_vector_index
 
     model, processor = search_latency.text_encoder()
     folder = work / "text-encoder-index"
@@ -264,10 +262,7 @@ def text_query_encoder(work: Path):
     fingerprint = model_fingerprint(model, processor)
     info = {"name_or_path": "random ViT-B/32-shaped TempMe (benchmark)", "revision": None, "from_clip": False,
             "preset": None, "schedule": model.config.merge_schedule}
-    shards, _ = search_latency.write_index(folder, vectors, fingerprint, info)
-    records = save_vector_index(folder, AnnIndex.build(vectors, VectorIndexSettings("flat")), "vectors-flat")
-    search_latency.point_manifest(folder, shards, "vectors-flat", records, VectorIndexSettings("flat"), len(vectors),
-                                  fingerprint, info)
+    search_latency.write_flat_index(folder, vectors, fingerprint, info)
     index = VideoSearchIndex.open(folder, model, processor, auto_refresh=False)
     return lambda text: index.encode_text(text)
 
