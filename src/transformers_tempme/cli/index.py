@@ -29,9 +29,9 @@ Without either, an existing index uses the model it was built with.
 
 from __future__ import annotations
 
-import sys
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from .common import (

@@ -63,11 +63,11 @@ ADD_BATCH = 65_536
 
 class DamagedVectorsError(ValueError):
     """A float16 vector read for re-ranking does not match the checksum written with it: the file is damaged.
-    `path` names it; the caller turns it into its own damage error."""
+    `path` names it and `problem` says what is wrong; the caller turns them into its own damage error."""
 
-    def __init__(self, path: Path, message: str):
-        super().__init__(message)
-        self.path = path
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
 
 
 def row_checksums(rows: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ def row_checksums(rows: np.ndarray) -> np.ndarray:
 
 
 def _faiss():
-    # The same message as the storage's: video search's optional dependency, imported when first used.
+    # Video search's optional dependency, imported when first used.
     try:
         import faiss
     except ImportError as error:
@@ -306,7 +306,7 @@ class _VectorFiles:
                 wrong = np.flatnonzero(row_checksums(values) != self.checksums[chunk][rows])
                 if len(wrong):
                     path = self.files[chunk][0]
-                    raise DamagedVectorsError(path, f"{path}: row {int(rows[wrong[0]])} does not match its checksum")
+                    raise DamagedVectorsError(path, f"row {int(rows[wrong[0]])} does not match its checksum")
             out[picked] = values
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
         return out

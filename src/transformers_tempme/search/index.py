@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from ..video_io import VideoDecodeError
+from .ann import DamagedVectorsError
 from .discovery import NotAVideoError, VideoFile
 from .fingerprint import check_fingerprint, model_fingerprint
-from .ann import DamagedVectorsError
 from .indexer import IndexingOptions, run_update
 from .query_encoding import QueryEncoder, check_query_precision
 from .results import IndexingReport, SearchHit
@@ -417,7 +417,7 @@ class VideoSearchIndex:
         except DamagedVectorsError as error:
             folder = generation.manifest.vector_file
             raise damaged(self.index_dir, f"{folder}/{Path(error.path).name}",
-                          f"{str(error).rsplit(': ', 1)[-1]} (damaged bytes)") from error
+                          f"{error.problem} (damaged bytes)") from error
         return scores, generation.vectors.rank_of(slots)
 
     def _check_scores(self, generation: OpenGeneration, scores: np.ndarray) -> None:
