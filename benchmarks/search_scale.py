@@ -143,12 +143,7 @@ class StructuredLibrary:
 
     def write(self, path: str | os.PathLike) -> np.ndarray:
         """All rows into a float16 `.npy` file at `path`; returns it memory-mapped (read-only)."""
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(self.count, self.dim))
-        for first, rows in self.blocks():
-            out[first : first + len(rows)] = rows
-        out.flush()
-        del out
-        return np.load(path, mmap_mode="r")
+        return _write_float16(path, (self.count, self.dim), self.blocks())
 
     def text_queries(self, vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
         """`count` text-like queries about random rows of `vectors` (see the class docstring)."""
@@ -173,15 +168,22 @@ def _rows_at(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_random(path: str | os.PathLike, count: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    """`count` unit vectors uniform on the sphere into a float16 `.npy` file; returns it memory-mapped."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(count, dim))
-    for first in range(0, count, CHUNK):
-        rng = np.random.default_rng([seed, 5, first // CHUNK])
-        out[first : first + CHUNK] = _unit_rows(rng, min(CHUNK, count - first), dim)
+def _write_float16(path: str | os.PathLike, shape: tuple[int, int], blocks) -> np.ndarray:
+    """The `(first_row, rows)` of `blocks` into a float16 `.npy` file of `shape` at `path`, a block at a time;
+    returns it memory-mapped (read-only)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+    for first, rows in blocks:
+        out[first : first + len(rows)] = rows
     out.flush()
     del out
     return np.load(path, mmap_mode="r")
+
+
+def write_random(path: str | os.PathLike, count: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    """`count` unit vectors uniform on the sphere into a float16 `.npy` file; returns it memory-mapped."""
+    blocks = ((first, _unit_rows(np.random.default_rng([seed, 5, first // CHUNK]), min(CHUNK, count - first), dim))
+              for first in range(0, count, CHUNK))
+    return _write_float16(path, (count, dim), blocks)
 
 
 def random_queries(count: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
