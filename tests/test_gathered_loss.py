@@ -2,7 +2,6 @@
 and so do the gradients after DDP averages them."""
 
 import os
-import socket
 import time
 from datetime import timedelta
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from search_helpers import free_port
 from torch.nn.parallel import DistributedDataParallel
 
 from transformers_tempme import TempMeCLIPModel, TempMeConfig
@@ -106,17 +106,11 @@ def _distributed_checks(rank: int, schedule_name: str, result_path: str) -> None
         torch.save({"loss": loss.detach(), "grads": grads}, result_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_workers(schedule_name: str, result_path: str, timeout_s: float = 300, exit_grace_s: float = 30) -> None:
     """Run the 2 workers; once rank 0 has written its result (after every collective), give the processes
     `exit_grace_s` to exit and end any that has not: a gloo process can linger in teardown on a loaded machine, and
     that says nothing about the loss."""
-    context = mp.spawn(_worker, args=(_free_port(), schedule_name, result_path), nprocs=WORLD_SIZE, join=False)
+    context = mp.spawn(_worker, args=(free_port(), schedule_name, result_path), nprocs=WORLD_SIZE, join=False)
     deadline = time.monotonic() + timeout_s
     while not context.join(timeout=1):
         if os.path.exists(result_path):

@@ -34,11 +34,15 @@ from transformers_tempme.search.distributed import _share_problem
 INDEX_OPTIONS = ["--num-workers", "0", "--batch-size", "4", "--shard-rows", "2"]
 
 
-def accelerate_launch(processes: int, *program: str) -> list[str]:
-    """`accelerate launch` of `program` (`-m module ...` or `script.py ...`) on this machine's CPUs, over gloo."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
-            "--dynamo_backend", "no", *program]
+def accelerate_launch(processes: int, *program: str, machines: int = 1, machine_rank: int = 0,
+                      port: int | None = None) -> list[str]:
+    """`accelerate launch` of `program` (`-m module ...` or `script.py ...`) on this machine's CPUs, over gloo:
+    `processes` in all, or one machine's command of a launch over `machines` (the 2-machine launch in docs/search.md,
+    its "machines" being launchers on this one joined over 127.0.0.1 at `port`)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", str(machines),
+            "--machine_rank", str(machine_rank), "--num_processes", str(processes), "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(port or free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+            *program]
 
 
 def run_launchers(commands: list[list[str]], cwd, timeout: float = 500) -> list[tuple[int, str, str]]:
@@ -60,11 +64,8 @@ def run_launchers(commands: list[list[str]], cwd, timeout: float = 500) -> list[
 
 
 def machine_launch(machine_rank: int, port: int, *program: str) -> list[str]:
-    """One machine's command of the 2-machine launch in docs/search.md, 2 processes each (4 in all), the "machines"
-    being two launchers on this one, joined over 127.0.0.1."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
-            "--machine_rank", str(machine_rank), "--num_processes", "4", "--main_process_ip", "127.0.0.1",
-            "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", *program]
+    """One machine's command of a launch over 2 machines of 2 processes each."""
+    return accelerate_launch(4, *program, machines=2, machine_rank=machine_rank, port=port)
 
 
 @pytest.mark.slow
